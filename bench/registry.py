@@ -1,0 +1,152 @@
+"""A small typed registry: register by decorator or lazily by ``"module:attr"``.
+
+Modelled on lm-evaluation-harness' registry: duplicate names raise, unknown
+names raise with "did you mean" suggestions, and every entry carries a one-line
+description for ``bench ls``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(LookupError):
+    """Raised for duplicate or unknown registry names and bad plugin strings."""
+
+
+@dataclass
+class _Entry(Generic[T]):
+    name: str
+    description: str
+    obj: T | None = None
+    target: str | None = None  # "module:attr" for lazy entries
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def import_object(target: str) -> Any:
+    """Import ``"package.module:attr"`` (``attr`` may be dotted).
+
+    Only explicit ``module:attr`` strings are accepted: this is the one way
+    plugin code enters the harness.
+    """
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise RegistryError(f"plugin {target!r} must have the form 'package.module:attr'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RegistryError(f"plugin {target!r}: cannot import module {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise RegistryError(f"plugin {target!r}: module {module_name!r} has no attribute {attr!r}") from exc
+    return obj
+
+
+def first_doc_line(obj: Any) -> str:
+    doc = getattr(obj, "__doc__", None) or ""
+    return doc.strip().splitlines()[0].strip() if doc.strip() else ""
+
+
+class Registry(Generic[T]):
+    """Named objects of one kind (data sets, models, attacks).
+
+    >>> r: Registry[int] = Registry("number")
+    >>> r.register("one", 1, description="the first")
+    1
+    >>> r.get("one")
+    1
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, _Entry[T]] = {}
+
+    # -- registration -------------------------------------------------------------
+    def register(self, name: str, obj: T | None = None, *, description: str | None = None, **meta: Any) -> Any:
+        """Register ``obj`` under ``name``; without ``obj`` return a decorator."""
+
+        def add(target: T) -> T:
+            self._add(_Entry(name, description or first_doc_line(target), obj=target, meta=meta))
+            return target
+
+        if obj is None:
+            return add
+        return add(obj)
+
+    def register_lazy(self, name: str, target: str, *, description: str = "", **meta: Any) -> None:
+        """Register ``"module:attr"``, imported on first use."""
+        if ":" not in target:
+            raise RegistryError(f"lazy {self.kind} {name!r}: target {target!r} must be 'module:attr'")
+        self._add(_Entry(name, description, target=target, meta=meta))
+
+    def _add(self, entry: _Entry[T]) -> None:
+        if entry.name in self._entries:
+            raise RegistryError(f"duplicate {self.kind} name {entry.name!r}: already registered")
+        self._entries[entry.name] = entry
+
+    # -- lookup -------------------------------------------------------------------
+    def get(self, name: str) -> T:
+        """Return the object registered as ``name``.
+
+        A name of the form ``"module:attr"`` that is not registered is imported
+        directly (explicit plugins).
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            if ":" in name:
+                return import_object(name)
+            raise RegistryError(self.unknown_message(name))
+        if entry.obj is None:
+            assert entry.target is not None
+            entry.obj = import_object(entry.target)
+            if not entry.description:
+                entry.description = first_doc_line(entry.obj)
+        return entry.obj
+
+    def unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries))})"
+
+    def check(self, name: str) -> None:
+        """Raise :class:`RegistryError` unless ``name`` is registered or a plugin string."""
+        if name not in self._entries and ":" not in name:
+            raise RegistryError(self.unknown_message(name))
+
+    def describe(self, name: str) -> str:
+        entry = self._entries[name]
+        if not entry.description and entry.obj is None:
+            self.get(name)
+        return entry.description
+
+    def meta(self, name: str) -> dict[str, Any]:
+        return dict(self._entries[name].meta)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        for name in self.names():
+            yield name, self.get(name)
+
+
+def registering(registry: Registry[T], name: str, **meta: Any) -> Callable[[T], T]:
+    """Decorator form usable on classes and functions alike."""
+    return registry.register(name, **meta)

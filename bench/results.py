@@ -1,0 +1,198 @@
+"""The results schema and the run directory (DESIGN.md, conventions 5 and 6).
+
+A run directory ``runs/<suite>/<timestamp>/`` holds::
+
+    suite.yaml          the resolved suite (includes merged, defaults filled)
+    manifest.json       versions, git commit, data digest, seeds, device, timings
+    models.json         per model: checkpoint, recipe, clean accuracy, output checks
+    results.csv         one tidy row per (model, attack, eps): RESULT_COLUMNS
+    results.parquet     the same rows, typed
+    samples.parquet     per-sample flags: SAMPLE_COLUMNS
+    cells/<cell>/       what each finished cell wrote (atomically): rows, samples, examples
+    figures/            curve plots (PNG)
+
+It is the source of truth: MLflow mirrors it (``bench sync``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RESULT_COLUMNS = [
+    "suite",
+    "dataset",
+    "split",
+    "n",
+    "model",
+    "attack",
+    "attack_name",
+    "attack_params",
+    "norm",
+    "targeted",
+    "eps",
+    "clean_accuracy",
+    "robust_accuracy",
+    "ci_low",
+    "ci_high",
+    "robust_accuracy_pointwise",
+    "attack_success_rate",
+    "mean_linf",
+    "max_linf",
+    "mean_l2",
+    "max_l2",
+    "grad_evals",
+    "seconds",
+    "seed",
+    "device",
+]
+"""Columns of ``results.csv``.
+
+``robust_accuracy`` counts a sample as robust at eps only if it was classified
+correctly under the attack at every grid eps <= eps (an example found at a
+smaller eps lies in the larger ball); ``robust_accuracy_pointwise`` is the
+attack at this eps alone. ``ci_low``/``ci_high``: Wilson 95% interval of
+``robust_accuracy``. ``attack_success_rate``: among clean-correct samples, the
+fraction fooled (untargeted) or sent to their target (targeted), cumulative like
+``robust_accuracy``. Norms are of the perturbation at this eps. ``grad_evals``
+and ``seconds``: what the sweep spent on this eps (an FGSM sweep spends all its
+gradients on the first eps).
+"""
+
+SAMPLE_COLUMNS = [
+    "model",
+    "attack",
+    "eps",
+    "index",
+    "label",
+    "clean_pred",
+    "adv_pred",
+    "target",
+    "correct",
+    "correct_pointwise",
+    "linf",
+    "l2",
+]
+"""Columns of ``samples.parquet``: ``index`` is the sample's position in the data split;
+``correct`` the cumulative robust flag; ``target`` is -1 for untargeted attacks."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and ``os.replace`` (no torn files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory."""
+
+    root: Path
+
+    @property
+    def suite(self) -> Path:
+        return self.root / "suite.yaml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models.json"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def results_parquet(self) -> Path:
+        return self.root / "results.parquet"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples.parquet"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    def cell(self, cell_id: str) -> Path:
+        return self.root / "cells" / cell_id
+
+    def cell_done(self, cell_id: str) -> bool:
+        return (self.cell(cell_id) / "done.json").exists()
+
+    def read_manifest(self) -> dict[str, Any]:
+        return dict(json.loads(self.manifest.read_text()))
+
+    def read_results(self) -> pd.DataFrame:
+        if self.results_parquet.exists():
+            return pd.read_parquet(self.results_parquet)
+        return pd.read_csv(self.results_csv)
+
+    def read_samples(self) -> pd.DataFrame:
+        return pd.read_parquet(self.samples)
+
+    def read_examples(self, cell_id: str) -> dict[str, np.ndarray] | None:
+        path = self.cell(cell_id) / "examples.npz"
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+
+def open_run_dir(path: str | Path) -> RunDir:
+    """A finished run directory, or a clear error saying what is missing."""
+    run = RunDir(Path(path))
+    if not run.root.is_dir():
+        raise FileNotFoundError(f"{run.root}: run directory not found")
+    for needed in (run.manifest, run.suite):
+        if not needed.exists():
+            raise FileNotFoundError(f"{run.root}: not a run directory ({needed.name} missing)")
+    return run

@@ -1,0 +1,606 @@
+"""Executes a suite: prepares data and models, runs cells through joblib, writes the run directory.
+
+Phases:
+
+1. resolve the device, load the data split, train or load every model (in this
+   process, so parallel workers never race on the checkpoint cache), record
+   clean accuracy and check that outputs are logits;
+2. run each (model, attack) cell through ``joblib.Parallel``; a cell evaluates
+   the whole epsilon sweep batch by batch and writes ``cells/<id>/``
+   atomically, so a finished cell is never lost;
+3. gather the rows into ``results.csv``/``results.parquet`` and per-sample
+   flags into ``samples.parquet``, write figures and the manifest, print a
+   summary, and mirror the run directory into MLflow.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from bench import metrics
+from bench.attacks import Attack, AttackContext, make_attack, perturbation_norms
+from bench.attacks.base import derive_seed
+from bench.data import DataSplit, load_dataset
+from bench.results import (
+    RESULT_COLUMNS,
+    SAMPLE_COLUMNS,
+    RunDir,
+    atomic_write_npz,
+    atomic_write_parquet,
+    atomic_write_text,
+    write_json,
+)
+from bench.suite import Cell, Suite, dump_yaml, expand
+
+
+class RunError(RuntimeError):
+    """A suite that cannot run as written (the message says what to change)."""
+
+
+class ModelOutputError(RunError):
+    """A model whose outputs are not usable logits."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError("device: 'cuda' was requested but no CUDA device is available (use 'auto' or 'cpu')")
+    return torch.device(requested)
+
+
+def check_logits(logits: torch.Tensor, *, model: str, allow_probabilities: bool) -> list[str]:
+    """Refuse (or warn about) outputs that are not logits; returns the warnings issued.
+
+    Probabilities (rows in [0, 1] summing to 1) and log-probabilities (rows
+    whose logsumexp is 0) make cross-entropy gradients wrong or vanishing,
+    which silently weakens every gradient attack (AutoAttack's first check).
+    """
+    if not bool(torch.isfinite(logits).all()):
+        raise ModelOutputError(f"model {model!r} returned NaN or infinite outputs on clean inputs")
+    problems = []
+    rows = logits.double()
+    if bool(((rows >= 0) & (rows <= 1)).all()) and bool(
+        torch.allclose(rows.sum(1), torch.ones(len(rows), dtype=torch.double), atol=1e-3)
+    ):
+        problems.append(
+            f"model {model!r} outputs look like probabilities (rows in [0, 1] summing to 1); attacks need logits"
+        )
+    elif bool((rows <= 0).all()) and bool(
+        torch.allclose(torch.logsumexp(rows, 1), torch.zeros(len(rows), dtype=torch.double), atol=1e-3)
+    ):
+        problems.append(
+            f"model {model!r} outputs look like log-probabilities (logsumexp of each row is 0); attacks need logits"
+        )
+    if problems and not allow_probabilities:
+        raise ModelOutputError(problems[0] + " (set 'allow_probabilities: true' in the suite to run anyway)")
+    for p in problems:
+        warnings.warn(p, stacklevel=2)
+    return problems
+
+
+# -- models ----------------------------------------------------------------------------------
+
+_MODEL_CACHE: dict[tuple[Any, ...], nn.Module] = {}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How any process gets the same trained model (picklable)."""
+
+    id: str
+    name: str
+    dataset: str
+    seed: int
+    recipe: dict[str, Any]
+    data_options: dict[str, Any]
+
+    def key(self) -> tuple[Any, ...]:
+        return (
+            self.name,
+            self.dataset,
+            self.seed,
+            json.dumps(self.recipe, sort_keys=True),
+            json.dumps(self.data_options, sort_keys=True),
+        )
+
+    def load(self, device: torch.device) -> nn.Module:
+        from model_zoo import get_model
+
+        cache_key = (*self.key(), str(device))
+        if cache_key not in _MODEL_CACHE:
+            trained = get_model(
+                self.name,
+                self.dataset,
+                seed=self.seed,
+                device=device,
+                recipe=self.recipe,
+                data_options=self.data_options,
+            )
+            _MODEL_CACHE[cache_key] = trained.model
+        return _MODEL_CACHE[cache_key]
+
+
+def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple[dict[str, ModelRef], dict[str, Any]]:
+    """Train or load every model; record clean accuracy and output checks."""
+    from model_zoo import get_model
+
+    refs: dict[str, ModelRef] = {}
+    info: dict[str, Any] = {}
+    for spec in suite.models:
+        ref = ModelRef(
+            spec.id, spec.name, suite.dataset.name, suite.seed, dict(spec.recipe), dict(suite.dataset.options)
+        )
+        start = time.perf_counter()
+        trained = get_model(
+            spec.name,
+            suite.dataset.name,
+            seed=suite.seed,
+            device=device,
+            recipe=ref.recipe,
+            data_options=ref.data_options,
+            progress_desc=f"train {spec.id}",
+        )
+        _MODEL_CACHE[(*ref.key(), str(device))] = trained.model
+        logits = _logits(trained.model, data.x, device, suite.batch_size)
+        warnings_issued = check_logits(logits, model=spec.id, allow_probabilities=suite.allow_probabilities)
+        clean_pred = logits.argmax(1)
+        refs[spec.id] = ref
+        info[spec.id] = {
+            "name": spec.name,
+            "checkpoint": str(trained.checkpoint),
+            "cache_key": trained.key,
+            "trained_now": trained.trained_now,
+            "recipe": trained.recipe.as_dict(),
+            "parameters": sum(p.numel() for p in trained.model.parameters()),
+            "clean_accuracy": float((clean_pred == data.y).float().mean()),
+            "output_warnings": warnings_issued,
+            "seconds": time.perf_counter() - start,
+            "train": {k: v for k, v in trained.info.items() if k in ("train_accuracy", "train_loss", "seconds")},
+        }
+    return refs, info
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+# -- one cell ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """Everything a worker needs to run one cell (picklable)."""
+
+    cell: Cell
+    model: ModelRef
+    data: DataSplit
+    suite_name: str
+    seed: int
+    device: str
+    batch_size: int
+    examples: int
+    run_dir: str
+    threads: int
+
+
+@dataclass
+class CellOutcome:
+    cell_id: str
+    rows: pd.DataFrame
+    samples: pd.DataFrame
+    seconds: float
+    attack_seconds: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_cell(
+    model: nn.Module,
+    attack: Attack,
+    data: DataSplit,
+    epsilons: tuple[float, ...],
+    *,
+    seed: int,
+    device: torch.device,
+    batch_size: int,
+    examples: int = 0,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Run ``attack`` over ``epsilons`` on ``data`` batch by batch.
+
+    Returns per-sample arrays shaped ``(E, N)`` (``adv_pred``, ``linf``, ``l2``),
+    ``(N,)`` (``clean_pred``, ``target``), per-eps costs ``(E,)`` and the first
+    ``examples`` adversarial inputs ``(E, k, C, H, W)``, plus the attack's extras.
+    """
+    n, e = len(data), len(epsilons)
+    adv_pred = np.zeros((e, n), dtype=np.int64)
+    linf = np.zeros((e, n), dtype=np.float32)
+    l2 = np.zeros((e, n), dtype=np.float32)
+    clean_pred = np.zeros(n, dtype=np.int64)
+    target = np.full(n, -1, dtype=np.int64)
+    grad_evals = np.zeros(e, dtype=np.int64)
+    seconds = np.zeros(e, dtype=np.float64)
+    k = min(examples, n)
+    example_adv = np.zeros((e, k, *data.input_shape), dtype=np.float32)
+    extras: dict[str, Any] = {}
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        xb = data.x[start:stop].to(device)
+        yb = data.y[start:stop].to(device)
+        ctx = AttackContext(seed=derive_seed(seed, start))
+        clean_pred[start:stop] = ctx.logits(model, xb).argmax(1).cpu().numpy()
+        tick = time.perf_counter()
+        used = 0
+        targets = attack.targets(model, xb, yb, target=None, ctx=ctx)
+        if targets is not None:
+            target[start:stop] = targets.cpu().numpy()
+        for i, (eps, x_adv) in enumerate(
+            attack.sweep(model, xb, yb, epsilons, target=targets, bounds=data.bounds, ctx=ctx)
+        ):
+            if eps != epsilons[i]:
+                raise RunError(f"{attack!r} yielded eps {eps} where {epsilons[i]} was expected")
+            adv_pred[i, start:stop] = ctx.logits(model, x_adv).argmax(1).cpu().numpy()
+            norms = perturbation_norms(x_adv, xb)
+            linf[i, start:stop] = norms["linf"].cpu().numpy()
+            l2[i, start:stop] = norms["l2"].cpu().numpy()
+            if start < k:
+                take = min(k, stop) - start
+                example_adv[i, start : start + take] = x_adv[:take].cpu().numpy()
+            grad_evals[i] += ctx.grad_evals - used
+            used = ctx.grad_evals
+            now = time.perf_counter()
+            seconds[i] += now - tick
+            tick = now
+        for key, value in ctx.extras.items():
+            extras.setdefault(key, []).append(value)
+    arrays = {
+        "adv_pred": adv_pred,
+        "linf": linf,
+        "l2": l2,
+        "clean_pred": clean_pred,
+        "target": target,
+        "grad_evals": grad_evals,
+        "seconds": seconds,
+        "example_x": data.x[:k].numpy(),
+        "example_y": data.y[:k].numpy(),
+        "example_adv": example_adv,
+    }
+    return arrays, extras
+
+
+def tidy(
+    arrays: dict[str, np.ndarray],
+    *,
+    data: DataSplit,
+    epsilons: tuple[float, ...],
+    attack: Attack,
+    meta: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-eps result rows (RESULT_COLUMNS) and per-sample flags (SAMPLE_COLUMNS) of one cell."""
+    y = data.y.numpy()
+    clean_correct = arrays["clean_pred"] == y
+    pointwise = (arrays["adv_pred"] == y[None, :]) & clean_correct[None, :]
+    robust = metrics.cumulative_robust(pointwise)
+    if attack.targeted:
+        hit = np.logical_or.accumulate(arrays["adv_pred"] == arrays["target"][None, :], axis=0)
+        eligible = clean_correct & (arrays["target"] != y)
+    rows = []
+    for i, eps in enumerate(epsilons):
+        n = len(y)
+        robust_count = int(robust[i].sum())
+        low, high = metrics.wilson_interval(robust_count, n)
+        if attack.targeted:
+            success = float(hit[i][eligible].mean()) if eligible.any() else float("nan")
+        else:
+            success = metrics.success_rate(clean_correct, ~robust[i])
+        rows.append(
+            {
+                **meta,
+                "n": n,
+                "eps": float(eps),
+                "clean_accuracy": float(clean_correct.mean()),
+                "robust_accuracy": robust_count / n,
+                "ci_low": low,
+                "ci_high": high,
+                "robust_accuracy_pointwise": float(pointwise[i].mean()),
+                "attack_success_rate": success,
+                "mean_linf": float(arrays["linf"][i].mean()),
+                "max_linf": float(arrays["linf"][i].max(initial=0.0)),
+                "mean_l2": float(arrays["l2"][i].mean()),
+                "max_l2": float(arrays["l2"][i].max(initial=0.0)),
+                "grad_evals": int(arrays["grad_evals"][i]),
+                "seconds": float(arrays["seconds"][i]),
+            }
+        )
+    result = pd.DataFrame(rows)[RESULT_COLUMNS]
+    e = len(epsilons)
+    samples = pd.DataFrame(
+        {
+            "model": meta["model"],
+            "attack": meta["attack"],
+            "eps": np.repeat(np.asarray(epsilons, dtype=float), len(y)),
+            "index": np.tile(data.indices.numpy(), e),
+            "label": np.tile(y, e),
+            "clean_pred": np.tile(arrays["clean_pred"], e),
+            "adv_pred": arrays["adv_pred"].reshape(-1),
+            "target": np.tile(arrays["target"], e),
+            "correct": robust.reshape(-1),
+            "correct_pointwise": pointwise.reshape(-1),
+            "linf": arrays["linf"].reshape(-1),
+            "l2": arrays["l2"].reshape(-1),
+        }
+    )[SAMPLE_COLUMNS]
+    return result, samples
+
+
+def run_cell(task: CellTask) -> CellOutcome:
+    """Run one cell (in any process) and write ``cells/<id>/`` atomically; ``done.json`` last."""
+    start = time.perf_counter()
+    if task.threads > 0:
+        torch.set_num_threads(task.threads)
+    device = torch.device(task.device)
+    cell = task.cell
+    model = task.model.load(device)
+    attack = make_attack(cell.attack.name, **cell.attack.params)
+    arrays, extras = evaluate_cell(
+        model,
+        attack,
+        task.data,
+        cell.epsilons,
+        seed=derive_seed(task.seed, cell.model.id, cell.attack.id),
+        device=device,
+        batch_size=task.batch_size,
+        examples=task.examples,
+    )
+    meta = {
+        "suite": task.suite_name,
+        "dataset": task.data.name,
+        "split": task.data.split,
+        "model": cell.model.id,
+        "attack": cell.attack.id,
+        "attack_name": cell.attack.name,
+        "attack_params": json.dumps(attack.params(), sort_keys=True),
+        "norm": attack.norm.value,
+        "targeted": attack.targeted,
+        "seed": task.seed,
+        "device": task.device,
+    }
+    rows, samples = tidy(arrays, data=task.data, epsilons=cell.epsilons, attack=attack, meta=meta)
+    out = RunDir(Path(task.run_dir)).cell(cell.id)
+    atomic_write_parquet(rows, out / "rows.parquet")
+    atomic_write_parquet(samples, out / "samples.parquet")
+    atomic_write_npz(
+        out / "examples.npz",
+        x=arrays["example_x"],
+        y=arrays["example_y"],
+        x_adv=arrays["example_adv"],
+        adv_pred=arrays["adv_pred"][:, : len(arrays["example_y"])],
+        clean_pred=arrays["clean_pred"][: len(arrays["example_y"])],
+        epsilons=np.asarray(cell.epsilons, dtype=np.float64),
+    )
+    seconds = time.perf_counter() - start
+    done = {
+        "cell": cell.id,
+        "attack": repr(attack),
+        "seconds": seconds,
+        "attack_seconds": float(arrays["seconds"].sum()),
+        "extras": _jsonable(extras),
+    }
+    write_json(out / "done.json", done)
+    return CellOutcome(cell.id, rows, samples, seconds, float(arrays["seconds"].sum()), done["extras"])
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def load_cell(run_dir: RunDir, cell_id: str) -> CellOutcome:
+    """A finished cell read back from the run directory (for resume and re-sync)."""
+    out = run_dir.cell(cell_id)
+    done = json.loads((out / "done.json").read_text())
+    return CellOutcome(
+        cell_id,
+        pd.read_parquet(out / "rows.parquet"),
+        pd.read_parquet(out / "samples.parquet"),
+        float(done["seconds"]),
+        float(done.get("attack_seconds", 0.0)),
+        done.get("extras", {}),
+    )
+
+
+# -- the suite ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOutcome:
+    run_dir: RunDir
+    results: pd.DataFrame
+    manifest: dict[str, Any]
+    mlflow_run_id: str | None = None
+    tracking_warning: str | None = None
+
+
+def default_run_dir(suite: Suite, root: Path = Path("runs")) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return root / suite.name / stamp
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in (
+        "torch",
+        "torchvision",
+        "adversarial-robustness-toolbox",
+        "mlflow",
+        "numpy",
+        "pandas",
+        "bench-harness",
+    ):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _threads_per_worker(n_jobs: int) -> int:
+    cores = os.cpu_count() or 1
+    return max(1, cores // max(1, n_jobs))
+
+
+def run_suite(
+    suite: Suite,
+    *,
+    out: Path | None = None,
+    n_jobs: int | None = None,
+    limit: int | None = None,
+    track: bool | None = None,
+    device: str | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> RunOutcome:
+    """Run every cell of ``suite`` and write its run directory; returns the tidy results."""
+    from joblib import Parallel, delayed
+
+    wall = time.perf_counter()
+    dev = resolve_device(device or suite.device)
+    run = RunDir(Path(out) if out is not None else default_run_dir(suite))
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+        probe = run.root / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"output directory {run.root}: not writable ({exc.strerror})") from None
+
+    full = load_dataset(suite.dataset.name, suite.dataset.split, seed=suite.seed, **suite.dataset.options)
+    n = suite.dataset.n
+    if n is not None and n > len(full):
+        raise RunError(
+            f"dataset.n: {n} is larger than the {suite.dataset.split} split of "
+            f"{suite.dataset.name!r} ({len(full)} samples)"
+        )
+    if limit is not None:
+        n = min(n or limit, limit)
+    data = full.subset(n)
+
+    manifest: dict[str, Any] = {
+        "run_uid": f"{suite.name}-{suite.digest}-{run.root.name}-{os.getpid()}",
+        "suite": suite.name,
+        "suite_digest": suite.digest,
+        "started": _dt.datetime.now(_dt.UTC).isoformat(),
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+        "platform": platform.platform(),
+        "device": str(dev),
+        "seed": suite.seed,
+        "data": data.describe(),
+        "limit": limit,
+        "argv": sys.argv,
+    }
+    atomic_write_text(run.suite, dump_yaml(suite.resolved()))
+    write_json(run.manifest, {**manifest, "status": "running"})
+
+    prep = time.perf_counter()
+    refs, model_info = prepare_models(suite, data, dev)
+    write_json(run.models, model_info)
+    prep_seconds = time.perf_counter() - prep
+
+    jobs = n_jobs if n_jobs is not None else suite.n_jobs
+    threads = _threads_per_worker(jobs) if jobs != 1 else 0
+    tasks = [
+        CellTask(
+            cell,
+            refs[cell.model.id],
+            data,
+            suite.name,
+            suite.seed,
+            str(dev),
+            suite.batch_size,
+            suite.tracking.examples,
+            str(run.root),
+            threads,
+        )
+        for cell in expand(suite)
+    ]
+    pending = [t for t in tasks if not run.cell_done(t.cell.id)]
+    if echo:
+        echo(f"running {len(pending)} cell(s) of suite {suite.name!r} on {len(data)} samples ({dev}, n_jobs={jobs})")
+    outcomes: dict[str, CellOutcome] = {}
+    for outcome in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_cell)(t) for t in pending):
+        outcomes[outcome.cell_id] = outcome
+        if echo:
+            echo(f"  done {outcome.cell_id} in {outcome.seconds:.1f}s")
+    for t in tasks:
+        if t.cell.id not in outcomes:
+            outcomes[t.cell.id] = load_cell(run, t.cell.id)
+    ordered = [outcomes[t.cell.id] for t in tasks]
+
+    results = pd.concat([o.rows for o in ordered], ignore_index=True)[RESULT_COLUMNS]
+    samples = pd.concat([o.samples for o in ordered], ignore_index=True)[SAMPLE_COLUMNS]
+    results.to_csv(run.results_csv, index=False)
+    atomic_write_parquet(results, run.results_parquet)
+    atomic_write_parquet(samples, run.samples)
+
+    manifest.update(
+        status="finished",
+        finished=_dt.datetime.now(_dt.UTC).isoformat(),
+        wall_seconds=time.perf_counter() - wall,
+        prepare_seconds=prep_seconds,
+        attack_seconds=sum(o.attack_seconds for o in ordered),
+        cell_seconds={o.cell_id: o.seconds for o in ordered},
+        cell_extras={o.cell_id: o.extras for o in ordered if o.extras},
+        clean_accuracy={k: v["clean_accuracy"] for k, v in model_info.items()},
+    )
+    write_json(run.manifest, manifest)
+    outcome = RunOutcome(run, results, manifest)
+    _write_figures(run, results)
+
+    if track if track is not None else suite.tracking.enabled:
+        from bench.tracking import TrackingUnavailable, sync_run_dir
+
+        try:
+            outcome.mlflow_run_id = sync_run_dir(run.root)
+        except TrackingUnavailable as exc:
+            outcome.tracking_warning = (
+                f"MLflow tracking failed ({exc}); the results are safe in {run.root}. "
+                f"Mirror them later with: bench sync {run.root}"
+            )
+            warnings.warn(outcome.tracking_warning, stacklevel=2)
+    return outcome
+
+
+def _write_figures(run: RunDir, results: pd.DataFrame) -> None:
+    from reports.figures import curve_figure, save_figure
+
+    run.figures.mkdir(exist_ok=True)
+    for attack, rows in results.groupby("attack", sort=False):
+        save_figure(curve_figure(rows, hue="model", title=f"{attack}"), run.figures / f"curve_{attack}.png")

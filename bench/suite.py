@@ -1,0 +1,335 @@
+"""Suite files: YAML -> validated, frozen objects (pydantic), and their expansion into cells.
+
+A suite names a data set, models, attacks and epsilons. It may ``include:``
+other suite files (paths relative to the including file); included mappings
+are merged key by key, the including file winning, and lists are replaced
+whole. Every error names the file and the field path, for example
+``suites/x.yaml: attacks[1].params: attack 'fgsm' has no parameter 'steps' (allowed: ...)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bench.types import EpsilonError, parse_eps
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be read or validated; the message names file and field."""
+
+
+def _eps(value: object) -> float:
+    try:
+        return parse_eps(value)
+    except EpsilonError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Epsilon = Annotated[float, BeforeValidator(_eps)]
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def _safe_name(value: str, what: str) -> str:
+    if not SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} may contain only letters, digits, '_', '.', '-' "
+            "and must start with a letter or digit (it names files and MLflow runs)"
+        )
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """Which data to attack. ``n``: the first n samples of the (shuffled) split; all if omitted."""
+
+    name: str = "mnist5k"
+    split: Literal["train", "test"] = "test"
+    n: Annotated[int, Field(gt=0)] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(_Strict):
+    """A zoo model (``name``) with optional recipe overrides, or an external model (issue #5)."""
+
+    name: str
+    label: str | None = None
+    recipe: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.label or self.name
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        return None if v is None else _safe_name(v, "label")
+
+
+class AttackSpec(_Strict):
+    """A registered attack with keyword hyperparameters; ``epsilons`` overrides the suite's grid."""
+
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    epsilons: list[Epsilon] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.label or self.name
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        return None if v is None else _safe_name(v, "label")
+
+    @field_validator("epsilons")
+    @classmethod
+    def _grid(cls, v: list[float] | None) -> list[float] | None:
+        return None if v is None else _eps_grid(v)
+
+
+class TrackingSpec(_Strict):
+    """MLflow mirroring. ``experiment`` defaults to the suite name."""
+
+    enabled: bool = True
+    experiment: str | None = None
+    examples: Annotated[int, Field(ge=0, le=64)] = 8
+
+
+def _eps_grid(values: list[float]) -> list[float]:
+    if not values:
+        raise ValueError("the epsilon list is empty; give at least one epsilon, e.g. [0, 0.1]")
+    return sorted(set(values))
+
+
+def _shorthand(value: object) -> object:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class Suite(_Strict):
+    """A validated suite. Fields and defaults are documented in the README ("Suite files")."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    models: Annotated[list[Annotated[ModelSpec, BeforeValidator(_shorthand)]], Field(min_length=1)]
+    attacks: Annotated[list[Annotated[AttackSpec, BeforeValidator(_shorthand)]], Field(min_length=1)]
+    epsilons: list[Epsilon]
+    batch_size: Annotated[int, Field(gt=0)] = 500
+    n_jobs: int = 1
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    allow_probabilities: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _safe_name(v, "suite name")
+
+    @field_validator("epsilons")
+    @classmethod
+    def _epsilons(cls, v: list[float]) -> list[float]:
+        return _eps_grid(v)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Suite:
+        for kind, items in (("models", self.models), ("attacks", self.attacks)):
+            seen: set[str] = set()
+            for item in items:
+                if item.id in seen:
+                    raise ValueError(f"{kind}: {item.id!r} appears twice; give one of them a distinct 'label'")
+                seen.add(item.id)
+        return self
+
+    def epsilons_for(self, attack: AttackSpec) -> list[float]:
+        return list(attack.epsilons if attack.epsilons is not None else self.epsilons)
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def resolved(self) -> dict[str, Any]:
+        """The suite as plain data, includes merged and defaults filled in."""
+        return self.model_dump(mode="json")
+
+    @property
+    def digest(self) -> str:
+        blob = json.dumps(self.resolved(), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (model, attack) pair of a suite with its epsilon grid (ascending)."""
+
+    model: ModelSpec
+    attack: AttackSpec
+    epsilons: tuple[float, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.model.id}__{self.attack.id}"
+
+
+def expand(suite: Suite) -> list[Cell]:
+    """Cells in suite order: every model against every attack."""
+    return [Cell(m, a, tuple(suite.epsilons_for(a))) for m in suite.models for a in suite.attacks]
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` a file, turning errors into :class:`SuiteError` with line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: suite file not found") from None
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read suite file ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SuiteError(f"{path}: invalid YAML{where}: {problem}") from None
+
+
+def load_raw(path: Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a suite file and resolve its ``include:`` chain into one mapping."""
+    path = Path(path)
+    real = path.resolve()
+    if real in _stack:
+        chain = " -> ".join(str(p) for p in (*_stack, real))
+        raise SuiteError(f"{path}: include cycle ({chain})")
+    data = read_yaml(path)
+    if data is None:
+        raise SuiteError(f"{path}: the suite file is empty")
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: a suite must be a mapping of fields, got {type(data).__name__}")
+    includes = data.pop("include", None)
+    if includes is None:
+        return data
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise SuiteError(f"{path}: include: must be a file name or a list of file names")
+    merged: dict[str, Any] = {}
+    for inc in includes:
+        inc_path = (path.parent / inc) if not Path(inc).is_absolute() else Path(inc)
+        if not inc_path.exists():
+            raise SuiteError(f"{path}: include: file {inc!r} not found (looked at {inc_path})")
+        merged = _merge(merged, load_raw(inc_path, (*_stack, real)))
+    return _merge(merged, data)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-before[_shorthand(), ModelSpec]", "function-before[_shorthand(), AttackSpec]"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _describe_errors(path: Path | str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = _loc(tuple(p for p in err["loc"] if not str(p).startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "literal_error":
+            msg = msg.replace("Input should be", "allowed values are")
+        lines.append(f"{path}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def validate(raw: dict[str, Any], *, source: Path | str = "<suite>") -> Suite:
+    """Validate a suite mapping: schema, then registry names and attack parameters."""
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as exc:
+        raise SuiteError(_describe_errors(source, exc)) from None
+    problems = list(_semantic_problems(suite))
+    if problems:
+        raise SuiteError("\n".join(f"{source}: {p}" for p in problems))
+    return suite
+
+
+def _semantic_problems(suite: Suite) -> Iterator[str]:
+    from bench.attacks import ATTACKS, AttackError, make_attack
+    from bench.data import DATASETS
+    from bench.registry import RegistryError
+    from model_zoo import MODELS
+
+    if suite.dataset.name not in DATASETS:
+        yield f"dataset.name: {DATASETS.unknown_message(suite.dataset.name)}"
+    for i, model in enumerate(suite.models):
+        if model.name not in MODELS:
+            yield f"models[{i}].name: {MODELS.unknown_message(model.name)}"
+            continue
+        if model.recipe:
+            try:
+                MODELS.get(model.name).recipe.replace(**model.recipe)
+            except (ValueError, TypeError) as exc:
+                yield f"models[{i}].recipe: {exc}"
+    for i, attack in enumerate(suite.attacks):
+        try:
+            ATTACKS.check(attack.name)
+        except RegistryError as exc:
+            yield f"attacks[{i}].name: {exc}"
+            continue
+        try:
+            make_attack(attack.name, **attack.params)
+        except (AttackError, RegistryError) as exc:
+            yield f"attacks[{i}].params: {exc}"
+        for eps in suite.epsilons_for(attack):
+            if not math.isfinite(eps):
+                yield f"attacks[{i}].epsilons: {eps} is not finite"
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read, merge includes and validate a suite file."""
+    path = Path(path)
+    return validate(load_raw(path), source=path)
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,248 @@
+"""Mirror a run directory into MLflow (DESIGN.md, "MLflow layout").
+
+The run directory is the source of truth; this module only copies it. One
+parent run per suite execution, one nested run per (model, attack) cell:
+
+* parent: tags (git commit, suite digest, versions, device), params (data
+  set, split, n, seed), the resolved suite, results and manifest as
+  artifacts, ``log_input`` of the evaluation data;
+* nested: attack parameters as params; ``clean_accuracy``; ``robust_accuracy``
+  and ``attack_success_rate`` as metric histories with ``step = round(eps*1000)``
+  (MLflow's chart of the metric against step *is* the epsilon-accuracy curve);
+  ``robust_accuracy_auc`` and ``robust_accuracy_eps_<eps>``; the curve PNG
+  (``log_figure``), the per-eps table (``log_table``) and an adversarial example grid.
+
+Syncing is idempotent: the parent carries the tag ``bench.run_uid``; a run
+directory already mirrored completely is not logged again, and a partial
+mirror (tracking failed mid-way) is deleted and redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import metrics
+from bench.results import RunDir, open_run_dir
+from bench.types import eps_label, eps_step
+
+UID_TAG = "bench.run_uid"
+COMPLETE_TAG = "bench.sync_complete"
+
+
+class TrackingUnavailable(RuntimeError):
+    """MLflow could not be reached or refused a write; the run directory is unaffected."""
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else MLflow's own default (sqlite ``mlflow.db`` here)."""
+    import mlflow
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+def _check_reachable(uri: str) -> None:
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+    except requests.RequestException as exc:
+        raise TrackingUnavailable(f"MLflow server {uri} is unreachable: {type(exc).__name__}") from None
+
+
+def sync_run_dir(path: str | Path, *, uri: str | None = None) -> str:
+    """Mirror the run directory at ``path`` into MLflow; returns the parent run id.
+
+    Raises :class:`TrackingUnavailable` when the tracking server cannot be
+    reached or fails during the sync.
+    """
+    # Fail fast instead of MLflow's default minutes of retries when a server is down.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    run = open_run_dir(path)
+    uri = uri or tracking_uri()
+    _check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        return _sync(run)
+    except TrackingUnavailable:
+        raise
+    except (MlflowException, OSError, ConnectionError) as exc:
+        raise TrackingUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+    except Exception as exc:  # requests' errors and the like, from deep in the client
+        if type(exc).__module__.startswith(("requests", "urllib3")):
+            raise TrackingUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from None
+        raise
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run(status="FAILED")
+
+
+def _sync(run: RunDir) -> str:
+    import mlflow
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    manifest = run.read_manifest()
+    if manifest.get("status") != "finished":
+        raise TrackingUnavailable(f"{run.root}: the run has not finished (status {manifest.get('status')!r})")
+    suite = yaml.safe_load(run.suite.read_text())
+    experiment = (suite.get("tracking") or {}).get("experiment") or suite["name"]
+    exp = mlflow.set_experiment(experiment)
+    client = MlflowClient()
+    uid = manifest["run_uid"]
+    existing = client.search_runs([exp.experiment_id], filter_string=f"tags.`{UID_TAG}` = '{uid}'")
+    for old in existing:
+        if old.data.tags.get(COMPLETE_TAG) == "true":
+            return str(old.info.run_id)
+    for old in existing:  # a partial mirror from an interrupted sync: redo it whole
+        for child in client.search_runs(
+            [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{old.info.run_id}'"
+        ):
+            client.delete_run(child.info.run_id)
+        client.delete_run(old.info.run_id)
+
+    results = run.read_results()
+    models = json.loads(run.models.read_text()) if run.models.exists() else {}
+    data = manifest.get("data", {})
+    versions = manifest.get("versions", {})
+    tags = {
+        UID_TAG: uid,
+        "bench.suite": suite["name"],
+        "bench.suite_digest": manifest.get("suite_digest", ""),
+        "bench.device": manifest.get("device", ""),
+        "bench.run_dir": str(run.root.resolve()),
+        "mlflow.source.git.commit": manifest.get("git_commit") or "",
+        **{f"version.{k}": v for k, v in versions.items()},
+    }
+    with mlflow.start_run(
+        run_name=f"{suite['name']}-{run.root.name}", tags=tags, description=suite.get("description") or None
+    ) as parent:
+        mlflow.log_params(
+            {
+                "dataset": data.get("name"),
+                "split": data.get("split"),
+                "n": data.get("n"),
+                "seed": manifest.get("seed"),
+                "data_digest": data.get("digest"),
+                "models": ",".join(results["model"].unique()),
+                "attacks": ",".join(results["attack"].unique()),
+            }
+        )
+        _log_dataset(manifest)
+        for artifact in (run.suite, run.manifest, run.models, run.results_csv):
+            if artifact.exists():
+                mlflow.log_artifact(str(artifact))
+        for report in (run.root / "report").glob("report.*"):
+            mlflow.log_artifact(str(report), artifact_path="report")
+        mlflow.log_metric("wall_seconds", float(manifest.get("wall_seconds", 0.0)))
+        for (model, attack), rows in results.groupby(["model", "attack"], sort=False):
+            _log_cell(client, run, str(model), str(attack), rows.sort_values("eps"), models.get(str(model), {}))
+        _log_extra_parent(run)
+        client.set_tag(parent.info.run_id, COMPLETE_TAG, "true")
+        return str(parent.info.run_id)
+
+
+def _log_extra_parent(run: RunDir) -> None:
+    """Extra parent artifacts written by later features (cross-check tables and the like)."""
+    import mlflow
+
+    for extra in sorted(run.root.glob("crosscheck.*")):
+        mlflow.log_artifact(str(extra))
+
+
+def _log_dataset(manifest: dict[str, Any]) -> None:
+    import mlflow
+    import numpy as np
+
+    data = manifest.get("data", {})
+    try:
+        from bench.data import load_dataset
+
+        split = load_dataset(data["name"], data["split"], seed=int(manifest.get("seed", 0))).subset(int(data["n"]))
+        features, targets = split.x.numpy(), split.y.numpy()
+    except Exception:  # data no longer available where the sync runs: log its description only
+        features, targets = np.zeros((0,), dtype=np.float32), None
+    with warnings.catch_warnings():
+        # MLflow cannot tell which local source class a plain path is; either is right here.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_numpy(
+            features,
+            targets=targets,
+            source=str(data.get("source", "bench")),
+            name=f"{data.get('name')}-{data.get('split')}",
+            digest=data.get("digest"),
+        )
+    mlflow.log_input(dataset, context="evaluation")
+
+
+def _log_cell(
+    client: Any, run: RunDir, model: str, attack: str, rows: pd.DataFrame, model_info: dict[str, Any]
+) -> None:
+    import mlflow
+    from mlflow.entities import Metric
+
+    from reports.figures import curve_figure, example_grid
+
+    first = rows.iloc[0]
+    params = json.loads(first["attack_params"])
+    with mlflow.start_run(
+        run_name=f"{model}/{attack}", nested=True, tags={"bench.model": model, "bench.attack": attack}
+    ) as child:
+        mlflow.log_params(
+            {
+                "model": model,
+                "attack": str(first["attack_name"]),
+                "norm": str(first["norm"]),
+                "targeted": bool(first["targeted"]),
+                "epsilons": ",".join(eps_label(e) for e in rows["eps"]),
+                "checkpoint_key": model_info.get("cache_key", ""),
+                **{f"attack.{k}": v for k, v in params.items()},
+            }
+        )
+        now = int(time.time() * 1000)
+        batch = [Metric("clean_accuracy", float(first["clean_accuracy"]), now, 0)]
+        for _, row in rows.iterrows():
+            step = eps_step(float(row["eps"]))
+            for name in ("robust_accuracy", "attack_success_rate", "robust_accuracy_pointwise"):
+                value = float(row[name])
+                if value == value:  # skip NaN (no clean-correct sample)
+                    batch.append(Metric(name, value, now, step))
+            batch.append(
+                Metric(f"robust_accuracy_eps_{eps_label(float(row['eps']))}", float(row["robust_accuracy"]), now, 0)
+            )
+        batch.append(Metric("robust_accuracy_auc", metrics.curve_auc(rows["eps"], rows["robust_accuracy"]), now, 0))
+        batch.append(Metric("grad_evals", float(rows["grad_evals"].sum()), now, 0))
+        batch.append(Metric("attack_seconds", float(rows["seconds"].sum()), now, 0))
+        for i in range(0, len(batch), 900):
+            client.log_batch(child.info.run_id, metrics=batch[i : i + 900])
+        mlflow.log_figure(curve_figure(rows, hue="model", title=f"{model} / {attack}"), "robust_accuracy_curve.png")
+        table = rows[
+            [
+                "eps",
+                "robust_accuracy",
+                "ci_low",
+                "ci_high",
+                "robust_accuracy_pointwise",
+                "attack_success_rate",
+                "mean_linf",
+                "mean_l2",
+                "grad_evals",
+                "seconds",
+            ]
+        ]
+        mlflow.log_table(table.reset_index(drop=True), "robust_accuracy_table.json")
+        examples = run.read_examples(f"{model}__{attack}")
+        if examples is not None and examples["x_adv"].shape[1] > 0:
+            mlflow.log_figure(example_grid(examples, title=f"{model} / {attack}"), "adversarial_examples.png")

@@ -1,0 +1,1 @@
+"""Report rendering: seaborn figures (``reports.figures``) and, later, HTML/Markdown reports."""

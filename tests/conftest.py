@@ -1,0 +1,140 @@
+"""Shared fixtures: an isolated checkpoint cache, a real MLflow server, trained models."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SUITES = REPO / "suites"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Checkpoints and MLflow writes of the test session go to temporary folders.
+
+    Set ``BENCH_TEST_CACHE`` to keep trained test models between sessions.
+    """
+    saved = {k: os.environ.get(k) for k in ("BENCH_CACHE", "MLFLOW_TRACKING_URI")}
+    os.environ["BENCH_CACHE"] = os.environ.get("BENCH_TEST_CACHE") or str(tmp_path_factory.mktemp("bench-cache"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow-local')}/mlflow.db"
+    torch.manual_seed(0)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1 (started once per test session, stopped by PID)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "mlflow", "server",
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+                "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
+                "--artifacts-destination", str(self.root / "artifacts"),
+            ],
+            cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            try:
+                if requests.get(self.uri + "/health", timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not start in {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mlflow_uri(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``MLFLOW_TRACKING_URI`` pointed at the session's real server for one test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    return mlflow_server.uri
+
+
+def trained(name: str, dataset: str = "digits", **recipe: object) -> torch.nn.Module:
+    """A zoo model trained (once per session, then cached) on ``dataset``'s train split."""
+    from model_zoo import get_model
+
+    return get_model(name, dataset, recipe=dict(recipe) or None).model
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+    from bench.data import load_dataset
+
+    return load_dataset("digits", "test")
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    from bench.data import load_dataset
+
+    return load_dataset("mnist5k", "test")
+
+
+@pytest.fixture(scope="session")
+def lenet_digits() -> torch.nn.Module:
+    return trained("lenet", "digits")
+
+
+@pytest.fixture(scope="session")
+def lenet_mnist() -> torch.nn.Module:
+    """LeNet trained with its zoo recipe on mnist5k (about 5 s on 2 cores)."""
+    return trained("lenet", "mnist5k")
+
+
+@pytest.fixture(scope="session")
+def mlp_mnist() -> torch.nn.Module:
+    return trained("mlp", "mnist5k")
