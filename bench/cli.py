@@ -81,16 +81,38 @@ def run(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="evaluate only the first N samples")] = None,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="do not mirror the run into MLflow")] = False,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (overrides the suite)")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="continue an interrupted run in this run directory")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="joblib backend of the cells: loky (default), threading or dask")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="dask.distributed scheduler address (with --backend dask)")
+    ] = None,
 ) -> None:
     """Run a suite: evaluate every model x attack x eps, write the run directory, log to MLflow."""
     from bench.runner import TrackingWarning, run_suite
     from bench.suite import load_suite
 
     spec = load_suite(suite)
+    if resume is not None:
+        if out is not None and out != resume:
+            raise typer.BadParameter("--out and --resume name different folders; give one of them")
+        out = resume
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TrackingWarning)  # printed below, once, as a warning line
         outcome = run_suite(
-            spec, out=out, n_jobs=n_jobs, limit=limit, track=False if no_mlflow else None, device=device, echo=err.print
+            spec,
+            out=out,
+            n_jobs=n_jobs,
+            limit=limit,
+            track=False if no_mlflow else None,
+            device=device,
+            echo=err.print,
+            resume=resume is not None,
+            backend=backend,
+            scheduler=scheduler,
         )
     console.print(
         summary_table(outcome.results, title=f"robust accuracy: {spec.name} ({outcome.manifest['data']['n']} samples)")

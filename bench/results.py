@@ -17,14 +17,14 @@ It is the source of truth: MLflow mirrors it (``bench sync``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from bench.fsutil import atomic_path, atomic_write_text
 
 RESULT_COLUMNS = [
     "suite",
@@ -83,45 +83,27 @@ SAMPLE_COLUMNS = [
 """Columns of ``samples.parquet``: ``index`` is the sample's position in the data split;
 ``correct`` the cumulative robust flag; ``target`` is -1 for untargeted attacks."""
 
+OPTIONAL_RESULT_COLUMNS = ["median_min_eps"]
+"""Result columns present only when a cell asks for them (``minimal_eps: true``): the median per-sample minimal eps."""
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and ``os.replace`` (no torn files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+OPTIONAL_SAMPLE_COLUMNS = ["min_eps"]
+"""Sample columns present only when a cell asks for them: the sample's minimal eps (``inf``: never fooled)."""
+
+
+def select_columns(frame: pd.DataFrame, required: list[str], optional: list[str]) -> pd.DataFrame:
+    """``frame`` restricted to the required columns plus whichever optional ones it has, in that order."""
+    return frame[required + [c for c in optional if c in frame.columns]]
 
 
 def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # np.savez appends ".npz" to names without it: write through a file object instead.
+    with atomic_path(path, suffix=".npz") as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def write_json(path: Path, data: Any) -> None:

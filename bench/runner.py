@@ -15,6 +15,8 @@ Phases:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,19 +40,26 @@ from bench.attacks import Attack, AttackContext, make_attack, perturbation_norms
 from bench.attacks.base import derive_seed
 from bench.data import DataSplit, load_dataset
 from bench.results import (
+    OPTIONAL_RESULT_COLUMNS,
+    OPTIONAL_SAMPLE_COLUMNS,
     RESULT_COLUMNS,
     SAMPLE_COLUMNS,
     RunDir,
     atomic_write_npz,
     atomic_write_parquet,
     atomic_write_text,
+    select_columns,
     write_json,
 )
-from bench.suite import Cell, Suite, dump_yaml, expand
+from bench.suite import Cell, ModelSpec, Suite, dump_yaml, expand
 
 
 class RunError(RuntimeError):
     """A suite that cannot run as written (the message says what to change)."""
+
+
+class TrackingWarning(UserWarning):
+    """MLflow mirroring failed; the run directory is complete and ``bench sync`` can retry."""
 
 
 class ModelOutputError(RunError):
@@ -111,6 +120,7 @@ class ModelRef:
     seed: int
     recipe: dict[str, Any]
     data_options: dict[str, Any]
+    external: dict[str, Any] | None = None  # load_external() keyword arguments for factory/weights models
 
     def key(self) -> tuple[Any, ...]:
         return (
@@ -119,12 +129,16 @@ class ModelRef:
             self.seed,
             json.dumps(self.recipe, sort_keys=True),
             json.dumps(self.data_options, sort_keys=True),
+            json.dumps(self.external, sort_keys=True),
         )
 
     def load(self, device: torch.device) -> nn.Module:
-        from model_zoo import get_model
+        from model_zoo import freeze, get_model
+        from model_zoo.external import load_external
 
         cache_key = (*self.key(), str(device))
+        if cache_key not in _MODEL_CACHE and self.external is not None:
+            _MODEL_CACHE[cache_key] = freeze(load_external(self.name, **self.external), device)
         if cache_key not in _MODEL_CACHE:
             trained = get_model(
                 self.name,
@@ -145,6 +159,9 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
     refs: dict[str, ModelRef] = {}
     info: dict[str, Any] = {}
     for spec in suite.models:
+        if spec.external:
+            refs[spec.id], info[spec.id] = _prepare_external(spec, suite, data, device)
+            continue
         ref = ModelRef(
             spec.id, spec.name, suite.dataset.name, suite.seed, dict(spec.recipe), dict(suite.dataset.options)
         )
@@ -172,10 +189,66 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
             "parameters": sum(p.numel() for p in trained.model.parameters()),
             "clean_accuracy": float((clean_pred == data.y).float().mean()),
             "output_warnings": warnings_issued,
+            "zero_gradient_fraction": zero_gradient_fraction(trained.model, data, device, suite.batch_size),
             "seconds": time.perf_counter() - start,
             "train": {k: v for k, v in trained.info.items() if k in ("train_accuracy", "train_loss", "seconds")},
         }
     return refs, info
+
+
+def _prepare_external(
+    spec: ModelSpec, suite: Suite, data: DataSplit, device: torch.device
+) -> tuple[ModelRef, dict[str, Any]]:
+    """Build an external model, load its weights (shapes checked) and record clean accuracy."""
+    from model_zoo.external import file_digest
+
+    start = time.perf_counter()
+    external = {
+        "factory": spec.factory,
+        "weights": spec.weights,
+        "params": dict(spec.params),
+        "layout": spec.weights_layout,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+    }
+    ref = ModelRef(spec.id, spec.name, suite.dataset.name, suite.seed, {}, dict(suite.dataset.options), external)
+    model = ref.load(device)
+    logits = _logits(model, data.x, device, suite.batch_size)
+    if logits.ndim != 2 or logits.shape[1] != data.num_classes:
+        raise ModelOutputError(
+            f"model {spec.id!r} returns outputs of shape {tuple(logits.shape[1:])} per sample; "
+            f"data set {data.name!r} has {data.num_classes} classes"
+        )
+    warnings_issued = check_logits(logits, model=spec.id, allow_probabilities=suite.allow_probabilities)
+    return ref, {
+        "name": spec.name,
+        "factory": spec.factory,
+        "weights": spec.weights,
+        "weights_sha256": file_digest(Path(spec.weights)) if spec.weights else None,
+        "weights_layout": spec.weights_layout,
+        "params": dict(spec.params),
+        "trained_now": False,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "clean_accuracy": float((logits.argmax(1) == data.y).float().mean()),
+        "output_warnings": warnings_issued,
+        "zero_gradient_fraction": zero_gradient_fraction(model, data, device, suite.batch_size),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def zero_gradient_fraction(model: nn.Module, data: DataSplit, device: torch.device, batch_size: int) -> float:
+    """Fraction in [0, 1] of samples whose cross-entropy input gradient at the clean input is exactly zero.
+
+    Computed once per model (it does not depend on the attack): many exact
+    zeros (saturated softmax, quantizing or non-differentiable layers) leave
+    gradient attacks nothing to follow, i.e. gradient masking; the report flags it.
+    """
+    ctx = AttackContext()
+    zero = 0
+    for i in range(0, len(data), batch_size):
+        grad, _ = ctx.loss_gradient(model, data.x[i : i + batch_size].to(device), data.y[i : i + batch_size].to(device))
+        zero += int((grad.flatten(1) == 0).all(1).sum())
+    return zero / max(1, len(data))
 
 
 @torch.no_grad()
@@ -383,6 +456,20 @@ def run_cell(task: CellTask) -> CellOutcome:
         "device": task.device,
     }
     rows, samples = tidy(arrays, data=task.data, epsilons=cell.epsilons, attack=attack, meta=meta)
+    if cell.attack.minimal_eps:
+        from bench.minimal_eps import add_minimal_eps
+
+        rows, samples, extras["minimal_eps"] = add_minimal_eps(
+            rows,
+            samples,
+            model=model,
+            attack=attack,
+            data=task.data,
+            epsilons=cell.epsilons,
+            seed=derive_seed(task.seed, cell.model.id, cell.attack.id),
+            device=device,
+            batch_size=task.batch_size,
+        )
     out = RunDir(Path(task.run_dir)).cell(cell.id)
     atomic_write_parquet(rows, out / "rows.parquet")
     atomic_write_parquet(samples, out / "samples.parquet")
@@ -486,11 +573,23 @@ def run_suite(
     track: bool | None = None,
     device: str | None = None,
     echo: Callable[[str], None] | None = print,
+    resume: bool = False,
+    backend: str | None = None,
+    scheduler: str | None = None,
 ) -> RunOutcome:
-    """Run every cell of ``suite`` and write its run directory; returns the tidy results."""
+    """Run every cell of ``suite`` and write its run directory; returns the tidy results.
+
+    With ``resume`` the run directory ``out`` of an interrupted run of the same
+    suite is continued: finished cells are read back, the others are run.
+    ``backend``/``scheduler`` override the suite's joblib backend (loky,
+    threading, dask) and dask.distributed scheduler address.
+    """
     from joblib import Parallel, delayed
 
     wall = time.perf_counter()
+    backend = backend or suite.backend
+    scheduler = scheduler if scheduler is not None else suite.scheduler
+    _check_backend(backend, scheduler)
     dev = resolve_device(device or suite.device)
     run = RunDir(Path(out) if out is not None else default_run_dir(suite))
     try:
@@ -500,9 +599,18 @@ def run_suite(
         probe.unlink()
     except OSError as exc:
         raise RunError(f"output directory {run.root}: not writable ({exc.strerror})") from None
+    resumed_uid = _claim_run_dir(run, suite, resume=resume, limit=limit)
 
     full = load_dataset(suite.dataset.name, suite.dataset.split, seed=suite.seed, **suite.dataset.options)
     n = suite.dataset.n
+    if suite.dataset.offset:
+        if suite.dataset.offset >= len(full):
+            raise RunError(
+                f"dataset.offset: {suite.dataset.offset} is not below the size of the {suite.dataset.split} split "
+                f"of {suite.dataset.name!r} ({len(full)} samples)"
+            )
+        start = suite.dataset.offset  # indices keep positions in the full split, so pairing stays honest
+        full = dataclasses.replace(full, x=full.x[start:], y=full.y[start:], indices=full.indices[start:])
     if n is not None and n > len(full):
         raise RunError(
             f"dataset.n: {n} is larger than the {suite.dataset.split} split of "
@@ -513,7 +621,7 @@ def run_suite(
     data = full.subset(n)
 
     manifest: dict[str, Any] = {
-        "run_uid": f"{suite.name}-{suite.digest}-{run.root.name}-{os.getpid()}",
+        "run_uid": resumed_uid or f"{suite.name}-{suite.digest}-{run.root.name}-{os.getpid()}",
         "suite": suite.name,
         "suite_digest": suite.digest,
         "started": _dt.datetime.now(_dt.UTC).isoformat(),
@@ -536,6 +644,9 @@ def run_suite(
 
     jobs = n_jobs if n_jobs is not None else suite.n_jobs
     threads = _threads_per_worker(jobs) if jobs != 1 else 0
+    if backend == "dask":
+        # One torch thread per dask task: a worker runs as many tasks at once as it has threads.
+        jobs, threads = (-1 if jobs == 1 else jobs), 1
     tasks = [
         CellTask(
             cell,
@@ -553,19 +664,23 @@ def run_suite(
     ]
     pending = [t for t in tasks if not run.cell_done(t.cell.id)]
     if echo:
-        echo(f"running {len(pending)} cell(s) of suite {suite.name!r} on {len(data)} samples ({dev}, n_jobs={jobs})")
+        where = f"{backend}, n_jobs={jobs}" + (f", scheduler {scheduler}" if scheduler else "")
+        echo(f"running {len(pending)} cell(s) of suite {suite.name!r} on {len(data)} samples ({dev}, {where})")
     outcomes: dict[str, CellOutcome] = {}
-    for outcome in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_cell)(t) for t in pending):
-        outcomes[outcome.cell_id] = outcome
-        if echo:
-            echo(f"  done {outcome.cell_id} in {outcome.seconds:.1f}s")
+    with _parallel_backend(backend, scheduler):
+        for outcome in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_cell)(t) for t in pending):
+            outcomes[outcome.cell_id] = outcome
+            if echo:
+                echo(f"  done {outcome.cell_id} in {outcome.seconds:.1f}s")
     for t in tasks:
         if t.cell.id not in outcomes:
             outcomes[t.cell.id] = load_cell(run, t.cell.id)
     ordered = [outcomes[t.cell.id] for t in tasks]
 
-    results = pd.concat([o.rows for o in ordered], ignore_index=True)[RESULT_COLUMNS]
-    samples = pd.concat([o.samples for o in ordered], ignore_index=True)[SAMPLE_COLUMNS]
+    results = pd.concat([o.rows for o in ordered], ignore_index=True)
+    results = select_columns(results, RESULT_COLUMNS, OPTIONAL_RESULT_COLUMNS)
+    samples = pd.concat([o.samples for o in ordered], ignore_index=True)
+    samples = select_columns(samples, SAMPLE_COLUMNS, OPTIONAL_SAMPLE_COLUMNS)
     results.to_csv(run.results_csv, index=False)
     atomic_write_parquet(results, run.results_parquet)
     atomic_write_parquet(samples, run.samples)
@@ -577,12 +692,17 @@ def run_suite(
         prepare_seconds=prep_seconds,
         attack_seconds=sum(o.attack_seconds for o in ordered),
         cell_seconds={o.cell_id: o.seconds for o in ordered},
+        backend=backend,
+        scheduler=scheduler,
         cell_extras={o.cell_id: o.extras for o in ordered if o.extras},
         clean_accuracy={k: v["clean_accuracy"] for k, v in model_info.items()},
     )
     write_json(run.manifest, manifest)
     outcome = RunOutcome(run, results, manifest)
     _write_figures(run, results)
+    if suite.crosscheck:
+        _write_crosscheck(run, suite, refs, data, dev, echo)
+    _write_report(run)
 
     if track if track is not None else suite.tracking.enabled:
         from bench.tracking import TrackingUnavailable, sync_run_dir
@@ -594,8 +714,102 @@ def run_suite(
                 f"MLflow tracking failed ({exc}); the results are safe in {run.root}. "
                 f"Mirror them later with: bench sync {run.root}"
             )
-            warnings.warn(outcome.tracking_warning, stacklevel=2)
+            warnings.warn(outcome.tracking_warning, TrackingWarning, stacklevel=2)
     return outcome
+
+
+BACKENDS = ("loky", "threading", "dask")
+
+
+def _check_backend(backend: str, scheduler: str | None) -> None:
+    if backend not in BACKENDS:
+        raise RunError(f"backend: {backend!r} is not allowed (allowed: {', '.join(BACKENDS)})")
+    if backend == "dask" and not scheduler:
+        raise RunError("backend: dask needs a scheduler address (--scheduler tcp://HOST:8786 or 'scheduler:')")
+    if backend != "dask" and scheduler:
+        raise RunError(f"scheduler: {scheduler!r} is only used with backend: dask (got backend {backend!r})")
+
+
+@contextlib.contextmanager
+def _parallel_backend(backend: str, scheduler: str | None) -> Iterator[None]:
+    """joblib's backend for the cells; for dask, a ``dask.distributed.Client`` connected to ``scheduler``."""
+    from joblib import parallel_config
+
+    if backend != "dask":
+        with parallel_config(backend=backend):
+            yield
+        return
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise RunError("backend: dask needs dask[distributed]: pip install 'bench-harness[cluster]'") from None
+    try:
+        client = Client(scheduler, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise RunError(f"scheduler: cannot connect to dask scheduler {scheduler!r} ({exc})") from None
+    try:
+        with parallel_config(backend="dask"):
+            yield
+    finally:
+        client.close()
+
+
+def _claim_run_dir(run: RunDir, suite: Suite, *, resume: bool, limit: int | None) -> str | None:
+    """Refuse to mix two runs in one folder; on resume, check it is the same suite. Returns the old run id."""
+    cells = run.root / "cells"
+    if not resume:
+        if cells.is_dir() and any(cells.iterdir()):
+            raise RunError(
+                f"{run.root} already holds results of a run; continue it with --resume {run.root} "
+                "or choose another --out"
+            )
+        return None
+    if not run.manifest.exists():
+        raise RunError(f"--resume {run.root}: not a run directory (manifest.json missing)")
+    try:
+        old = run.read_manifest()
+    except ValueError:
+        raise RunError(f"--resume {run.root}: manifest.json is unreadable") from None
+    if old.get("suite_digest") != suite.digest:
+        raise RunError(
+            f"--resume {run.root}: the run was started from a different suite "
+            f"(digest {old.get('suite_digest')}, this suite {suite.digest}); resume with the same suite file"
+        )
+    if old.get("limit") != limit:
+        raise RunError(f"--resume {run.root}: the run used --limit {old.get('limit')}, not {limit}")
+    return str(old["run_uid"]) if old.get("run_uid") else None
+
+
+def _write_report(run: RunDir) -> None:
+    """Render ``report/report.html`` and ``report.md`` (logged to MLflow with the run)."""
+    from reports.render import render_run_dir
+
+    try:
+        render_run_dir(run.root)
+    except Exception as exc:  # the results are already on disk; `bench report` can redo a failed report
+        warnings.warn(
+            f"report rendering failed ({type(exc).__name__}: {exc}); retry with: bench report {run.root}", stacklevel=3
+        )
+
+
+def _write_crosscheck(
+    run: RunDir,
+    suite: Suite,
+    refs: dict[str, ModelRef],
+    data: DataSplit,
+    device: torch.device,
+    echo: Callable[[str], None] | None,
+) -> None:
+    """``crosscheck.csv``/``.json``: native attacks vs ART on the suite's models (100 samples, one eps per pair)."""
+    from bench.crosscheck import CROSSCHECK_SAMPLES, crosscheck_models, pair_results, write_crosscheck
+
+    models = {model_id: ref.load(device) for model_id, ref in refs.items()}
+    table = crosscheck_models(models, data, seed=suite.seed, n=CROSSCHECK_SAMPLES, max_epsilons=1)
+    write_crosscheck(table, run.root, meta={"suite": suite.name, "dataset": data.name, "split": data.split})
+    if echo:
+        failed = [pair for pair, ok in pair_results(table).items() if not ok]
+        verdict = f"{len(failed)} pair(s) FAILED: {', '.join(failed)}" if failed else "all pairs agree"
+        echo(f"cross-check against ART on {min(len(data), CROSSCHECK_SAMPLES)} samples: {verdict}")
 
 
 def _write_figures(run: RunDir, results: pd.DataFrame) -> None:

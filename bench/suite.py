@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from bench.check import CheckRule
 from bench.types import EpsilonError, parse_eps
 
 
@@ -61,20 +62,53 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    """Which data to attack. ``n``: the first n samples of the (shuffled) split; all if omitted."""
+    """Which data to attack. ``n``: the first n samples of the (shuffled) split after ``offset``; all if omitted.
+
+    ``offset`` selects a disjoint slice of the same split (e.g. ``offset: 500, n: 500``), which is how
+    two runs on different random samples of equal size are made.
+    """
 
     name: str = "mnist5k"
     split: Literal["train", "test"] = "test"
     n: Annotated[int, Field(gt=0)] | None = None
+    offset: Annotated[int, Field(ge=0)] = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class ModelSpec(_Strict):
-    """A zoo model (``name``) with optional recipe overrides, or an external model (issue #5)."""
+    """A zoo model (``name``) with optional recipe overrides, or an external model.
+
+    External (not trained here): ``factory: "module:attr"`` builds the
+    architecture (without it, the zoo architecture ``name``), ``weights`` is a
+    ``.pt``/``.pth`` state dict or an ``.npz`` of named arrays (a relative path
+    is relative to the suite file that names it), ``params`` are the factory's
+    keyword arguments and ``weights_layout`` the ``.npz`` linear-weight layout
+    (see :mod:`model_zoo.external`).
+    """
 
     name: str
     label: str | None = None
     recipe: dict[str, Any] = Field(default_factory=dict)
+    factory: str | None = None
+    weights: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    weights_layout: Literal["in_out", "out_in"] | None = None
+
+    @property
+    def external(self) -> bool:
+        return self.factory is not None or self.weights is not None
+
+    @model_validator(mode="after")
+    def _external_fields(self) -> ModelSpec:
+        if self.external:
+            _safe_name(self.name, "external model name")
+            if self.recipe:
+                raise ValueError("recipe: an external model is loaded, not trained; remove 'recipe'")
+        elif self.params or self.weights_layout is not None:
+            raise ValueError("'params' and 'weights_layout' apply to external models (give 'factory' or 'weights')")
+        if self.weights_layout is not None and not str(self.weights).lower().endswith(".npz"):
+            raise ValueError("weights_layout: applies to .npz weights only")
+        return self
 
     @property
     def id(self) -> str:
@@ -93,6 +127,7 @@ class AttackSpec(_Strict):
     label: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     epsilons: list[Epsilon] | None = None
+    minimal_eps: bool = False  # also bisect each sample's minimal eps (fgsm, bim, pgd; bench/minimal_eps.py)
 
     @property
     def id(self) -> str:
@@ -127,6 +162,9 @@ def _shorthand(value: object) -> object:
     return {"name": value} if isinstance(value, str) else value
 
 
+EXECUTION_FIELDS = ("backend", "scheduler")  # left out of the suite digest
+
+
 class Suite(_Strict):
     """A validated suite. Fields and defaults are documented in the README ("Suite files")."""
 
@@ -140,8 +178,12 @@ class Suite(_Strict):
     epsilons: list[Epsilon]
     batch_size: Annotated[int, Field(gt=0)] = 500
     n_jobs: int = 1
+    backend: Literal["loky", "threading", "dask"] = "loky"  # joblib backend of the cells (README: Parallel)
+    scheduler: str | None = None  # dask.distributed scheduler address, with backend: dask
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     allow_probabilities: bool = False
+    crosscheck: bool = False  # run native attacks side by side with ART (bench/crosscheck.py) into the run dir
+    checks: list[CheckRule] = Field(default_factory=list)  # regression-gate rules (bench/check.py)
 
     @field_validator("name")
     @classmethod
@@ -176,7 +218,9 @@ class Suite(_Strict):
 
     @property
     def digest(self) -> str:
-        blob = json.dumps(self.resolved(), sort_keys=True)
+        # Where cells run does not change what they compute: a run started locally resumes on a cluster.
+        resolved = {k: v for k, v in self.resolved().items() if k not in EXECUTION_FIELDS}
+        blob = json.dumps(resolved, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -240,6 +284,7 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise SuiteError(f"{path}: the suite file is empty")
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite must be a mapping of fields, got {type(data).__name__}")
+    _resolve_weights(data, path.parent)
     includes = data.pop("include", None)
     if includes is None:
         return data
@@ -302,6 +347,9 @@ def _semantic_problems(suite: Suite) -> Iterator[str]:
     if suite.dataset.name not in DATASETS:
         yield f"dataset.name: {DATASETS.unknown_message(suite.dataset.name)}"
     for i, model in enumerate(suite.models):
+        if model.external:
+            yield from (f"models[{i}].{p}" for p in _external_problems(model))
+            continue
         if model.name not in MODELS:
             yield f"models[{i}].name: {MODELS.unknown_message(model.name)}"
             continue
@@ -312,17 +360,62 @@ def _semantic_problems(suite: Suite) -> Iterator[str]:
                 yield f"models[{i}].recipe: {exc}"
     for i, attack in enumerate(suite.attacks):
         try:
-            ATTACKS.check(attack.name)
-        except RegistryError as exc:
+            if attack.name.startswith("art:"):
+                from bench.attacks.art_attack import art_evasion_class
+
+                art_evasion_class(attack.name.removeprefix("art:"))
+            else:
+                ATTACKS.check(attack.name)
+        except (RegistryError, AttackError) as exc:
             yield f"attacks[{i}].name: {exc}"
             continue
         try:
             make_attack(attack.name, **attack.params)
         except (AttackError, RegistryError) as exc:
             yield f"attacks[{i}].params: {exc}"
+        if attack.minimal_eps:
+            from bench.minimal_eps import SUPPORTED
+
+            if attack.name not in SUPPORTED:
+                allowed = ", ".join(SUPPORTED)
+                yield f"attacks[{i}].minimal_eps: not available for attack {attack.name!r} (allowed: {allowed})"
         for eps in suite.epsilons_for(attack):
             if not math.isfinite(eps):
                 yield f"attacks[{i}].epsilons: {eps} is not finite"
+
+
+def _external_problems(model: ModelSpec) -> Iterator[str]:
+    """Check an external model's factory, architecture and weights file without loading the weights."""
+    from model_zoo import MODELS
+    from model_zoo.external import ExternalModelError, resolve_factory, weights_format
+
+    if model.factory is not None:
+        try:
+            resolve_factory(model.factory)
+        except ExternalModelError as exc:
+            yield f"factory: {exc}"
+    elif model.name not in MODELS:
+        yield f"name: {MODELS.unknown_message(model.name)} (or give 'factory: module:attr')"
+    if model.weights is not None:
+        path = Path(model.weights)
+        try:
+            weights_format(path)
+        except ExternalModelError as exc:
+            yield f"weights: {exc}"
+            return
+        if not path.is_file():
+            yield f"weights: file {model.weights} not found"
+
+
+def _resolve_weights(data: dict[str, Any], base: Path) -> None:
+    """Make relative ``models[*].weights`` paths relative to the suite file that names them."""
+    models = data.get("models")
+    if not isinstance(models, list):
+        return
+    for model in models:
+        if isinstance(model, dict) and isinstance(model.get("weights"), str):
+            weights = Path(model["weights"]).expanduser()
+            model["weights"] = str(weights if weights.is_absolute() else (base / weights).resolve())
 
 
 def load_suite(path: str | Path) -> Suite:

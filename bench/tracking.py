@@ -140,12 +140,15 @@ def _sync(run: RunDir) -> str:
                 "attacks": ",".join(results["attack"].unique()),
             }
         )
-        _log_dataset(manifest)
-        for artifact in (run.suite, run.manifest, run.models, run.results_csv):
+        _log_dataset(manifest, suite)
+        # samples.parquet and the cells' examples let `bench report --runs ID` rebuild the full report.
+        for artifact in (run.suite, run.manifest, run.models, run.results_csv, run.samples):
             if artifact.exists():
                 mlflow.log_artifact(str(artifact))
-        for report in (run.root / "report").glob("report.*"):
-            mlflow.log_artifact(str(report), artifact_path="report")
+        for examples in sorted((run.root / "cells").glob("*/examples.npz")):
+            mlflow.log_artifact(str(examples), artifact_path=f"cells/{examples.parent.name}")
+        if (run.root / "report" / "report.html").exists():
+            mlflow.log_artifacts(str(run.root / "report"), artifact_path="report")
         mlflow.log_metric("wall_seconds", float(manifest.get("wall_seconds", 0.0)))
         for (model, attack), rows in results.groupby(["model", "attack"], sort=False):
             _log_cell(client, run, str(model), str(attack), rows.sort_values("eps"), models.get(str(model), {}))
@@ -160,18 +163,32 @@ def _log_extra_parent(run: RunDir) -> None:
 
     for extra in sorted(run.root.glob("crosscheck.*")):
         mlflow.log_artifact(str(extra))
+    table_path = run.root / "crosscheck.csv"
+    if table_path.exists():
+        from bench.crosscheck import metric_name, pair_results
+
+        table = pd.read_csv(table_path)
+        mlflow.log_table(table, "crosscheck_table.json")
+        verdicts = pair_results(table)
+        mlflow.log_metrics({metric_name(pair): float(ok) for pair, ok in verdicts.items()})
+        mlflow.log_metric("crosscheck_passed", float(all(verdicts.values())))
 
 
-def _log_dataset(manifest: dict[str, Any]) -> None:
+def _log_dataset(manifest: dict[str, Any], suite: dict[str, Any]) -> None:
+    """``log_input`` of the evaluated samples (the same slice of the split the run used)."""
     import mlflow
     import numpy as np
 
     data = manifest.get("data", {})
+    spec = suite.get("dataset") or {}
     try:
         from bench.data import load_dataset
 
-        split = load_dataset(data["name"], data["split"], seed=int(manifest.get("seed", 0))).subset(int(data["n"]))
-        features, targets = split.x.numpy(), split.y.numpy()
+        options = spec.get("options") or {}
+        full = load_dataset(data["name"], data["split"], seed=int(manifest.get("seed", 0)), **options)
+        start = int(spec.get("offset") or 0)
+        features = full.x[start : start + int(data["n"])].numpy()
+        targets = full.y[start : start + int(data["n"])].numpy()
     except Exception:  # data no longer available where the sync runs: log its description only
         features, targets = np.zeros((0,), dtype=np.float32), None
     with warnings.catch_warnings():

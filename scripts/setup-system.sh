@@ -3,6 +3,8 @@
 # Without apt-get (not Debian) it says what to install by hand and carries on.
 set -euo pipefail
 PACKAGES=(
+  dataset-fashion-mnist  # the real Fashion-MNIST IDX files for the fashion-mnist data set
+  chromium  # headless browser that opens the rendered report in tests/test_report_browser.py
 )
 if [ ${#PACKAGES[@]} -eq 0 ]; then
   exit 0

@@ -138,3 +138,30 @@ def lenet_mnist() -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def mlp_mnist() -> torch.nn.Module:
     return trained("mlp", "mnist5k")
+
+
+@pytest.fixture(scope="session")
+def report_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run directory (with its report): mlp and lenet on 120 digits, FGSM untargeted and targeted."""
+    from bench.runner import run_suite
+    from bench.suite import validate
+
+    suite = validate(
+        {
+            "name": "report-test",
+            "dataset": {"name": "digits", "n": 120},
+            "models": ["mlp", "lenet"],
+            "attacks": ["fgsm", {"name": "fgsm", "label": "fgsm_t", "params": {"targeted": True}}],
+            "epsilons": [0, 0.05, 0.1, 0.2, 0.3],
+            "tracking": {"enabled": False, "examples": 4},
+        }
+    )
+    out = tmp_path_factory.mktemp("report-run") / "run"
+    run_suite(suite, out=out, track=False, echo=None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def report_dir(report_run: Path) -> Path:
+    """The report ``bench run`` rendered into the run directory of :func:`report_run`."""
+    return report_run / "report"
