@@ -1,0 +1,97 @@
+"""``bench crosscheck``: native attacks side by side with their ART counterparts (bench/crosscheck.py).
+
+Exit codes: 0 every pair agrees, 1 a pair disagrees beyond its tolerance, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bench.cli import app, console, err, user_errors
+
+
+def _table(rows: object, title: str) -> Table:
+    import pandas as pd
+
+    assert isinstance(rows, pd.DataFrame)
+    table = Table(title=title)
+    for column in ("pair", "model", "eps", "max abs diff", "labels agree", "robust native", "robust ART", "tol", ""):
+        table.add_column(column, justify="left" if column in ("pair", "model") else "right")
+    for _, row in rows.iterrows():
+        table.add_row(
+            str(row["pair"]),
+            str(row["model"]),
+            f"{row['eps']:g}",
+            f"{row['max_abs_diff']:.2e}",
+            f"{row['label_agreement']:.3f}",
+            f"{row['robust_acc_native']:.3f}",
+            f"{row['robust_acc_art']:.3f}",
+            f"{row['tolerance']:.2g}",
+            "[green]ok[/]" if row["passed"] else "[bold red]FAIL[/]",
+        )
+    return table
+
+
+@app.command("crosscheck")
+@user_errors
+def crosscheck_command(
+    suite: Annotated[Path | None, typer.Argument(help="suite YAML: its models and data set")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="zoo model (repeat for several)")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="data set (see `bench ls`)")] = None,
+    split: Annotated[str, typer.Option("--split", help="train or test")] = "test",
+    limit: Annotated[int, typer.Option("--limit", min=1, help="first N samples")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="seed of targets and random starts")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the table as JSON here")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="write the table as CSV here")] = None,
+) -> None:
+    """Run every native attack and its ART counterpart on the same models, inputs and labels; compare."""
+    import json
+
+    from bench.crosscheck import CROSSCHECK_COLUMNS, crosscheck_models, pair_results
+    from bench.data import load_dataset
+    from bench.runner import prepare_models, resolve_device
+    from bench.suite import load_suite
+
+    if (suite is None) == (not model and data is None):
+        err.print("[bold red]error:[/] give a SUITE, or --model M --data D (not both)", highlight=False)
+        raise typer.Exit(2)
+    if suite is not None:
+        spec = load_suite(suite)
+        device = resolve_device(spec.device)
+        split_data = load_dataset(spec.dataset.name, spec.dataset.split, seed=spec.seed, **spec.dataset.options)
+        split_data = split_data.subset(min(limit, spec.dataset.n or limit))
+        refs, _ = prepare_models(spec, split_data, device)
+        models = {model_id: ref.load(device) for model_id, ref in refs.items()}
+        seed = spec.seed
+    else:
+        if not model or data is None:
+            err.print("[bold red]error:[/] --model and --data go together", highlight=False)
+            raise typer.Exit(2)
+        from bench.registry import RegistryError
+        from model_zoo import MODELS, get_model
+
+        device = resolve_device("auto")
+        for name in model:
+            if name not in MODELS:
+                raise RegistryError(f"--model: {MODELS.unknown_message(name)}")
+        split_data = load_dataset(data, split, seed=seed).subset(limit)
+        models = {name: get_model(name, data, seed=seed, device=device).model for name in model}
+    table = crosscheck_models(models, split_data, seed=seed, n=limit)
+    title = f"native attacks vs ART: {split_data.name} {split_data.split}, {min(limit, len(split_data))} samples"
+    console.print(_table(table, title))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"pairs": pair_results(table), "rows": json.loads(table[CROSSCHECK_COLUMNS].to_json(orient="records"))}
+        json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    if csv_path is not None:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        table[CROSSCHECK_COLUMNS].to_csv(csv_path, index=False)
+    failed = [pair for pair, ok in pair_results(table).items() if not ok]
+    if failed:
+        err.print(f"[bold red]disagreement with ART:[/] {', '.join(failed)}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"all {len(pair_results(table))} pairs agree with ART within tolerance")

@@ -1,0 +1,306 @@
+"""Native attacks against their ART counterparts, on identical models, inputs and labels.
+
+Each :class:`Pair` runs a native attack and the ART class it claims to
+reproduce (through the same ``PyTorchClassifier`` adapter that ``art:<Class>``
+suites use, :mod:`bench.attacks.art_attack`) at a few epsilons, and compares:
+
+* ``max_abs_diff``: the largest absolute pixel difference between the two
+  adversarial batches (ART's raw output, before the harness' own projection);
+* ``label_agreement``: the fraction of samples the model labels the same on both;
+* ``robust_acc_native``/``robust_acc_art``: pointwise robust accuracy (clean-correct
+  and still correct under the attack) of each, and their difference.
+
+Deterministic pairs must agree to ``tolerance`` in ``max_abs_diff`` (FGSM
+1e-6; BIM and PGD without random start 1e-5, with 100% label agreement).
+Pairs with a random start cannot agree pixel by pixel (our seeded generator vs
+NumPy's global one); they pass when ART's robust accuracy lies in the Wilson 95%
+interval of the native one, and ``tolerance`` is then that interval's half-width.
+
+The native attack is called once per epsilon (no sweep), with early exit off,
+because ART runs every step at every eps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from bench import metrics
+from bench.attacks import ATTACKS, Attack, AttackContext, make_attack
+from bench.attacks.art_attack import ArtAttack
+from bench.attacks.base import derive_seed
+from bench.data import DataSplit
+from bench.results import atomic_write_text, write_json
+from bench.types import Norm
+
+CROSSCHECK_COLUMNS = [
+    "pair",
+    "native",
+    "art",
+    "model",
+    "norm",
+    "targeted",
+    "eps",
+    "n",
+    "max_abs_diff",
+    "label_agreement",
+    "robust_acc_native",
+    "robust_acc_art",
+    "robust_acc_diff",
+    "tolerance",
+    "passed",
+]
+"""Columns of ``crosscheck.csv`` (one row per pair, model and eps)."""
+
+CROSSCHECK_SAMPLES = 100
+"""Samples a suite's cross-check uses (the first of its evaluation data), at the first epsilon of each
+pair only: enough to exercise every code path, small enough to keep the quickstart short."""
+
+EPSILONS: dict[Norm, tuple[float, ...]] = {Norm.LINF: (0.1, 0.3), Norm.L2: (1.0, 2.5)}
+"""Default cross-check epsilons per norm (pixel units of [0, 1]): a moderate and a large budget."""
+
+FGSM_TOLERANCE = 1e-6
+ITERATIVE_TOLERANCE = 1e-5
+
+Criterion = Literal["exact", "interval"]
+
+
+def _fgsm_to_art(attack: Attack, eps: float) -> tuple[str, dict[str, Any]]:
+    return "FastGradientMethod", {
+        "norm": attack.norm.value,
+        "targeted": attack.targeted,
+        "num_random_init": 0,
+        "minimal": False,
+    }
+
+
+def _iterative_to_art(attack: Attack, eps: float) -> tuple[str, dict[str, Any]]:
+    step = float(attack.step_size_for(torch.tensor([float(eps)], dtype=torch.float64))[0])  # type: ignore[attr-defined]
+    random_start = bool(getattr(attack, "random_start", False))
+    common = {"eps_step": step, "max_iter": int(attack.steps), "targeted": attack.targeted}  # type: ignore[attr-defined]
+    if attack.norm is Norm.LINF and not random_start and attack.name == "bim":
+        return "BasicIterativeMethod", common
+    # ART's BIM is linf only; an l2 BIM is ART's PGD without random start.
+    restarts = int(getattr(attack, "restarts", 1)) if random_start else 0
+    return "ProjectedGradientDescent", {**common, "norm": attack.norm.value, "num_random_init": restarts}
+
+
+ART_MAPPINGS: dict[str, Callable[[Attack, float], tuple[str, dict[str, Any]]]] = {
+    "fgsm": _fgsm_to_art,
+    "bim": _iterative_to_art,
+    "pgd": _iterative_to_art,
+}
+"""Native registry name -> ``(ART class, ART options)`` for an attack instance at one eps (``eps`` excluded)."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One native attack configuration and how its ART counterpart is judged.
+
+    Attributes:
+        name: the pair's id (column ``pair``), e.g. ``fgsm_linf_targeted``.
+        native: registry name of the native attack.
+        params: its hyperparameters; targets are drawn once by the native attack (seeded) and given to both.
+        criterion: "exact" (max abs diff <= tolerance) or "interval" (random starts).
+        tolerance: max abs diff allowed by "exact".
+        require_label_agreement: "exact" also needs 100% label agreement.
+        epsilons: pixel units of the pair's norm.
+    """
+
+    name: str
+    native: str
+    params: Mapping[str, Any]
+    criterion: Criterion = "exact"
+    tolerance: float = FGSM_TOLERANCE
+    require_label_agreement: bool = False
+    epsilons: tuple[float, ...] = ()
+
+    def native_attack(self) -> Attack:
+        return make_attack(self.native, **self.params)
+
+    @property
+    def targeted(self) -> bool:
+        return bool(self.params.get("targeted", False))
+
+    @property
+    def norm(self) -> Norm:
+        return Norm(self.params.get("norm", "linf"))
+
+    def art_attack(self, eps: float) -> ArtAttack:
+        native = self.native_attack()
+        art_class, options = ART_MAPPINGS[self.native](native, eps)
+        return ArtAttack(attack_class=art_class, options=options, target_mode="given")
+
+
+def default_pairs() -> list[Pair]:
+    """Every registered native attack with an ART counterpart, across norm x targeted (x random start for PGD)."""
+    pairs: list[Pair] = []
+    for norm in (Norm.LINF, Norm.L2):
+        for targeted in (False, True):
+            suffix = f"{norm.value}{'_targeted' if targeted else ''}"
+            base = {"norm": norm.value, "targeted": targeted}
+            eps = EPSILONS[norm]
+            pairs.append(Pair(f"fgsm_{suffix}", "fgsm", base, epsilons=eps))
+            iterative = {**base, "steps": 10, "rel_step_size": 0.25, "random_start": False, "early_stop": False}
+            for native in ("bim", "pgd"):
+                if native in ATTACKS:
+                    pairs.append(
+                        Pair(
+                            f"{native}_{suffix}",
+                            native,
+                            iterative,
+                            tolerance=ITERATIVE_TOLERANCE,
+                            require_label_agreement=True,
+                            epsilons=eps,
+                        )
+                    )
+    if "pgd" in ATTACKS:
+        for norm in (Norm.LINF, Norm.L2):
+            pairs.append(
+                Pair(
+                    f"pgd_{norm.value}_random_start",
+                    "pgd",
+                    {"norm": norm.value, "steps": 10, "rel_step_size": 0.25, "random_start": True, "early_stop": False},
+                    criterion="interval",
+                    epsilons=EPSILONS[norm],
+                )
+            )
+    return pairs
+
+
+@dataclass
+class _Batch:
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    data: DataSplit
+    clean_correct: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clean_correct = self.predict(self.x) == self.y.cpu().numpy()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> np.ndarray:
+        return self.model(x).argmax(1).cpu().numpy()  # type: ignore[no-any-return]
+
+
+def compare_pair(
+    pair: Pair, model: nn.Module, data: DataSplit, *, model_name: str, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Rows of :data:`CROSSCHECK_COLUMNS` for one pair on one model, one per eps of the pair."""
+    device = next(model.parameters()).device
+    batch = _Batch(model, data.x.to(device), data.y.to(device), data)
+    native = pair.native_attack()
+    rows = []
+    for eps in pair.epsilons:
+        ctx = AttackContext(seed=derive_seed(seed, model_name, pair.name, eps))
+        target = native.targets(model, batch.x, batch.y, target=None, ctx=ctx)
+        x_native = native(model, batch.x, batch.y, eps, target=target, bounds=data.bounds, ctx=ctx)
+        art = pair.art_attack(eps)
+        x_art = art.generate(
+            model, batch.x, batch.y, eps, target=target, bounds=data.bounds, ctx=AttackContext(seed=ctx.seed)
+        )
+        rows.append(_row(pair, art, batch, model_name, eps, x_native, x_art))
+    return rows
+
+
+def _row(
+    pair: Pair, art: ArtAttack, batch: _Batch, model_name: str, eps: float, x_native: torch.Tensor, x_art: torch.Tensor
+) -> dict[str, Any]:
+    y = batch.y.cpu().numpy()
+    pred_native, pred_art = batch.predict(x_native), batch.predict(x_art)
+    n = len(y)
+    robust_native = int((batch.clean_correct & (pred_native == y)).sum())
+    robust_art = int((batch.clean_correct & (pred_art == y)).sum())
+    ra_native, ra_art = robust_native / n, robust_art / n
+    max_abs = float((x_native - x_art).abs().max()) if n else 0.0
+    agreement = float((pred_native == pred_art).mean()) if n else 1.0
+    if pair.criterion == "exact":
+        tolerance = pair.tolerance
+        passed = max_abs <= tolerance and (agreement == 1.0 or not pair.require_label_agreement)
+    else:
+        low, high = metrics.wilson_interval(robust_native, n)
+        tolerance = max(ra_native - low, high - ra_native)
+        slack = 1e-12  # the Wilson bounds of 0/n and n/n are 0 and 1 up to rounding
+        passed = low - slack <= ra_art <= high + slack
+    return {
+        "pair": pair.name,
+        "native": repr(pair.native_attack()),
+        "art": repr(art),
+        "model": model_name,
+        "norm": pair.norm.value,
+        "targeted": pair.targeted,
+        "eps": float(eps),
+        "n": n,
+        "max_abs_diff": max_abs,
+        "label_agreement": agreement,
+        "robust_acc_native": ra_native,
+        "robust_acc_art": ra_art,
+        "robust_acc_diff": ra_art - ra_native,
+        "tolerance": tolerance,
+        "passed": bool(passed),
+    }
+
+
+def crosscheck_models(
+    models: Mapping[str, nn.Module],
+    data: DataSplit,
+    *,
+    pairs: Sequence[Pair] | None = None,
+    seed: int = 0,
+    n: int | None = CROSSCHECK_SAMPLES,
+    max_epsilons: int | None = None,
+) -> pd.DataFrame:
+    """The cross-check table (:data:`CROSSCHECK_COLUMNS`) of every pair on every model, on the first ``n`` samples.
+
+    ``max_epsilons``: use only the first that many epsilons of each pair (all by default).
+    """
+    subset = data.subset(n)
+    rows: list[dict[str, Any]] = []
+    chosen = list(pairs if pairs is not None else default_pairs())
+    if max_epsilons is not None:
+        chosen = [dataclasses.replace(p, epsilons=p.epsilons[:max_epsilons]) for p in chosen]
+    for pair in chosen:
+        for name, model in models.items():
+            rows.extend(compare_pair(pair, model, subset, model_name=name, seed=seed))
+    return pd.DataFrame(rows, columns=CROSSCHECK_COLUMNS)
+
+
+def pair_results(table: pd.DataFrame) -> dict[str, bool]:
+    """Per pair: whether every row (all models, all epsilons) passed."""
+    return {str(pair): bool(rows["passed"].all()) for pair, rows in table.groupby("pair", sort=False)}
+
+
+def write_crosscheck(table: pd.DataFrame, directory: Path, *, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``crosscheck.csv`` and ``crosscheck.json`` into ``directory``; returns the JSON document."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(directory / "crosscheck.csv", table[CROSSCHECK_COLUMNS].to_csv(index=False))
+    doc = {
+        **(meta or {}),
+        "passed": bool(table["passed"].all()) if len(table) else True,
+        "pairs": pair_results(table),
+        "criteria": {
+            "fgsm": f"max_abs_diff <= {FGSM_TOLERANCE:g}",
+            "bim, pgd (no random start)": f"max_abs_diff <= {ITERATIVE_TOLERANCE:g} and label_agreement == 1",
+            "pgd (random start)": "robust_acc_art within the Wilson 95% interval of robust_acc_native",
+        },
+        "rows": json.loads(table[CROSSCHECK_COLUMNS].to_json(orient="records")),
+    }
+    write_json(directory / "crosscheck.json", doc)
+    return doc
+
+
+def metric_name(pair: str) -> str:
+    """MLflow metric of a pair's verdict: ``crosscheck_passed_<pair>``."""
+    safe = "".join(c if c.isalnum() or c in "_-." else "_" for c in pair)
+    return f"crosscheck_passed_{safe}"
