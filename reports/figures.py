@@ -94,3 +94,103 @@ def _to_image(img: np.ndarray) -> np.ndarray:
     """``(C, H, W)`` -> ``(H, W)`` for one channel or ``(H, W, C)`` for colour, clipped to [0, 1]."""
     img = np.clip(img, 0.0, 1.0)
     return img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+
+
+def heatmap_figure(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Robust accuracy as a heatmap: ``table`` is models (index) x attacks (columns), values in [0, 1]."""
+    sns.set_theme(style="white", context="notebook")
+    width = max(4.0, 1.1 * table.shape[1] + 2.2)
+    height = max(2.2, 0.55 * table.shape[0] + 1.4)
+    fig, ax = plt.subplots(figsize=(width, height))
+    sns.heatmap(
+        table.astype(float),
+        annot=True,
+        fmt=".2f",
+        vmin=0.0,
+        vmax=1.0,
+        cmap="RdYlGn",
+        linewidths=0.5,
+        cbar_kws={"label": "robust accuracy"},
+        ax=ax,
+    )
+    ax.set_xlabel("attack")
+    ax.set_ylabel("model")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def first_image_strip(
+    examples: dict[str, np.ndarray], *, class_names: Sequence[str] | None = None, title: str = ""
+) -> Figure:
+    """The first example image perturbed at each eps (top) and its perturbation ``x_adv - x`` (bottom).
+
+    The perturbation is drawn on a diverging scale centred on 0 and shared by
+    all columns (red brighter, blue darker), so its growth with eps is visible.
+    ``examples`` as in :func:`example_grid`; needs at least one example.
+    """
+    x, x_adv, y, pred, eps = (examples[k] for k in ("x", "x_adv", "y", "adv_pred", "epsilons"))
+    e = x_adv.shape[0]
+    delta = x_adv[:, 0] - x[0][None]
+    limit = float(np.abs(delta).max()) or 1.0
+    fig, axes = plt.subplots(2, e, figsize=(1.35 * e + 0.6, 3.1), squeeze=False)
+    names = _names(class_names, y, pred)
+    for i in range(e):
+        top, bottom = axes[0][i], axes[1][i]
+        top.imshow(_to_image(x_adv[i, 0]), cmap="gray", vmin=0, vmax=1)
+        ok = int(pred[i, 0]) == int(y[0])
+        caption = f"eps={eps[i]:.3g}\n{names[int(y[0])]}→{names[int(pred[i, 0])]}"
+        top.set_title(caption, color=CORRECT if ok else FOOLED, fontsize=8)
+        bottom.imshow(delta[i].mean(axis=0), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0][0].set_ylabel("adversarial", fontsize=8)
+    axes[1][0].set_ylabel(f"x_adv - x\n(±{limit:.2g})", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fooling_grid(
+    examples: dict[str, np.ndarray],
+    targets: np.ndarray | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    max_samples: int = 8,
+    title: str = "",
+) -> Figure:
+    """Synthesized (fooling) images at the largest eps, titled with the class the model sees.
+
+    Red when the model predicts the target class (the synthesis fooled it),
+    green otherwise. ``targets`` ``(k,)`` (-1 or ``None``: untargeted, red
+    whenever the prediction differs from the label).
+    """
+    x_adv, y, pred = examples["x_adv"][-1], examples["y"], examples["adv_pred"][-1]
+    k = max(1, min(max_samples, x_adv.shape[0]))
+    fig, axes = plt.subplots(1, k, figsize=(1.35 * k, 1.7), squeeze=False)
+    seen = np.concatenate([y.ravel(), np.asarray([] if targets is None else targets, dtype=np.int64).ravel()])
+    names = _names(class_names, seen, pred)
+    for c in range(k):
+        ax = axes[0][c]
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if c >= x_adv.shape[0]:
+            ax.axis("off")
+            continue
+        ax.imshow(_to_image(x_adv[c]), cmap="gray", vmin=0, vmax=1)
+        target = int(targets[c]) if targets is not None and c < len(targets) else -1
+        fooled = int(pred[c]) == target if target >= 0 else int(pred[c]) != int(y[c])
+        label = f"→{names[int(pred[c])]}" + (f" (t={names[target]})" if target >= 0 else "")
+        ax.set_title(label, color=FOOLED if fooled else CORRECT, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _names(class_names: Sequence[str] | None, y: np.ndarray, pred: np.ndarray) -> list[str]:
+    if class_names is not None:
+        return list(class_names)
+    return [str(i) for i in range(int(max(y.max(initial=0), pred.max(initial=0))) + 1)]

@@ -1,0 +1,414 @@
+"""Render a report of one or more runs: a self-contained ``report.html`` and a ``report.md``.
+
+The HTML embeds every figure as a base64 PNG data URI and carries its own CSS
+(no scripts, fonts or network). The Markdown (for pull-request comments) holds
+the same tables and links the figures, written next to it as
+``figures/<name>.png``.
+
+With several runs, the first is the baseline: a comparison section puts each
+candidate beside it (deltas, McNemar tests, overlaid curves), then every run
+gets its own sections.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bench.results import atomic_write_text
+from reports import figures as figs
+from reports.compare import compare_runs
+from reports.flags import EXPLANATIONS, Flag, sanity_flags
+from reports.sources import ReportError, RunData, load_run, unique_labels
+from reports.tables import SummaryTable, choose_heatmap_eps, summary_tables
+
+TEMPLATES = Path(__file__).parent / "templates"
+FOOLING = frozenset({"fooling_images"})
+"""Attacks that synthesize images rather than perturb the data: shown as fooling grids."""
+
+
+@dataclass(frozen=True)
+class RenderedFigure:
+    """A figure rendered once to PNG; ``path`` is relative to the report folder."""
+
+    caption: str
+    path: str
+    png: bytes
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass
+class CellExamples:
+    cell: str
+    model: str
+    attack: str
+    grid: RenderedFigure
+    strip: RenderedFigure
+
+
+@dataclass
+class RunSection:
+    index: int
+    run: RunData
+    tables: list[SummaryTable]
+    flags: list[Flag]
+    curves: list[RenderedFigure]
+    heatmaps: list[RenderedFigure]
+    examples: list[CellExamples]
+    fooling: list[RenderedFigure]
+    crosscheck: list[dict[str, Any]] | None
+    crosscheck_columns: list[str]
+    manifest: list[tuple[str, str]]
+    versions: list[tuple[str, str]]
+    models: list[dict[str, Any]]
+
+
+@dataclass
+class ComparisonSection:
+    baseline: str
+    candidate: str
+    rows: list[dict[str, Any]]
+    paired: bool
+    significant: int
+    curves: list[RenderedFigure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    markdown: Path
+    figures: Path
+
+
+class _FigureWriter:
+    """Renders figures to PNG once, writes them under ``figures/`` and names them uniquely."""
+
+    def __init__(self, out: Path, dpi: int) -> None:
+        self.dir = out / "figures"
+        self.dpi = dpi
+        self.used: set[str] = set()
+        # A report re-rendered into the same folder must not keep figures of the previous one.
+        for stale in self.dir.glob("*.png"):
+            stale.unlink()
+
+    def add(self, fig: Figure, name: str, caption: str) -> RenderedFigure:
+        import matplotlib.pyplot as plt
+
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "figure"
+        unique, i = stem, 1
+        while unique in self.used:
+            i += 1
+            unique = f"{stem}-{i}"
+        self.used.add(unique)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=self.dpi, bbox_inches="tight")
+        plt.close(fig)
+        png = buf.getvalue()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / f"{unique}.png").write_bytes(png)
+        return RenderedFigure(caption, f"figures/{unique}.png", png)
+
+
+def render_report(
+    runs: Sequence[RunData],
+    out: Path,
+    *,
+    eps: float | None = None,
+    title: str | None = None,
+    alpha: float = 0.05,
+    max_examples: int = 8,
+    dpi: int = 100,
+) -> ReportPaths:
+    """Write ``out/report.html``, ``out/report.md`` and ``out/figures/*.png``.
+
+    Args:
+        runs: one or more runs; with several, the first is the baseline of the comparison.
+        out: output folder (created).
+        eps: the eps of the robust-accuracy heatmap, in pixel units; default per norm: the grid eps
+            whose mean robust accuracy is closest to 0.5.
+        title: report title (default from the suite names).
+        alpha: significance level of the BH-adjusted McNemar q-values (default 0.05).
+        max_examples: samples per adversarial example grid (default 8).
+        dpi: PNG resolution (default 100).
+    """
+    runs = list(runs)
+    if not runs:
+        raise ReportError("no run to report: give run directories, --experiment or --runs")
+    unique_labels(runs)
+    if eps is not None and not any(
+        np.isclose(r.results["eps"].astype(float), eps, rtol=0, atol=1e-12).any() for r in runs
+    ):
+        grid = sorted({float(e) for r in runs for e in r.results["eps"]})
+        raise ReportError(f"--eps: {eps:g} is on no run's epsilon grid (allowed: {', '.join(f'{e:g}' for e in grid)})")
+    out.mkdir(parents=True, exist_ok=True)
+    writer = _FigureWriter(out, dpi)
+    sections = [_run_section(i, run, writer, eps=eps, max_examples=max_examples) for i, run in enumerate(runs, 1)]
+    comparisons = [_comparison(runs[0], cand, writer, alpha=alpha) for cand in runs[1:]]
+    context = {
+        "title": title or _default_title(runs),
+        "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "sections": sections,
+        "comparisons": comparisons,
+        "alpha": alpha,
+        "inf": math.inf,
+        "explanations": EXPLANATIONS,
+        "n_flags": sum(len(s.flags) for s in sections),
+    }
+    env = _environment()
+    html = out / "report.html"
+    markdown = out / "report.md"
+    atomic_write_text(html, env.get_template("report.html.j2").render(**context))
+    atomic_write_text(markdown, env.get_template("report.md.j2").render(**context))
+    return ReportPaths(html, markdown, writer.dir)
+
+
+def render_run_dir(run_dir: Path, out: Path | None = None, **options: Any) -> ReportPaths:
+    """Report of one run directory, by default into ``<run_dir>/report/`` (what ``bench run`` does)."""
+    run = load_run(run_dir)
+    return render_report([run], out if out is not None else Path(run_dir) / "report", **options)
+
+
+def _default_title(runs: Sequence[RunData]) -> str:
+    suites = list(dict.fromkeys(str(r.manifest.get("suite", "?")) for r in runs))
+    kind = "comparison" if len(runs) > 1 else "report"
+    return f"Robustness {kind}: {', '.join(suites)}"
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+
+def _run_section(
+    index: int, run: RunData, writer: _FigureWriter, *, eps: float | None, max_examples: int
+) -> RunSection:
+    results = run.results
+    prefix = f"r{index}"
+    curves = [
+        writer.add(
+            figs.curve_figure(rows, hue="model", title=f"{attack} ({rows['norm'].iloc[0]})"),
+            f"{prefix}-curve-{attack}",
+            f"{attack}: robust accuracy against eps, models overlaid, 95% Wilson bands",
+        )
+        for attack, rows in results.groupby("attack", sort=False)
+    ]
+    heatmaps = []
+    for norm, part in results.groupby("norm", sort=False):
+        if norm == "none":
+            continue
+        at = choose_heatmap_eps(results, str(norm), eps)
+        grid = (
+            part[part["eps"] == at]
+            .pivot_table(index="model", columns="attack", values="robust_accuracy", sort=False)
+            .reindex(index=list(dict.fromkeys(part["model"])))
+        )
+        heatmaps.append(
+            writer.add(
+                figs.heatmap_figure(grid, title=f"robust accuracy at {norm} eps {at:g}"),
+                f"{prefix}-heatmap-{norm}",
+                f"robust accuracy, model x attack, {norm} eps = {at:g}",
+            )
+        )
+    examples, fooling = [], []
+    for (model, attack), rows in results.groupby(["model", "attack"], sort=False):
+        cell = f"{model}__{attack}"
+        found = run.examples.get(cell)
+        if found is None or found["x_adv"].shape[1] == 0:
+            continue
+        if rows["attack_name"].iloc[0] in FOOLING:
+            fooling.append(
+                writer.add(
+                    figs.fooling_grid(
+                        found, _example_targets(run, str(model), str(attack), found), max_samples=max_examples
+                    ),
+                    f"{prefix}-fooling-{cell}",
+                    f"{model} / {attack}: synthesized images (red: the model sees the target class)",
+                )
+            )
+            continue
+        examples.append(
+            CellExamples(
+                cell,
+                str(model),
+                str(attack),
+                writer.add(
+                    figs.example_grid(found, max_samples=max_examples),
+                    f"{prefix}-examples-{cell}",
+                    f"{model} / {attack}: rows eps, columns samples; label→prediction, green still correct, red fooled",
+                ),
+                writer.add(
+                    figs.first_image_strip(found),
+                    f"{prefix}-first-{cell}",
+                    f"{model} / {attack}: the first image at each eps and its perturbation",
+                ),
+            )
+        )
+    crosscheck = None
+    columns: list[str] = []
+    if run.crosscheck is not None:
+        columns = [str(c) for c in run.crosscheck.columns]
+        crosscheck = run.crosscheck.to_dict("records")
+    return RunSection(
+        index=index,
+        run=run,
+        tables=summary_tables(results, run.samples),
+        flags=sanity_flags(results, models=run.models, crosscheck=run.crosscheck),
+        curves=curves,
+        heatmaps=heatmaps,
+        examples=examples,
+        fooling=fooling,
+        crosscheck=crosscheck,
+        crosscheck_columns=columns,
+        manifest=_manifest_items(run),
+        versions=sorted((str(k), str(v)) for k, v in (run.manifest.get("versions") or {}).items()),
+        models=_model_rows(run),
+    )
+
+
+def _example_targets(run: RunData, model: str, attack: str, examples: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Targets of the example samples (the first k of the split), from the per-sample flags."""
+    if run.samples is None:
+        return None
+    mine = run.samples[(run.samples["model"] == model) & (run.samples["attack"] == attack)]
+    if mine.empty:
+        return None
+    last = mine[mine["eps"] == mine["eps"].max()]
+    return last["target"].to_numpy()[: len(examples["y"])]
+
+
+def _manifest_items(run: RunData) -> list[tuple[str, str]]:
+    m, data = run.manifest, run.manifest.get("data") or {}
+    items = [
+        ("run", run.label),
+        ("source", f"MLflow run {run.mlflow_run_id}" if run.mlflow_run_id else str(run.root)),
+        ("suite", f"{m.get('suite')} (digest {m.get('suite_digest')})"),
+        ("git commit", str(m.get("git_commit") or "unknown")),
+        ("data", f"{data.get('name')} / {data.get('split')}, n = {data.get('n')}, shape {data.get('input_shape')}"),
+        ("data digest", str(data.get("digest"))),
+        ("data source", str(data.get("source"))),
+        ("seed", str(m.get("seed"))),
+        ("device", str(m.get("device"))),
+        ("platform", str(m.get("platform"))),
+        ("started", str(m.get("started"))),
+        ("finished", str(m.get("finished"))),
+        ("wall time", _seconds(m.get("wall_seconds"))),
+        ("model preparation", _seconds(m.get("prepare_seconds"))),
+        ("attack time", _seconds(m.get("attack_seconds"))),
+    ]
+    if m.get("limit"):
+        items.append(("limit", str(m["limit"])))
+    return items
+
+
+def _model_rows(run: RunData) -> list[dict[str, Any]]:
+    rows = []
+    for name, info in run.models.items():
+        zero = info.get("zero_gradient_fraction")
+        rows.append(
+            {
+                "model": name,
+                "architecture": info.get("name", name),
+                "parameters": info.get("parameters"),
+                "clean_accuracy": info.get("clean_accuracy"),
+                "zero_gradient_fraction": "n/a" if zero is None else f"{zero:.1%}",
+                "cache_key": info.get("cache_key", ""),
+                "warnings": "; ".join(info.get("output_warnings") or []) or "none",
+            }
+        )
+    return rows
+
+
+def _seconds(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.1f} s"
+
+
+# -- comparison -------------------------------------------------------------------------------
+
+
+def _comparison(baseline: RunData, candidate: RunData, writer: _FigureWriter, *, alpha: float) -> ComparisonSection:
+    table = compare_runs(baseline, candidate, alpha=alpha)
+    if table.empty:
+        raise ReportError(
+            f"runs {baseline.label!r} and {candidate.label!r} share no (model, attack, eps) cell to compare"
+        )
+    both = pd.concat(
+        [
+            baseline.results.assign(series=lambda d: d["model"] + " · " + baseline.label),
+            candidate.results.assign(series=lambda d: d["model"] + " · " + candidate.label),
+        ],
+        ignore_index=True,
+    )
+    shared = set(table["attack"])
+    curves = [
+        writer.add(
+            figs.curve_figure(rows, hue="series", title=f"{attack}: baseline vs candidate"),
+            f"compare-{candidate.label}-{attack}",
+            f"{attack}: {baseline.label} (baseline) and {candidate.label}, per model",
+        )
+        for attack, rows in both[both["attack"].isin(shared)].groupby("attack", sort=False)
+    ]
+    return ComparisonSection(
+        baseline=baseline.label,
+        candidate=candidate.label,
+        rows=table.to_dict("records"),
+        paired=bool(table["paired"].any()),
+        significant=int(table["significant"].sum()),
+        curves=curves,
+    )
+
+
+# -- templates --------------------------------------------------------------------------------
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=_num, eps=_eps, signed=_signed, pvalue=_pvalue, mdcell=_mdcell, interval=_interval)
+    return env
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "–"
+    return f"{float(value):.{digits}f}"
+
+
+def _eps(value: Any) -> str:
+    value = float(value)
+    return "∞" if math.isinf(value) else f"{value:g}"
+
+
+def _signed(value: Any) -> str:
+    return f"{float(value):+.3f}"
+
+
+def _pvalue(value: Any) -> str:
+    if value is None or value is pd.NA or math.isnan(float(value)):
+        return "–"
+    return f"{float(value):.2g}" if value < 0.001 else f"{float(value):.3f}"
+
+
+def _interval(value: Any) -> str:
+    return f"{value.value:.3f} [{value.low:.3f}, {value.high:.3f}]"
+
+
+def _mdcell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")

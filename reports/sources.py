@@ -1,0 +1,159 @@
+"""Where a report's data come from: run directories, or MLflow parent runs downloaded into one.
+
+A :class:`RunData` holds everything the report reads from one run: the tidy
+results, the per-sample flags (when present), the manifest, the models'
+records, the resolved suite, the cross-check table (when the suite asked for
+one) and the adversarial examples of every cell.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bench.results import RESULT_COLUMNS, SAMPLE_COLUMNS, RunDir, open_run_dir
+
+
+class ReportError(ValueError):
+    """A report source that cannot be read; the message names the file or run and what is wrong."""
+
+
+@dataclass
+class RunData:
+    """One run, as the report sees it.
+
+    ``results``: RESULT_COLUMNS rows; ``samples``: SAMPLE_COLUMNS rows or ``None``
+    (runs mirrored to MLflow before samples were logged); ``examples`` maps a cell
+    id (``<model>__<attack>``) to its ``examples.npz`` arrays.
+    """
+
+    label: str
+    root: Path
+    results: pd.DataFrame
+    manifest: dict[str, Any]
+    suite: dict[str, Any]
+    models: dict[str, Any] = field(default_factory=dict)
+    samples: pd.DataFrame | None = None
+    crosscheck: pd.DataFrame | None = None
+    examples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+
+    @property
+    def digest(self) -> str | None:
+        return (self.manifest.get("data") or {}).get("digest")
+
+
+def load_run(path: str | Path, *, label: str | None = None, mlflow_run_id: str | None = None) -> RunData:
+    """Read a finished run directory (or a downloaded MLflow parent run laid out like one)."""
+    run = open_run_dir(path)
+    if not (run.results_parquet.exists() or run.results_csv.exists()):
+        raise ReportError(f"{run.root}: no results.csv or results.parquet (did the run finish?)")
+    results = run.read_results()
+    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        source = run.results_parquet if run.results_parquet.exists() else run.results_csv
+        raise ReportError(f"{source}: missing result column(s) {', '.join(missing)} (expected: {RESULT_COLUMNS})")
+    results["targeted"] = results["targeted"].astype(bool)
+    try:
+        manifest = run.read_manifest()
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{run.manifest}: not valid JSON ({exc})") from None
+    suite = yaml.safe_load(run.suite.read_text()) or {}
+    models = json.loads(run.models.read_text()) if run.models.exists() else {}
+    samples = _read_samples(run)
+    crosscheck_csv = run.root / "crosscheck.csv"
+    crosscheck = pd.read_csv(crosscheck_csv) if crosscheck_csv.exists() else None
+    examples = {}
+    for cell_id in (f"{m}__{a}" for m, a in results[["model", "attack"]].drop_duplicates().itertuples(index=False)):
+        found = run.read_examples(cell_id)
+        if found is not None:
+            examples[cell_id] = found
+    return RunData(
+        label=label or _default_label(run, manifest),
+        root=run.root,
+        results=results,
+        manifest=manifest,
+        suite=suite,
+        models=models,
+        samples=samples,
+        crosscheck=crosscheck,
+        examples=examples,
+        mlflow_run_id=mlflow_run_id,
+    )
+
+
+def _read_samples(run: RunDir) -> pd.DataFrame | None:
+    if not run.samples.exists():
+        return None
+    samples = run.read_samples()
+    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+    if missing:
+        raise ReportError(f"{run.samples}: missing column(s) {', '.join(missing)} (expected: {SAMPLE_COLUMNS})")
+    return samples
+
+
+def _default_label(run: RunDir, manifest: dict[str, Any]) -> str:
+    return f"{manifest.get('suite', run.root.parent.name)}/{run.root.name}"
+
+
+def unique_labels(runs: list[RunData]) -> None:
+    """Make run labels distinct (two runs of one suite may share a folder name)."""
+    seen: dict[str, int] = {}
+    for run in runs:
+        count = seen.get(run.label, 0)
+        seen[run.label] = count + 1
+        if count:
+            run.label = f"{run.label}#{count + 1}"
+
+
+# -- MLflow ----------------------------------------------------------------------------------
+
+
+def experiment_run_ids(experiment: str, *, last: int = 1) -> list[str]:
+    """Ids of the ``last`` most recent completely mirrored parent runs of ``experiment``, oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    from bench.tracking import COMPLETE_TAG
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ReportError(f"--experiment: no MLflow experiment named {experiment!r} (found: {', '.join(names)})")
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{COMPLETE_TAG}` = 'true'",
+        order_by=["attributes.start_time DESC"],
+        max_results=last,
+    )
+    if not runs:
+        raise ReportError(f"--experiment: experiment {experiment!r} has no completely mirrored bench run")
+    return [r.info.run_id for r in reversed(runs)]
+
+
+def download_mlflow_run(run_id: str, dst: Path) -> RunData:
+    """Download a parent run's artifacts into ``dst`` (laid out like a run directory) and read them."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        info = mlflow.get_run(run_id)
+    except MlflowException as exc:
+        raise ReportError(f"--runs: MLflow run {run_id!r} not found ({str(exc).splitlines()[0][:200]})") from None
+    if info.data.tags.get("mlflow.parentRunId"):
+        raise ReportError(
+            f"--runs: {run_id} is a nested (model x attack) run; give its parent run "
+            f"{info.data.tags['mlflow.parentRunId']}"
+        )
+    dst.mkdir(parents=True, exist_ok=True)
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(dst)))
+    if not (local / "manifest.json").exists():
+        raise ReportError(f"--runs: MLflow run {run_id} has no manifest.json artifact (not a bench parent run)")
+    name = info.data.tags.get("mlflow.runName") or run_id
+    return load_run(local, label=name, mlflow_run_id=run_id)

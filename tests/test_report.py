@@ -1,0 +1,319 @@
+"""Reports rendered from real run directories: numbers, flags, comparison with McNemar, CLI and MLflow sources."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+from typer.testing import CliRunner
+
+from bench import metrics
+from bench.cli import app
+from bench.results import RESULT_COLUMNS, RunDir
+from reports.compare import compare_runs, mcnemar
+from reports.flags import sanity_flags
+from reports.render import render_report
+from reports.sources import ReportError, load_run
+from reports.tables import median_minimal_eps
+
+NUMBER = r"(-?\d+\.\d+)"
+
+
+def _md_summary(markdown: str) -> list[dict[str, str]]:
+    """The rows of the summary tables of a report.md, as header -> cell text."""
+    rows: list[dict[str, str]] = []
+    header: list[str] | None = None
+    for line in markdown.splitlines():
+        if line.startswith("| model | attack | clean |"):
+            header = [c.strip() for c in line.strip("|").split("|")]
+        elif header and line.startswith("|---"):
+            continue
+        elif header and line.startswith("| "):
+            rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split(" | ")), strict=True)))
+        else:
+            header = None
+    return rows
+
+
+def test_bench_run_writes_the_report(report_run: Path, report_dir: Path) -> None:
+    html = (report_dir / "report.html").read_text()
+    markdown = (report_dir / "report.md").read_text()
+    figures = sorted((report_dir / "figures").glob("*.png"))
+    # 2 curves, 1 heatmap, 4 cells x 2 example figures
+    assert len(figures) == 11
+    for fig in figures:
+        assert f"](figures/{fig.name})" in markdown
+    assert html.count('src="data:image/png;base64,') == len(figures)
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", html), "the HTML must not reference the network"
+    assert "<script" not in html
+
+
+def test_markdown_numbers_equal_results_csv(report_run: Path, report_dir: Path) -> None:
+    results = pd.read_csv(report_run / "results.csv")
+    rows = _md_summary((report_dir / "report.md").read_text())
+    cells = [r for r in rows if "worst case" not in r["attack"]]
+    assert len(cells) == results.groupby(["model", "attack"]).ngroups == 4
+    checked = 0
+    for row in cells:
+        attack = row["attack"].replace(" (targeted)", "")
+        mine = results[(results["model"] == row["model"]) & (results["attack"] == attack)].sort_values("eps")
+        assert row["clean"] == f"{mine['clean_accuracy'].iloc[0]:.3f}"
+        for r in mine.itertuples():
+            value, low, high = re.fullmatch(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]", row[f"eps {r.eps:g}"]).groups()
+            assert (value, low, high) == (f"{r.robust_accuracy:.3f}", f"{r.ci_low:.3f}", f"{r.ci_high:.3f}")
+            checked += 1
+        assert row["AUC"] == f"{metrics.curve_auc(mine['eps'], mine['robust_accuracy']):.3f}"
+    assert checked == len(results)
+
+
+def test_worst_case_and_median_minimal_eps_agree_with_per_sample_flags(report_run: Path, report_dir: Path) -> None:
+    samples = pd.read_parquet(report_run / "samples.parquet")
+    rows = _md_summary((report_dir / "report.md").read_text())
+    for model in ("mlp", "lenet"):
+        worst = next(r for r in rows if r["model"] == model and "worst case" in r["attack"])
+        mine = samples[samples["model"] == model]
+        for eps, part in mine.groupby("eps"):
+            robust = part.groupby("index")["correct"].all()
+            assert worst[f"eps {eps:g}"].startswith(f"{robust.mean():.3f} ")
+            # at least as low as every single attack
+            assert robust.mean() <= part.groupby("attack")["correct"].mean().min() + 1e-12
+        for _, cell in mine.groupby("attack"):
+            flags = cell.pivot(index="eps", columns="index", values="correct").sort_index()
+            minimal = metrics.minimal_eps(flags.to_numpy(), flags.index.to_numpy())
+            upper_median = np.sort(minimal)[len(minimal) // 2]
+            curve = cell.groupby("eps")["correct"].mean()
+            assert median_minimal_eps(curve.index.to_numpy(), curve.to_numpy()) == upper_median
+
+
+def _planted_copy(report_run: Path, tmp_path: Path) -> Path:
+    """A copy of the run without its report and cells (no example grids: renders in a few seconds)."""
+    copy = tmp_path / "planted"
+    shutil.copytree(report_run, copy, ignore=shutil.ignore_patterns("report", "cells"))
+    return copy
+
+
+def _write_results(run: Path, results: pd.DataFrame) -> None:
+    results.to_csv(run / "results.csv", index=False)
+    results.to_parquet(run / "results.parquet", index=False)
+
+
+def test_clean_run_raises_no_flag(report_run: Path) -> None:
+    run = load_run(report_run)
+    assert sanity_flags(run.results, models=run.models) == []
+
+
+def test_planted_non_monotone_curve_raises_the_flag(report_run: Path, tmp_path: Path) -> None:
+    planted = _planted_copy(report_run, tmp_path)
+    results = RunDir(planted).read_results()
+    cell = (results["model"] == "lenet") & (results["attack"] == "fgsm")
+    at = cell & (results["eps"] == 0.2)
+    before = float(results.loc[cell & (results["eps"] == 0.1), "robust_accuracy_pointwise"].iloc[0])
+    results.loc[at, "robust_accuracy_pointwise"] = before + 0.25
+    _write_results(planted, results)
+
+    paths = render_report([load_run(planted)], tmp_path / "out")
+    markdown = paths.markdown.read_text()
+    flag_lines = [line for line in markdown.splitlines() if "`curve-rises`" in line]
+    assert len(flag_lines) == 1
+    assert "lenet / fgsm" in flag_lines[0]
+    assert "rises by 0.250 from eps 0.1 to 0.2" in flag_lines[0]
+    assert "accuracy should not rise with eps" in flag_lines[0]  # the one-line explanation
+    assert "curve-rises" in paths.html.read_text()
+
+
+def test_flags_for_eps0_budget_family_and_model_problems(report_run: Path) -> None:
+    run = load_run(report_run)
+    results = run.results.copy()
+    fgsm = results[(results["model"] == "mlp") & (results["attack"] == "fgsm")]
+    pgd = fgsm.assign(attack="pgd", attack_name="pgd", robust_accuracy=fgsm["robust_accuracy"] + 0.1)
+    noise = fgsm.assign(
+        attack="uniform_noise", attack_name="uniform_noise", robust_accuracy=fgsm["robust_accuracy"] - 0.1
+    )
+    broken = results.copy()
+    first = broken.index[(broken["eps"] == 0) & (broken["model"] == "lenet")][0]
+    broken.loc[first, "robust_accuracy_pointwise"] -= 2 / broken.loc[first, "n"]
+    over = broken.index[(broken["eps"] == 0.1) & (broken["model"] == "lenet")][0]
+    broken.loc[over, "max_linf"] = 0.13
+    models = {
+        "mlp": {**run.models["mlp"], "output_warnings": ["model 'mlp' outputs look like probabilities"]},
+        "lenet": {**run.models["lenet"], "zero_gradient_fraction": 0.4},
+    }
+    flags = sanity_flags(pd.concat([broken, pgd, noise], ignore_index=True), models=models)
+    codes = {f.code for f in flags}
+    assert codes == {
+        "eps0-accuracy",
+        "budget-exceeded",
+        "iterative-weaker-than-fgsm",
+        "gradient-weaker-than-noise",
+        "probability-outputs",
+        "zero-gradients",
+    }
+    family = [f for f in flags if f.code == "iterative-weaker-than-fgsm"]
+    assert len(family) == 4  # pgd above fgsm at each eps > 0
+    assert all(f.subject.startswith("mlp / pgd vs fgsm") for f in family)
+    assert {f.subject.split(" vs ")[1].split(" @")[0] for f in flags if f.code == "gradient-weaker-than-noise"} == {
+        "uniform_noise"
+    }
+    # the targeted attack is never compared with untargeted noise
+    assert not any("fgsm_t" in f.subject for f in flags if f.code == "gradient-weaker-than-noise")
+
+
+class _Saturated(torch.nn.Module):
+    """Logits scaled up so that float32 softmax saturates: the classic masked-gradient model."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * 1e4
+
+
+def test_zero_gradient_fraction_detects_saturated_softmax(lenet_digits: torch.nn.Module, digits_test) -> None:
+    from bench.runner import zero_gradient_fraction
+
+    data = digits_test.subset(200)
+    plain = zero_gradient_fraction(lenet_digits, data, torch.device("cpu"), 100)
+    masked = zero_gradient_fraction(_Saturated(lenet_digits), data, torch.device("cpu"), 100)
+    assert plain < 0.05
+    assert masked > 0.5
+    no_rows = pd.DataFrame(columns=RESULT_COLUMNS)
+    flags = sanity_flags(no_rows, models={"m": {"zero_gradient_fraction": masked}})
+    assert [f.code for f in flags] == ["zero-gradients"]
+
+
+def test_mcnemar_exact_test() -> None:
+    base = np.array([True] * 10 + [False] * 5 + [True] * 20)
+    cand = np.array([False] * 10 + [True] * 5 + [True] * 20)
+    result = mcnemar(base, cand)
+    assert (result.b, result.c) == (10, 5)
+    assert result.p_value == pytest.approx(stats.binomtest(5, 15, 0.5).pvalue)
+    lopsided = mcnemar(np.ones(12, bool), np.zeros(12, bool))
+    assert lopsided.p_value == pytest.approx(2 * 0.5**12)  # all 12 discordant pairs one way
+    assert mcnemar(base, base).p_value == 1.0
+    with pytest.raises(ValueError, match="same shape"):
+        mcnemar(base, cand[:-1])
+
+
+@pytest.fixture(scope="module")
+def candidate_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same suite and data as ``report_run`` with shorter training (weaker models)."""
+    from bench.runner import run_suite
+    from bench.suite import validate
+
+    suite = validate(
+        {
+            "name": "report-test",
+            "dataset": {"name": "digits", "n": 120},
+            "models": [{"name": "mlp", "recipe": {"epochs": 1}}, {"name": "lenet", "recipe": {"epochs": 2}}],
+            "attacks": ["fgsm", {"name": "fgsm", "label": "fgsm_t", "params": {"targeted": True}}],
+            "epsilons": [0, 0.05, 0.1, 0.2, 0.3],
+            "tracking": {"enabled": False, "examples": 0},
+        }
+    )
+    out = tmp_path_factory.mktemp("candidate") / "run"
+    run_suite(suite, out=out, track=False, echo=None)
+    return out
+
+
+def test_comparison_pairs_samples_and_tests_each_cell(report_run: Path, candidate_run: Path, tmp_path: Path) -> None:
+    base, cand = load_run(report_run), load_run(candidate_run)
+    table = compare_runs(base, cand)
+    assert len(table) == len(base.results) == 20
+    assert table["paired"].all()
+    for row in table.itertuples():
+        b = base.samples.query("model == @row.model and attack == @row.attack and eps == @row.eps")
+        c = cand.samples.query("model == @row.model and attack == @row.attack and eps == @row.eps")
+        pair = b.merge(c, on="index", suffixes=("_b", "_c"))
+        assert row.b == int((pair["correct_b"] & ~pair["correct_c"]).sum())
+        assert row.c == int((~pair["correct_b"] & pair["correct_c"]).sum())
+        assert row.delta == pytest.approx(c["correct"].mean() - b["correct"].mean())
+    assert table["q_value"].ge(table["p_value"] - 1e-12).all()  # BH never lowers a p-value
+    assert table["significant"].equals(table["q_value"] < 0.05)
+
+    without_examples = load_run(_planted_copy(report_run, tmp_path))  # same samples, renders faster
+    paths = render_report([without_examples, cand], tmp_path / "cmp")
+    markdown = paths.markdown.read_text()
+    assert "## Comparison of runs" in markdown
+    assert f"{int(table['significant'].sum())} significant difference(s)." in markdown
+    assert 'data-section="comparison"' in paths.html.read_text()
+    self_compare = compare_runs(base, base)
+    assert (self_compare["delta"] == 0).all() and not self_compare["significant"].any()
+
+
+def test_comparison_without_shared_samples_reports_deltas_only(report_run: Path, tmp_path: Path) -> None:
+    other = _planted_copy(report_run, tmp_path)
+    manifest = RunDir(other).read_manifest()
+    manifest["data"]["digest"] = "another-data-set"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    table = compare_runs(load_run(report_run), load_run(other))
+    assert not table["paired"].any()
+    assert table["p_value"].isna().all() and not table["significant"].any()
+    assert (table["delta"] == 0).all()
+
+
+def test_cli_report_from_run_directories(report_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    run = _planted_copy(report_run, tmp_path)
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(out), "--eps", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").exists() and (out / "report.md").exists()
+    assert "robust accuracy, model x attack, linf eps = 0.2" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give exactly one source"),
+        (["{run}", "--runs", "abc"], "got RUN_DIR, --runs"),
+        (["{missing}"], "run directory not found"),
+        (["{run}", "--eps", "0.15"], "allowed: 0, 0.05, 0.1, 0.2, 0.3"),
+        (["{run}", "--eps", "-1"], "--eps"),
+    ],
+)
+def test_cli_report_bad_input(report_run: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    argv = [a.format(run=report_run, missing=tmp_path / "nope") for a in args]
+    result = CliRunner().invoke(app, ["report", *argv, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_load_run_names_the_missing_column(report_run: Path, tmp_path: Path) -> None:
+    broken = _planted_copy(report_run, tmp_path)
+    results = RunDir(broken).read_results().drop(columns=["ci_low"])
+    _write_results(broken, results)
+    with pytest.raises(ReportError, match=r"results.parquet: missing result column\(s\) ci_low"):
+        load_run(broken)
+
+
+@pytest.mark.slow
+@pytest.mark.mlflow_server
+def test_report_from_mlflow_runs(report_run: Path, mlflow_uri: str, tmp_path: Path) -> None:
+    from bench.tracking import sync_run_dir
+
+    run_id = sync_run_dir(report_run)
+    out = tmp_path / "from-mlflow"
+    result = CliRunner().invoke(app, ["report", "--runs", run_id, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    local = (report_run / "report" / "report.md").read_text()
+    remote = (out / "report.md").read_text()
+    assert _md_summary(remote) == _md_summary(local)
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 11
+    by_experiment = CliRunner().invoke(app, ["report", "--experiment", "report-test", "--out", str(tmp_path / "e")])
+    assert by_experiment.exit_code == 0, by_experiment.output
+    missing = CliRunner().invoke(app, ["report", "--experiment", "no-such-exp", "--out", str(tmp_path / "x")])
+    assert missing.exit_code == 2
+    assert "no MLflow experiment named 'no-such-exp'" in missing.output
+
+
+def test_median_minimal_eps_never_reached() -> None:
+    assert math.isinf(median_minimal_eps(np.array([0.0, 0.1]), np.array([0.9, 0.6])))
+    assert median_minimal_eps(np.array([0.1, 0.0, 0.2]), np.array([0.5, 0.9, 0.2])) == 0.1
