@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.fsutil import atomic_path, atomic_write_text
+from bench.fsutil import atomic_path, atomic_write_text, safe_filename
 
 RESULT_COLUMNS = [
     "suite",
@@ -145,7 +145,8 @@ class RunDir:
         return self.root / "figures"
 
     def cell(self, cell_id: str) -> Path:
-        return self.root / "cells" / cell_id
+        """``cells/<cell_id>/``, the id made a safe file name (ids from suites may hold ':' or '/')."""
+        return self.root / "cells" / safe_filename(cell_id)
 
     def cell_done(self, cell_id: str) -> bool:
         return (self.cell(cell_id) / "done.json").exists()

@@ -105,6 +105,44 @@ def check_logits(logits: torch.Tensor, *, model: str, allow_probabilities: bool)
     return problems
 
 
+_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.modules.instancenorm._InstanceNorm)
+
+
+def mode_info(model: nn.Module) -> dict[str, Any]:
+    """What ``models.json`` records about train/eval mode.
+
+    Every model is evaluated in eval mode whatever mode its factory or
+    checkpoint left it in (``model_zoo.freeze``); ``mode_dependent_layers``
+    lists the layers that switch changes (BatchNorm uses its running
+    statistics, Dropout is off), so a reader knows the switch mattered.
+    """
+    return {
+        "eval_mode": not model.training,
+        "mode_dependent_layers": [
+            f"{name} ({type(m).__name__})" for name, m in model.named_modules() if isinstance(m, _MODE_DEPENDENT)
+        ],
+    }
+
+
+@torch.no_grad()
+def check_deterministic(model: nn.Module, x: torch.Tensor, *, model_id: str) -> None:
+    """Refuse a model whose logits differ between two identical calls in eval mode.
+
+    ``x``: ``(N, C, H, W)`` pixels. Randomness left inside ``forward`` (say
+    ``F.dropout(..., training=True)`` or injected noise) survives ``eval()``
+    and makes robust accuracy a random variable: attacks then look stronger
+    or weaker by chance (AutoAttack's randomness check).
+    """
+    first, second = model(x), model(x)
+    if not torch.allclose(first, second, rtol=1e-5, atol=1e-6):
+        diff = float((first - second).abs().max())
+        raise ModelOutputError(
+            f"model {model_id!r} gives different outputs for two identical calls in eval mode (max difference "
+            f"{diff:.3g}): remove randomness from forward (functional dropout with training=True, noise); "
+            "the harness needs a deterministic model"
+        )
+
+
 # -- models ----------------------------------------------------------------------------------
 
 _MODEL_CACHE: dict[tuple[Any, ...], nn.Module] = {}
@@ -178,6 +216,7 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
         _MODEL_CACHE[(*ref.key(), str(device))] = trained.model
         logits = _logits(trained.model, data.x, device, suite.batch_size)
         warnings_issued = check_logits(logits, model=spec.id, allow_probabilities=suite.allow_probabilities)
+        check_deterministic(trained.model, data.x[: suite.batch_size].to(device), model_id=spec.id)
         clean_pred = logits.argmax(1)
         refs[spec.id] = ref
         info[spec.id] = {
@@ -189,6 +228,7 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
             "parameters": sum(p.numel() for p in trained.model.parameters()),
             "clean_accuracy": float((clean_pred == data.y).float().mean()),
             "output_warnings": warnings_issued,
+            **mode_info(trained.model),
             "zero_gradient_fraction": zero_gradient_fraction(trained.model, data, device, suite.batch_size),
             "seconds": time.perf_counter() - start,
             "train": {k: v for k, v in trained.info.items() if k in ("train_accuracy", "train_loss", "seconds")},
@@ -220,6 +260,7 @@ def _prepare_external(
             f"data set {data.name!r} has {data.num_classes} classes"
         )
     warnings_issued = check_logits(logits, model=spec.id, allow_probabilities=suite.allow_probabilities)
+    check_deterministic(model, data.x[: suite.batch_size].to(device), model_id=spec.id)
     return ref, {
         "name": spec.name,
         "factory": spec.factory,
@@ -231,6 +272,7 @@ def _prepare_external(
         "parameters": sum(p.numel() for p in model.parameters()),
         "clean_accuracy": float((logits.argmax(1) == data.y).float().mean()),
         "output_warnings": warnings_issued,
+        **mode_info(model),
         "zero_gradient_fraction": zero_gradient_fraction(model, data, device, suite.batch_size),
         "seconds": time.perf_counter() - start,
     }
@@ -619,6 +661,7 @@ def run_suite(
     if limit is not None:
         n = min(n or limit, limit)
     data = full.subset(n)
+    _check_eps_bounds(suite, data)
 
     manifest: dict[str, Any] = {
         "run_uid": resumed_uid or f"{suite.name}-{suite.digest}-{run.root.name}-{os.getpid()}",
@@ -718,6 +761,19 @@ def run_suite(
     return outcome
 
 
+def _check_eps_bounds(suite: Suite, data: DataSplit) -> None:
+    """Refuse epsilons the data's bounds and shape make meaningless (l2 and patch need the input shape)."""
+    from bench.suite import eps_bound_problems
+
+    for i, spec in enumerate(suite.attacks):
+        norm = make_attack(spec.name, **spec.params).norm.value
+        field = f"attacks[{i}].epsilons" if spec.epsilons is not None else "epsilons"
+        for problem in eps_bound_problems(
+            norm, suite.epsilons_for(spec), width=data.bounds.width, input_shape=data.input_shape
+        ):
+            raise RunError(f"{field}: {problem} (data set {data.name!r})")
+
+
 BACKENDS = ("loky", "threading", "dask")
 
 
@@ -813,8 +869,9 @@ def _write_crosscheck(
 
 
 def _write_figures(run: RunDir, results: pd.DataFrame) -> None:
+    from bench.fsutil import safe_filename
     from reports.figures import curve_figure, save_figure
 
     run.figures.mkdir(exist_ok=True)
     for attack, rows in results.groupby("attack", sort=False):
-        save_figure(curve_figure(rows, hue="model", title=f"{attack}"), run.figures / f"curve_{attack}.png")
+        save_figure(curve_figure(rows, hue="model", title=f"{attack}"), run.figures / f"curve_{safe_filename(str(attack))}.png")

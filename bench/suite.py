@@ -370,9 +370,18 @@ def _semantic_problems(suite: Suite) -> Iterator[str]:
             yield f"attacks[{i}].name: {exc}"
             continue
         try:
-            make_attack(attack.name, **attack.params)
+            made = make_attack(attack.name, **attack.params)
         except (AttackError, RegistryError) as exc:
             yield f"attacks[{i}].params: {exc}"
+        else:
+            if made.targeted and getattr(made, "target_mode", None) == "given":
+                # A suite has no field for per-sample target classes, so "given" could only fail mid-run.
+                yield (
+                    f"attacks[{i}].params.target_mode: 'given' needs target classes a suite cannot pass "
+                    "(allowed in suites: random, least_likely)"
+                )
+            field = f"attacks[{i}].epsilons" if attack.epsilons is not None else "epsilons"
+            yield from (f"{field}: {p}" for p in eps_bound_problems(made.norm.value, suite.epsilons_for(attack)))
         if attack.minimal_eps:
             from bench.minimal_eps import SUPPORTED
 
@@ -382,6 +391,39 @@ def _semantic_problems(suite: Suite) -> Iterator[str]:
         for eps in suite.epsilons_for(attack):
             if not math.isfinite(eps):
                 yield f"attacks[{i}].epsilons: {eps} is not finite"
+
+
+def eps_bound_problems(
+    norm: str,
+    epsilons: list[float],
+    *,
+    width: float = 1.0,
+    input_shape: tuple[int, int, int] | None = None,
+) -> Iterator[str]:
+    """Epsilons outside what ``norm`` can mean, as messages naming the allowed range.
+
+    ``width`` is the pixel range's width (1 for [0, 1], every registered data
+    set's bounds). Without ``input_shape`` (suite validation, before the data
+    is loaded) only linf (eps <= width) and l0 (a fraction, <= 1) are checked;
+    with it also l2 (eps <= width * sqrt(C*H*W), the diagonal of the pixel
+    cube) and patch (a side of at most min(H, W) pixels).
+    """
+    limits: dict[str, tuple[float, str]] = {
+        "linf": (width, f"0 <= eps <= {width:g}, the width of the pixel range: every pixel may move at most that far"),
+        "l0": (1.0, "0 <= eps <= 1, a fraction of the pixel positions"),
+    }
+    if input_shape is not None:
+        c, h, w = input_shape
+        diagonal = width * math.sqrt(c * h * w)
+        limits["l2"] = (diagonal, f"0 <= eps <= {diagonal:.4g}, the L2 diameter of {c}x{h}x{w} inputs")
+        limits["patch"] = (float(min(h, w)), f"a patch side of 0 to {min(h, w)} pixels")
+    if norm not in limits:
+        return
+    limit, allowed = limits[norm]
+    too_large = [e for e in epsilons if e > limit + 1e-12]
+    if too_large:
+        shown = ", ".join(f"{e:g}" for e in too_large)
+        yield f"{shown} out of bounds for norm {norm} (allowed: {allowed})"
 
 
 def _external_problems(model: ModelSpec) -> Iterator[str]:

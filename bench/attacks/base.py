@@ -61,12 +61,15 @@ class AttackContext:
         grad_evals: number of per-sample input gradients computed so far.
         forward_evals: number of per-sample forward passes so far.
         extras: attack-specific reports (e.g. steps used per class), JSON-able.
+        bounds: the data bounds of the current call (set by :meth:`Attack.sweep`), for
+            iterative attacks that must clip at every step as ART does.
     """
 
     seed: int = 0
     grad_evals: int = 0
     forward_evals: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    bounds: Bounds = field(default_factory=Bounds)
 
     def generator(self, *key: object) -> torch.Generator:
         gen = torch.Generator(device="cpu")
@@ -330,6 +333,7 @@ class Attack:
         finiteness, projected onto the eps ball and clipped to ``bounds``.
         """
         ctx = ctx if ctx is not None else AttackContext()
+        ctx.bounds = bounds
         eps_list = [parse_eps(e) for e in epsilons]
         if not eps_list:
             raise AttackError(f"{self.name}: empty epsilon list")

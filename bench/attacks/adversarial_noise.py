@@ -1,0 +1,115 @@
+"""Learned additive noise: one perturbation learned on a source part of the batch, then tried on the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode
+from bench.attacks.registry import ATTACKS
+from bench.attacks.synthesis import check_positive, check_steps
+from bench.types import Norm, eps_label
+
+
+@ATTACKS.register("adversarial_noise")
+@dataclass(frozen=True, kw_only=True)
+class AdversarialNoise(Attack):
+    """One perturbation ``delta`` (``||delta||_inf <= eps``) shared by every sample of the batch.
+
+    ``delta`` starts at 0 and takes ``steps`` sign-gradient steps of
+    ``rel_step_size * eps`` on the summed cross-entropy of the first
+    ``source_size`` samples (ascent on their labels, or descent toward their
+    targets), projected onto the ball after each. Every sample gets
+    ``clip(x + delta)``; the fooling rate on the held-out rest of the batch,
+    which ``delta`` never saw, measures how it transfers.
+
+    Budget: eps is the Linf radius of ``delta`` in pixel units.
+
+    Args:
+        targeted: drive samples to their targets (for one class for all, pass given targets of that class).
+        target_mode: "random" (default), "least_likely" or "given".
+        source_size: samples learned on (default 64), at most half the batch so that
+            some are held out (and at least 1).
+        steps: sign-gradient steps (default 40).
+        rel_step_size: step as a fraction of eps (default 0.1).
+
+    Reports (``ctx.extras``, per eps): ``source_fooling_rate`` and
+    ``transfer_fooling_rate`` (among clean-correct samples; targeted: reached
+    target), and ``source_size``/``heldout_size``.
+
+    Cost: ``steps * source_size`` gradients per batch and eps.
+    """
+
+    name: ClassVar[str] = "adversarial_noise"
+    art_counterpart: ClassVar[str | None] = "UniversalPerturbation"
+    art_mapping: ClassVar[str] = (
+        "loosely UniversalPerturbation(attacker='fgsm', eps=eps, norm=np.inf); ART builds delta from per-sample "
+        "DeepFool/FGSM steps over the whole set, we take sign steps on the summed source loss, so results differ"
+    )
+    supports_targeted: ClassVar[bool] = True
+
+    norm: Norm = Norm.LINF
+    targeted: bool = False
+    target_mode: TargetMode = "random"
+    source_size: int = 64
+    steps: int = 40
+    rel_step_size: float = 0.1
+
+    def check_params(self) -> None:
+        if self.target_mode not in ("random", "least_likely", "given"):
+            raise AttackError(
+                f"{self.name}: target_mode {self.target_mode!r} is not allowed (allowed: random, least_likely, given)"
+            )
+        if isinstance(self.source_size, bool) or not isinstance(self.source_size, int) or self.source_size < 1:
+            raise AttackError(f"{self.name}: source_size must be an integer >= 1, got {self.source_size!r}")
+        check_steps(self.name, self.steps)
+        check_positive(self.name, "rel_step_size", self.rel_step_size)
+
+    def _fooled(self, pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        return pred == target if self.targeted and target is not None else pred != y
+
+    def learn(
+        self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: float, *, ctx: AttackContext
+    ) -> torch.Tensor:
+        """The shared perturbation ``(1, C, H, W)`` learned on ``x`` ``(S, C, H, W)``."""
+        low, high = ctx.bounds.low, ctx.bounds.high
+        delta = torch.zeros_like(x[:1])
+        direction = -1.0 if self.targeted else 1.0
+        for _ in range(self.steps):
+            grad, _ = ctx.loss_gradient(model, (x + delta).clamp(low, high), labels)
+            delta = (delta + direction * self.rel_step_size * eps * grad.sum(0, keepdim=True).sign()).clamp(-eps, eps)
+        return delta
+
+    def _run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        eps: float,
+        *,
+        target: torch.Tensor | None,
+        ctx: AttackContext,
+    ) -> torch.Tensor:
+        n = x.shape[0]
+        s = max(1, min(self.source_size, n // 2))
+        if eps == 0:
+            return x.clone()
+        labels = target if self.targeted and target is not None else y
+        delta = self.learn(model, x[:s], labels[:s], eps, ctx=ctx)
+        x_adv = (x + delta).clamp(ctx.bounds.low, ctx.bounds.high)
+        clean_pred = ctx.logits(model, x).argmax(1)
+        adv_pred = ctx.logits(model, x_adv).argmax(1)
+        eligible = clean_pred == y
+        fooled = self._fooled(adv_pred, y, target) & eligible
+        report = ctx.extras.setdefault("fooling", {})
+        src, held = eligible[:s], eligible[s:]
+        report[eps_label(eps)] = {
+            "source_size": s,
+            "heldout_size": n - s,
+            "source_fooling_rate": float(fooled[:s][src].float().mean()) if bool(src.any()) else None,
+            "transfer_fooling_rate": float(fooled[s:][held].float().mean()) if bool(held.any()) else None,
+        }
+        return x_adv

@@ -1,0 +1,126 @@
+"""Fooling images (Nguyen et al., 2015; the seed notebooks' "non-targeted attack"): noise ascended into a class."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode
+from bench.attacks.registry import ATTACKS
+from bench.attacks.synthesis import check_confidence, check_positive, check_steps, per_class_report
+from bench.types import Norm
+
+
+@ATTACKS.register("fooling_images")
+@dataclass(frozen=True, kw_only=True)
+class FoolingImages(Attack):
+    """Start from seeded Gaussian noise and ascend the target class's logit until the model is confident.
+
+    Each sample's target (the class to synthesise) comes from ``target_mode``;
+    the input image only gives the shape: the result does not depend on its
+    content. Every step is ``x <- clip(x + step_size * sign(d logit_target / dx))``;
+    a sample stops once ``softmax(logits)[target] >= confidence`` (success) or
+    after ``steps`` steps.
+
+    Budget: none (norm ``none``): eps is ignored and the whole sweep costs one run.
+
+    Args:
+        targeted: always ``True`` (the synthesised class is the target).
+        target_mode: "random" (default; a seeded class other than the label), "least_likely" or "given".
+        confidence: probability of the target to reach (default 0.99).
+        steps: maximum sign-gradient steps (default 200).
+        step_size: step in pixel units (default 0.01).
+        noise_mean: mean of the starting noise (default 0.5, mid-grey).
+        noise_std: standard deviation of the starting noise (default 0.25), clipped to the bounds.
+
+    Reports (``ctx.extras``): ``success_rate``, ``mean_steps`` and, per
+    target class, ``n``, ``success_rate`` and ``mean_steps``.
+
+    Cost: at most ``steps`` gradients per sample for the whole sweep.
+    """
+
+    name: ClassVar[str] = "fooling_images"
+    art_counterpart: ClassVar[str | None] = None
+    art_mapping: ClassVar[str] = "none: ART has no logit ascent from noise (its attacks start from an input)"
+    supports_targeted: ClassVar[bool] = True
+
+    norm: Norm = Norm.NONE
+    targeted: bool = True
+    target_mode: TargetMode = "random"
+    confidence: float = 0.99
+    steps: int = 200
+    step_size: float = 0.01
+    noise_mean: float = 0.5
+    noise_std: float = 0.25
+
+    @classmethod
+    def allowed_norms(cls) -> tuple[Norm, ...]:
+        return (Norm.NONE,)
+
+    def check_params(self) -> None:
+        if not self.targeted:
+            raise AttackError(f"{self.name}: targeted must be true (the class to synthesise is the target)")
+        if self.target_mode not in ("random", "least_likely", "given"):
+            raise AttackError(
+                f"{self.name}: target_mode {self.target_mode!r} is not allowed (allowed: random, least_likely, given)"
+            )
+        check_confidence(self.name, self.confidence)
+        check_steps(self.name, self.steps)
+        check_positive(self.name, "step_size", self.step_size)
+        check_positive(self.name, "noise_std", self.noise_std)
+        if isinstance(self.noise_mean, bool) or not isinstance(self.noise_mean, int | float):
+            raise AttackError(f"{self.name}: noise_mean must be a number, got {self.noise_mean!r}")
+
+    def synthesise(
+        self, model: nn.Module, shape: torch.Size, target: torch.Tensor, *, ctx: AttackContext
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images ``(N, C, H, W)`` for the classes ``target`` ``(N,)``; returns ``(x, success, steps_used)``."""
+        device = target.device
+        low, high = ctx.bounds.low, ctx.bounds.high
+        noise = torch.randn(shape, generator=ctx.generator("fooling_noise")).to(device)
+        x = (self.noise_mean + self.noise_std * noise).clamp(low, high)
+        n = shape[0]
+        active = torch.arange(n, device=device)
+        success = torch.zeros(n, dtype=torch.bool, device=device)
+        used = torch.zeros(n, dtype=torch.long, device=device)
+        for _ in range(self.steps):
+            xa = x[active].detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xa)
+                picked = logits.gather(1, target[active].unsqueeze(1)).sum()
+            ctx.forward_evals += int(active.numel())
+            grad = ctx.objective_gradient(xa, picked)
+            done = logits.detach().softmax(1).gather(1, target[active].unsqueeze(1)).squeeze(1) >= self.confidence
+            success[active[done]] = True
+            active, grad = active[~done], grad[~done]
+            if active.numel() == 0:
+                break
+            x[active] = (x[active] + self.step_size * grad.sign()).clamp(low, high)
+            used[active] += 1
+        if active.numel():
+            probs = ctx.logits(model, x[active]).softmax(1)
+            success[active] = probs.gather(1, target[active].unsqueeze(1)).squeeze(1) >= self.confidence
+        return x, success, used
+
+    def _sweep(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epsilons: Sequence[float],
+        *,
+        target: torch.Tensor | None,
+        ctx: AttackContext,
+    ) -> Iterator[tuple[float, torch.Tensor]]:
+        assert target is not None  # targeted is enforced in check_params
+        images, success, used = self.synthesise(model, x.shape, target, ctx=ctx)
+        images = images.to(x.dtype)
+        ctx.extras["success_rate"] = float(success.float().mean())
+        ctx.extras["mean_steps"] = float(used.float().mean())
+        ctx.extras["per_class"] = per_class_report(target, success, used)
+        for eps in epsilons:
+            yield eps, images.clone()

@@ -1,0 +1,315 @@
+"""The iterative gradient core shared by BIM and PGD, sweep-aware and with early exit.
+
+One iteration follows ART's ``FastGradientMethod._compute`` exactly, so that
+with ``random_start=False`` and ``early_stop=False`` our BIM/PGD reproduce
+ART's ``BasicIterativeMethod`` / ``ProjectedGradientDescent``::
+
+    d       = sign(g)                  (linf)   or   g / ||g||_2 per sample, 0 where g = 0   (l2)
+    x'      = clip_bounds(x_t + step * d)
+    x_{t+1} = x_0 + proj_eps(x' - x_0)  (linf: clamp to [-eps, eps]; l2: rescale to norm <= eps)
+
+``g`` is the gradient of the cross-entropy at the true label (ascent) or, when
+targeted, minus the gradient at the target class (descent toward it).
+Clipping before projecting keeps the point in the box because the l2 rescale
+moves it toward ``x_0``, which is in the box.
+
+Epsilons may be per sample (a tensor ``(N,)``): the minimal-epsilon bisection
+(:mod:`bench.minimal_eps`) runs one batch with a different radius per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode
+from bench.types import Norm, eps_label
+
+
+def _col(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """``(N,)`` -> ``(N, 1, ..., 1)`` to broadcast against ``ndim``-d inputs."""
+    return t.view(-1, *([1] * (ndim - 1)))
+
+
+def project_delta(delta: torch.Tensor, eps: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Project perturbations ``(N, ...)`` onto per-sample balls of radius ``eps`` ``(N,)`` (ART's ``_projection``)."""
+    radius = _col(eps, delta.ndim)
+    if norm is Norm.LINF:
+        return torch.maximum(torch.minimum(delta, radius), -radius)
+    # The rescaling factor is computed in float64, as ART's PyTorch PGD does: in float32 the
+    # L2 projection alone differs from ART by up to 1e-2 after a few steps near the boundary.
+    norms = _col(torch.linalg.norm(delta.reshape(delta.shape[0], -1), ord=2, dim=1), delta.ndim).double()
+    factor = torch.where(norms == 0, norms, torch.minimum(torch.ones_like(norms), radius.double() / norms))
+    return (delta.double() * factor).to(delta.dtype)
+
+
+def l2_step_direction(grad: torch.Tensor) -> torch.Tensor:
+    """``grad / ||grad||_2`` per sample, computed as ART does (times the reciprocal norm, zero stays zero).
+
+    Mathematically equal to :func:`~bench.attacks.fgsm.fgm_direction`; the order of
+    float32 operations matters for the 1e-5 agreement with ART over many steps.
+    """
+    flat = grad.reshape(grad.shape[0], -1)
+    norms = torch.linalg.norm(flat, ord=2, dim=1, keepdim=True)
+    inverse = torch.where(norms == 0, torch.ones_like(norms), 1 / norms)
+    return ((flat.abs() * inverse) * flat.sign()).reshape(grad.shape)
+
+
+def random_unit_start(shape: torch.Size, norm: Norm, ctx: AttackContext, *key: object) -> torch.Tensor:
+    """Seeded points uniform in the unit ball of ``norm`` (scale by eps per sample), on the CPU.
+
+    linf: uniform in [-1, 1] per pixel; l2: a Gaussian direction with radius
+    ``u ** (1 / d)`` (uniform in the ball), as ART's ``random_sphere``.
+    """
+    gen = ctx.generator("random_start", *key)
+    if norm is Norm.LINF:
+        return torch.rand(shape, generator=gen) * 2 - 1
+    n = shape[0]
+    d = math.prod(shape[1:])
+    direction = torch.randn((n, d), generator=gen)
+    direction = direction / direction.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12)
+    radius = torch.rand((n, 1), generator=gen) ** (1.0 / d)
+    return (direction * radius).reshape(shape)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IterativeGradientAttack(Attack):
+    """Shared hyperparameters and algorithm of :class:`~bench.attacks.bim.BIM` and :class:`~bench.attacks.pgd.PGD`.
+
+    Args:
+        norm: "linf" or "l2".
+        targeted: drive samples to a target class instead of away from the label.
+        target_mode: "random", "least_likely" or "given" (see :class:`~bench.attacks.fgsm.FGSM`).
+        steps: gradient steps per sample and restart (>= 1).
+        step_size: absolute step in pixel units of the norm; ``None`` uses ``rel_step_size * eps``.
+        rel_step_size: step as a fraction of eps when ``step_size`` is ``None``.
+        random_start: start each restart at a seeded uniform point of the eps ball.
+        restarts: number of runs (>= 1); a later run re-attacks only samples that are still robust.
+        early_stop: a sample stops as soon as it is fooled (or reaches its target), keeping that example.
+
+    Cost: at most ``steps * restarts`` gradients per sample and eps; with
+    ``early_stop`` a sample stops costing as soon as it is fooled, and in a
+    sweep a sample fooled at a smaller eps is not attacked again.
+    """
+
+    supports_targeted: ClassVar[bool] = True
+
+    norm: Norm = Norm.LINF
+    targeted: bool = False
+    target_mode: TargetMode = "random"
+    steps: int = 10
+    step_size: float | None = None
+    rel_step_size: float = 0.1
+    random_start: bool = False
+    restarts: int = 1
+    early_stop: bool = True
+
+    @classmethod
+    def allowed_norms(cls) -> tuple[Norm, ...]:
+        return (Norm.LINF, Norm.L2)
+
+    def check_params(self) -> None:
+        name = self.name
+        if self.target_mode not in ("random", "least_likely", "given"):
+            raise AttackError(
+                f"{name}: target_mode {self.target_mode!r} is not allowed (allowed: random, least_likely, given)"
+            )
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise AttackError(f"{name}: steps must be an integer >= 1, got {self.steps!r}")
+        if self.step_size is not None and not _positive(self.step_size):
+            raise AttackError(
+                f"{name}: step_size must be a finite number > 0 (pixel units) or null, got {self.step_size!r}"
+            )
+        if not _positive(self.rel_step_size):
+            raise AttackError(f"{name}: rel_step_size must be a finite number > 0, got {self.rel_step_size!r}")
+        if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
+            raise AttackError(f"{name}: restarts must be an integer >= 1, got {self.restarts!r}")
+        if self.restarts > 1 and not self.random_start:
+            raise AttackError(f"{name}: restarts > 1 needs random_start: true (without it every restart is identical)")
+
+    # -- one radius per sample --------------------------------------------------------
+    def attack_radii(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        eps: torch.Tensor,
+        *,
+        target: torch.Tensor | None,
+        ctx: AttackContext,
+        key: tuple[object, ...],
+        rows: torch.Tensor | None = None,
+        full_n: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attack every sample of ``x`` ``(n, C, H, W)`` inside its own radius ``eps`` ``(n,)``.
+
+        ``rows``: the positions of these samples in a batch of ``full_n``
+        samples; random starts are drawn for the full batch and indexed, so a
+        sample gets the same start whichever subset it is attacked in.
+
+        Returns ``(x_adv, success, steps_used)``: ``success`` ``(n,)`` says
+        the example is fooled (untargeted) or classified as its target.
+        """
+        n = x.shape[0]
+        best = x.clone()
+        success = torch.zeros(n, dtype=torch.bool, device=x.device)
+        steps_used = torch.zeros(n, dtype=torch.long, device=x.device)
+        for restart in range(self.restarts):
+            todo = (~success).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            start = x[todo]
+            if self.random_start:
+                full_shape = torch.Size((full_n if rows is not None and full_n else n, *x.shape[1:]))
+                unit = random_unit_start(full_shape, self.norm, ctx, *key, restart).to(x.device, x.dtype)
+                unit = unit[rows[todo]] if rows is not None else unit[todo]
+                start = (start + unit * _col(eps[todo], x.ndim)).clamp(ctx.bounds.low, ctx.bounds.high)
+            adv, ok, used = self._ascend(
+                model,
+                x[todo],
+                start,
+                y[todo],
+                None if target is None else target[todo],
+                eps[todo],
+                ctx=ctx,
+            )
+            steps_used[todo] += used
+            replace = torch.ones_like(ok) if restart == 0 else ok
+            best[todo[replace]] = adv[replace]
+            success[todo] |= ok
+        return best, success, steps_used
+
+    def _succeeded(self, pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        return pred == target if self.targeted and target is not None else pred != y
+
+    def _ascend(
+        self,
+        model: nn.Module,
+        x0: torch.Tensor,
+        start: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        eps: torch.Tensor,
+        *,
+        ctx: AttackContext,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``steps`` projected steps from ``start``; returns ``(x_adv, success, steps_used)``."""
+        labels = target if self.targeted and target is not None else y
+        direction_sign = -1.0 if self.targeted else 1.0
+        step = self.step_size_for(eps)
+        low, high = ctx.bounds.low, ctx.bounds.high
+        x_adv = start.clone()
+        n = x0.shape[0]
+        active = torch.arange(n, device=x0.device)
+        success = torch.zeros(n, dtype=torch.bool, device=x0.device)
+        used = torch.zeros(n, dtype=torch.long, device=x0.device)
+        for _ in range(self.steps):
+            grad, logits = ctx.loss_gradient(model, x_adv[active], labels[active])
+            if self.early_stop:
+                # The logits of the gradient pass are those of the current point: a sample
+                # already fooled there stops now and keeps it.
+                done = self._succeeded(logits.argmax(1), y[active], None if target is None else target[active])
+                success[active[done]] = True
+                active, grad = active[~done], grad[~done]
+                if active.numel() == 0:
+                    break
+            d = (grad.sign() if self.norm is Norm.LINF else l2_step_direction(grad)) * direction_sign
+            stepped = (x_adv[active] + _col(step[active], x0.ndim) * d).clamp(low, high)
+            x_adv[active] = x0[active] + project_delta(stepped - x0[active], eps[active], self.norm)
+            used[active] += 1
+        if active.numel():
+            pred = ctx.logits(model, x_adv[active]).argmax(1)
+            success[active] = self._succeeded(pred, y[active], None if target is None else target[active])
+        return x_adv, success, used
+
+    def step_size_for(self, eps: torch.Tensor) -> torch.Tensor:
+        """Per-sample step ``(N,)``: ``step_size`` if set, else ``rel_step_size * eps``."""
+        if self.step_size is not None:
+            return torch.full_like(eps, float(self.step_size))
+        return eps * self.rel_step_size
+
+    # -- the contract -------------------------------------------------------------------
+    def _run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        eps: float,
+        *,
+        target: torch.Tensor | None,
+        ctx: AttackContext,
+    ) -> torch.Tensor:
+        ((_, x_adv),) = list(self._sweep(model, x, y, [eps], target=target, ctx=ctx))
+        return x_adv
+
+    def _sweep(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epsilons: Sequence[float],
+        *,
+        target: torch.Tensor | None,
+        ctx: AttackContext,
+    ) -> Iterator[tuple[float, torch.Tensor]]:
+        """Sweep-aware: ascending eps, each attacking only the samples no smaller eps has fooled.
+
+        A sample fooled at a smaller eps keeps that example (it lies inside
+        every larger ball), so the result per sample is never weaker than an
+        independent run at each eps, and costs nothing more once fooled.
+        Epsilons not given in ascending order are computed ascending and
+        yielded in the order given.
+        """
+        ascending = sorted(set(epsilons))
+        if list(epsilons) == ascending:
+            yield from self._ascending_sweep(model, x, y, ascending, target=target, ctx=ctx)
+            return
+        results = dict(self._ascending_sweep(model, x, y, ascending, target=target, ctx=ctx))
+        for eps in epsilons:
+            yield eps, results[eps]
+
+    def _ascending_sweep(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epsilons: Sequence[float],
+        *,
+        target: torch.Tensor | None,
+        ctx: AttackContext,
+    ) -> Iterator[tuple[float, torch.Tensor]]:
+        best = x.clone()
+        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        mean_steps: dict[str, float] = {}
+        attacked: dict[str, int] = {}
+        for eps in epsilons:
+            rows = (~fooled).nonzero().squeeze(1)
+            if eps > 0 and rows.numel():
+                radii = torch.full((rows.numel(),), float(eps), dtype=x.dtype, device=x.device)
+                adv, ok, used = self.attack_radii(
+                    model,
+                    x[rows],
+                    y[rows],
+                    radii,
+                    target=None if target is None else target[rows],
+                    ctx=ctx,
+                    key=(float(eps),),
+                    rows=rows,
+                    full_n=x.shape[0],
+                )
+                best[rows] = adv
+                fooled[rows] = ok
+                mean_steps[eps_label(eps)] = float(used.float().mean())
+                attacked[eps_label(eps)] = int(rows.numel())
+            yield eps, best.clone()
+        ctx.extras["mean_steps"] = mean_steps
+        ctx.extras["attacked"] = attacked
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0

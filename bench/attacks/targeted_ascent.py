@@ -1,0 +1,128 @@
+"""Targeted ascent with an image prior: push an image into a target class while an MSE term keeps it close."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode, perturbation_norms
+from bench.attacks.registry import ATTACKS
+from bench.attacks.synthesis import check_confidence, check_positive, check_steps, per_class_report
+from bench.types import Norm
+
+
+@ATTACKS.register("targeted_ascent")
+@dataclass(frozen=True, kw_only=True)
+class TargetedAscent(Attack):
+    """Ascend ``logit_target(x) - beta * MSE(x, x_original)`` with sign steps until ``p(target) >= confidence``.
+
+    ``MSE`` is the mean squared pixel difference per image (pixel units,
+    normally [0, 1]). Every step is ``x <- clip(x + step_size * sign(grad))``;
+    a sample stops once the model gives its target probability ``>= confidence``
+    (success) or after ``steps`` steps.
+
+    Budget: none (norm ``none``): eps is ignored; the prior, not a ball, keeps
+    the image close. The final distances are reported instead.
+
+    Args:
+        targeted: always ``True``.
+        target_mode: "random" (default; a seeded class other than the label), "least_likely" or "given".
+        confidence: probability of the target to reach (default 0.99).
+        beta: weight of the MSE pull toward the original (default 100.0; 0 disables it).
+        steps: maximum sign-gradient steps (default 200).
+        step_size: step in pixel units (default 0.005).
+
+    Reports (``ctx.extras``): ``success_rate``, ``mean_steps``, the mean and
+    median final ``l2``, ``linf`` and ``mse`` distances to the original, and per
+    target class ``n``, ``success_rate``, ``mean_steps``.
+
+    Cost: at most ``steps`` gradients per sample for the whole sweep.
+    """
+
+    name: ClassVar[str] = "targeted_ascent"
+    art_counterpart: ClassVar[str | None] = None
+    art_mapping: ClassVar[str] = "none: ART has no logit ascent with an MSE prior"
+    supports_targeted: ClassVar[bool] = True
+
+    norm: Norm = Norm.NONE
+    targeted: bool = True
+    target_mode: TargetMode = "random"
+    confidence: float = 0.99
+    beta: float = 100.0
+    steps: int = 200
+    step_size: float = 0.005
+
+    @classmethod
+    def allowed_norms(cls) -> tuple[Norm, ...]:
+        return (Norm.NONE,)
+
+    def check_params(self) -> None:
+        if not self.targeted:
+            raise AttackError(f"{self.name}: targeted must be true (the attack ascends a target class)")
+        if self.target_mode not in ("random", "least_likely", "given"):
+            raise AttackError(
+                f"{self.name}: target_mode {self.target_mode!r} is not allowed (allowed: random, least_likely, given)"
+            )
+        check_confidence(self.name, self.confidence)
+        check_steps(self.name, self.steps)
+        check_positive(self.name, "step_size", self.step_size)
+        if isinstance(self.beta, bool) or not isinstance(self.beta, int | float) or not self.beta >= 0:
+            raise AttackError(f"{self.name}: beta must be a number >= 0, got {self.beta!r}")
+
+    def ascend(
+        self, model: nn.Module, x0: torch.Tensor, target: torch.Tensor, *, ctx: AttackContext
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Ascended images like ``x0`` ``(N, C, H, W)``; returns ``(x, success, steps_used)``."""
+        low, high = ctx.bounds.low, ctx.bounds.high
+        x = x0.clone()
+        n = x0.shape[0]
+        active = torch.arange(n, device=x0.device)
+        success = torch.zeros(n, dtype=torch.bool, device=x0.device)
+        used = torch.zeros(n, dtype=torch.long, device=x0.device)
+        for _ in range(self.steps):
+            xa = x[active].detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xa)
+                picked = logits.gather(1, target[active].unsqueeze(1)).squeeze(1)
+                mse = (xa - x0[active]).pow(2).reshape(len(active), -1).mean(dim=1)
+                objective = (picked - self.beta * mse).sum()
+            ctx.forward_evals += int(active.numel())
+            grad = ctx.objective_gradient(xa, objective)
+            done = logits.detach().softmax(1).gather(1, target[active].unsqueeze(1)).squeeze(1) >= self.confidence
+            success[active[done]] = True
+            active, grad = active[~done], grad[~done]
+            if active.numel() == 0:
+                break
+            x[active] = (x[active] + self.step_size * grad.sign()).clamp(low, high)
+            used[active] += 1
+        if active.numel():
+            probs = ctx.logits(model, x[active]).softmax(1)
+            success[active] = probs.gather(1, target[active].unsqueeze(1)).squeeze(1) >= self.confidence
+        return x, success, used
+
+    def _sweep(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epsilons: Sequence[float],
+        *,
+        target: torch.Tensor | None,
+        ctx: AttackContext,
+    ) -> Iterator[tuple[float, torch.Tensor]]:
+        assert target is not None  # targeted is enforced in check_params
+        x_adv, success, used = self.ascend(model, x, target, ctx=ctx)
+        norms = perturbation_norms(x_adv, x)
+        mse = (x_adv - x).pow(2).reshape(x.shape[0], -1).mean(dim=1)
+        ctx.extras["success_rate"] = float(success.float().mean())
+        ctx.extras["mean_steps"] = float(used.float().mean())
+        for key, values in (("l2", norms["l2"]), ("linf", norms["linf"]), ("mse", mse)):
+            ctx.extras[f"mean_{key}"] = float(values.mean())
+            ctx.extras[f"median_{key}"] = float(values.median())
+        ctx.extras["per_class"] = per_class_report(target, success, used)
+        for eps in epsilons:
+            yield eps, x_adv.clone()

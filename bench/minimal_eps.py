@@ -1,0 +1,195 @@
+"""Per-sample minimal epsilon by bisection, for FGSM (along its direction) and BIM/PGD (over the radius).
+
+The minimal epsilon of a sample is the smallest budget at which the attack
+fools it (untargeted) or sends it to its target (targeted): ``0`` for a
+sample the model already gets wrong (untargeted), ``inf`` when even
+``max_eps`` does not succeed. Bisection keeps a bracket ``(lo, hi]`` with the
+attack failing at ``lo`` and succeeding at ``hi`` and returns ``hi``, so the
+reported value is a budget at which an adversarial example was really found,
+at most ``max_eps / 2 ** iterations`` above the transition.
+
+The robust-accuracy curve read from the distribution,
+``accuracy(eps) = mean(clean_correct & (min_eps > eps))``
+(:func:`robust_curve`), agrees with fixed-eps runs of the same attack up to
+that tolerance (FGSM: exactly where the loss is monotone along the ray).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from bench.attacks.base import Attack, AttackContext, AttackError, derive_seed
+from bench.attacks.fgsm import FGSM
+from bench.attacks.iterative import IterativeGradientAttack
+from bench.data import DataSplit
+from bench.types import Bounds
+
+SUPPORTED = ("fgsm", "bim", "pgd")
+"""Registry names of the attacks whose minimal epsilon can be bisected."""
+
+SuccessAt = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def bisect_radii(
+    success_at: SuccessAt, n: int, *, max_eps: float, iterations: int, device: torch.device
+) -> torch.Tensor:
+    """Smallest per-sample radius in ``(0, max_eps]`` at which ``success_at`` holds, ``inf`` if none.
+
+    ``success_at(eps, rows)`` gets radii ``(k,)`` for the samples ``rows``
+    ``(k,)`` and returns ``(k,)`` booleans. Costs ``iterations + 1`` calls.
+    """
+    if not max_eps > 0:
+        raise AttackError(f"minimal eps: max_eps must be > 0, got {max_eps}")
+    rows = torch.arange(n, device=device)
+    hi = torch.full((n,), float(max_eps), device=device)
+    lo = torch.zeros(n, device=device)
+    result = torch.full((n,), torch.inf, device=device)
+    found = success_at(hi, rows)
+    rows = rows[found]
+    for _ in range(iterations):
+        if rows.numel() == 0:
+            break
+        mid = (lo[rows] + hi[rows]) / 2
+        ok = success_at(mid, rows)
+        hi[rows[ok]] = mid[ok]
+        lo[rows[~ok]] = mid[~ok]
+    result[found] = hi[found]
+    return result
+
+
+def minimal_eps(
+    attack: Attack,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    max_eps: float,
+    iterations: int = 10,
+    target: torch.Tensor | None = None,
+    bounds: Bounds = Bounds(),
+    ctx: AttackContext | None = None,
+) -> np.ndarray:
+    """Per-sample minimal epsilon ``(N,)`` (float64, pixel units of ``attack.norm``) of ``x`` ``(N, C, H, W)``.
+
+    FGSM: one gradient, then bisection along ``clip(x + eps * d)``. BIM/PGD:
+    bisection over the radius, each probe a full run of the attack (with its
+    early exit and restarts) at a per-sample radius. ``target``: explicit
+    targets for a targeted attack (else its ``target_mode`` decides).
+    ``iterations`` bisection steps give a resolution of ``max_eps / 2 ** iterations``.
+    """
+    if attack.name not in SUPPORTED:
+        raise AttackError(f"minimal eps is not available for attack {attack.name!r} (allowed: {', '.join(SUPPORTED)})")
+    ctx = ctx if ctx is not None else AttackContext()
+    ctx.bounds = bounds
+    x = x.detach()
+    y = y.to(device=x.device, dtype=torch.long)
+    target = attack.targets(model, x, y, target=target, ctx=ctx)
+    n = x.shape[0]
+
+    def succeeded(x_adv: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        pred = ctx.logits(model, x_adv).argmax(1)
+        return pred == target[rows] if attack.targeted and target is not None else pred != y[rows]
+
+    already = succeeded(x, torch.arange(n, device=x.device))
+    if isinstance(attack, FGSM):
+        d = attack.direction(model, x, y, target=target, ctx=ctx)
+
+        def success_at(eps: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            radius = eps.view(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+            return succeeded((x[rows] + radius * d[rows]).clamp(bounds.low, bounds.high), rows)
+
+    elif isinstance(attack, IterativeGradientAttack):
+        probe = iter(range(10**9))
+
+        def success_at(eps: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            _, ok, _ = attack.attack_radii(
+                model,
+                x[rows],
+                y[rows],
+                eps.to(x.dtype),
+                target=None if target is None else target[rows],
+                ctx=ctx,
+                key=("bisect", next(probe)),
+                rows=rows,
+                full_n=n,
+            )
+            return ok
+
+    else:
+        raise AttackError(f"minimal eps: {type(attack).__name__} is neither FGSM nor an iterative gradient attack")
+    radii = bisect_radii(success_at, n, max_eps=max_eps, iterations=iterations, device=x.device)
+    radii[already] = 0.0
+    return radii.double().cpu().numpy()
+
+
+def robust_curve(min_eps: np.ndarray, clean_correct: np.ndarray, epsilons: Sequence[float]) -> np.ndarray:
+    """Robust accuracy at each eps ``(E,)`` read from per-sample minimal epsilons ``(N,)``.
+
+    A sample is robust at eps when it is clean-correct and its minimal
+    epsilon is larger than eps.
+    """
+    eps = np.asarray(epsilons, dtype=float)[:, None]
+    robust = clean_correct.astype(bool)[None, :] & (np.asarray(min_eps, dtype=float)[None, :] > eps)
+    return robust.mean(axis=1)
+
+
+def summarize(min_eps: np.ndarray) -> dict[str, float]:
+    """Median and quartiles of the distribution (``inf`` where more than that share is never fooled)."""
+    values = np.asarray(min_eps, dtype=float)
+    if values.size == 0:
+        return {"median": float("nan"), "q25": float("nan"), "q75": float("nan"), "never_fooled": float("nan")}
+    q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75], method="lower")
+    return {
+        "median": float(median),
+        "q25": float(q25),
+        "q75": float(q75),
+        "never_fooled": float(np.isinf(values).mean()),
+    }
+
+
+def add_minimal_eps(
+    rows: pd.DataFrame,
+    samples: pd.DataFrame,
+    *,
+    model: nn.Module,
+    attack: Attack,
+    data: DataSplit,
+    epsilons: Sequence[float],
+    seed: int,
+    device: torch.device,
+    batch_size: int,
+    iterations: int = 10,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float | int]]:
+    """A cell's result rows and per-sample flags with ``median_min_eps`` and ``min_eps`` columns added.
+
+    ``max_eps`` is the largest grid eps, so the curve read from ``min_eps``
+    covers the grid. ``samples`` holds one block of ``len(data)`` rows per
+    eps, in data order (as :func:`bench.runner.tidy` writes it). Returns the
+    distribution summary and the gradients spent, for the cell's extras.
+    """
+    max_eps = max(epsilons)
+    values = np.full(len(data), np.inf)
+    ctx = AttackContext()
+    if max_eps > 0:
+        for start in range(0, len(data), batch_size):
+            stop = min(start + batch_size, len(data))
+            ctx.seed = derive_seed(seed, "minimal_eps", start)
+            values[start:stop] = minimal_eps(
+                attack,
+                model,
+                data.x[start:stop].to(device),
+                data.y[start:stop].to(device),
+                max_eps=max_eps,
+                iterations=iterations,
+                bounds=data.bounds,
+                ctx=ctx,
+            )
+    summary = summarize(values)
+    rows = rows.assign(median_min_eps=summary["median"])
+    samples = samples.assign(min_eps=np.tile(values, len(samples) // max(1, len(data))))
+    return rows, samples, {**summary, "max_eps": float(max_eps), "grad_evals": ctx.grad_evals}
