@@ -62,8 +62,8 @@ CROSSCHECK_COLUMNS = [
 """Columns of ``crosscheck.csv`` (one row per pair, model and eps)."""
 
 CROSSCHECK_SAMPLES = 100
-"""Samples a suite's cross-check uses (the first of its evaluation data), at the first epsilon of each
-pair only: enough to exercise every code path, small enough to keep the quickstart short."""
+"""Samples a suite's cross-check uses (the first of its evaluation data): enough to exercise every
+code path, small enough to keep the quickstart short (see :func:`suite_pairs`)."""
 
 EPSILONS: dict[Norm, tuple[float, ...]] = {Norm.LINF: (0.1, 0.3), Norm.L2: (1.0, 2.5)}
 """Default cross-check epsilons per norm (pixel units of [0, 1]): a moderate and a large budget."""
@@ -174,6 +174,41 @@ def default_pairs() -> list[Pair]:
                     epsilons=EPSILONS[norm],
                 )
             )
+    return pairs
+
+
+def suite_pairs(attacks: Sequence[Any], epsilons_for: Callable[[Any], Sequence[float]]) -> list[Pair]:
+    """Pairs for a suite's own native attacks that have an ART counterpart.
+
+    Each attack spec (``name``, ``label``, ``params``) is compared with its
+    hyperparameters as written, except early exit, which is switched off (ART
+    iterates every step). One epsilon per pair: the middle non-zero epsilon of
+    the attack's grid. Attacks without a counterpart are skipped.
+    """
+    pairs: list[Pair] = []
+    for spec in attacks:
+        if spec.name not in ART_MAPPINGS:
+            continue
+        params = dict(spec.params)
+        if spec.name != "fgsm":
+            params["early_stop"] = False
+        native = make_attack(spec.name, **params)
+        nonzero = [e for e in epsilons_for(spec) if e > 0]
+        if not nonzero:
+            continue
+        random_start = bool(getattr(native, "random_start", False))
+        iterative = spec.name != "fgsm"
+        pairs.append(
+            Pair(
+                spec.label or spec.name,
+                spec.name,
+                params,
+                criterion="interval" if random_start else "exact",
+                tolerance=ITERATIVE_TOLERANCE if iterative else FGSM_TOLERANCE,
+                require_label_agreement=iterative and not random_start,
+                epsilons=(nonzero[len(nonzero) // 2],),
+            )
+        )
     return pairs
 
 

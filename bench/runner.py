@@ -83,7 +83,9 @@ def check_logits(logits: torch.Tensor, *, model: str, allow_probabilities: bool)
     which silently weakens every gradient attack (AutoAttack's first check).
     """
     if not bool(torch.isfinite(logits).all()):
-        raise ModelOutputError(f"model {model!r} returned NaN or infinite outputs on clean inputs")
+        raise ModelOutputError(
+            f"model {model!r} returned NaN or infinite outputs on clean inputs (it must return finite logits)"
+        )
     problems = []
     rows = logits.double()
     if bool(((rows >= 0) & (rows <= 1)).all()) and bool(
@@ -105,7 +107,11 @@ def check_logits(logits: torch.Tensor, *, model: str, allow_probabilities: bool)
     return problems
 
 
-_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.modules.instancenorm._InstanceNorm)
+_MODE_DEPENDENT = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.dropout._DropoutNd,
+    nn.modules.instancenorm._InstanceNorm,
+)
 
 
 def mode_info(model: nn.Module) -> dict[str, Any]:
@@ -856,11 +862,16 @@ def _write_crosscheck(
     device: torch.device,
     echo: Callable[[str], None] | None,
 ) -> None:
-    """``crosscheck.csv``/``.json``: native attacks vs ART on the suite's models (100 samples, one eps per pair)."""
-    from bench.crosscheck import CROSSCHECK_SAMPLES, crosscheck_models, pair_results, write_crosscheck
+    """``crosscheck.csv``/``.json``: the suite's native attacks vs ART on its models (100 samples, one eps each)."""
+    from bench.crosscheck import CROSSCHECK_SAMPLES, crosscheck_models, pair_results, suite_pairs, write_crosscheck
 
+    pairs = suite_pairs(suite.attacks, suite.epsilons_for)
+    if not pairs:
+        if echo:
+            echo("cross-check: no attack of this suite has an ART counterpart (fgsm, bim, pgd); nothing to compare")
+        return
     models = {model_id: ref.load(device) for model_id, ref in refs.items()}
-    table = crosscheck_models(models, data, seed=suite.seed, n=CROSSCHECK_SAMPLES, max_epsilons=1)
+    table = crosscheck_models(models, data, pairs=pairs, seed=suite.seed, n=CROSSCHECK_SAMPLES)
     write_crosscheck(table, run.root, meta={"suite": suite.name, "dataset": data.name, "split": data.split})
     if echo:
         failed = [pair for pair, ok in pair_results(table).items() if not ok]
@@ -874,4 +885,5 @@ def _write_figures(run: RunDir, results: pd.DataFrame) -> None:
 
     run.figures.mkdir(exist_ok=True)
     for attack, rows in results.groupby("attack", sort=False):
-        save_figure(curve_figure(rows, hue="model", title=f"{attack}"), run.figures / f"curve_{safe_filename(str(attack))}.png")
+        path = run.figures / f"curve_{safe_filename(str(attack))}.png"
+        save_figure(curve_figure(rows, hue="model", title=f"{attack}"), path)

@@ -93,17 +93,29 @@ def test_suite_crosscheck_goes_to_the_run_dir_and_mlflow(tmp_path, mlflow_uri) -
             "name": "crosscheck-tiny",
             "dataset": {"name": "digits", "n": 40},
             "models": ["lenet"],
-            "attacks": [{"name": "fgsm"}],
-            "epsilons": [0, 0.1],
+            "attacks": [
+                {"name": "fgsm"},
+                {
+                    "name": "pgd",
+                    "label": "pgd_l2",
+                    "params": {"norm": "l2", "steps": 5, "random_start": False},
+                    "epsilons": [0, 0.5, 1.0, 2.0],
+                },
+                {"name": "uniform_noise"},
+            ],
+            "epsilons": [0, 0.1, 0.2],
             "crosscheck": True,
         }
     )
     outcome = run_suite(suite, out=tmp_path / "run", echo=None)
     table = pd.read_csv(tmp_path / "run" / "crosscheck.csv")
     assert list(table.columns) == CROSSCHECK_COLUMNS
-    assert set(table["pair"]) == set(PAIRS)
+    # the suite's own attacks with an ART counterpart, by label; noise has none
+    assert sorted(table["pair"]) == ["fgsm", "pgd_l2"]
     assert (table["n"] == 40).all()
-    assert table.groupby("pair").size().eq(1).all()  # one eps per pair in a suite's cross-check
+    # one eps per pair: the middle non-zero eps of the attack's grid
+    assert dict(zip(table["pair"], table["eps"], strict=True)) == {"fgsm": 0.2, "pgd_l2": 1.0}
+    assert table["passed"].all()
     doc = json.loads((tmp_path / "run" / "crosscheck.json").read_text())
     assert doc["pairs"] == pair_results(table)
     assert doc["passed"] == bool(table["passed"].all())
