@@ -50,42 +50,59 @@ def curve_figure(rows: pd.DataFrame, *, hue: str = "model", title: str = "", y: 
     return fig
 
 
+def grid_rows(n_eps: int, max_rows: int) -> np.ndarray:
+    """Indices of at most ``max_rows`` epsilons, evenly spread, always the first and the last."""
+    if n_eps <= max_rows:
+        return np.arange(n_eps)
+    return np.unique(np.linspace(0, n_eps - 1, max_rows).round().astype(int))
+
+
 def example_grid(
     examples: dict[str, np.ndarray],
     *,
     class_names: Sequence[str] | None = None,
     max_samples: int = 8,
+    max_rows: int = 8,
     title: str = "",
 ) -> Figure:
-    """Seed-notebook grid: rows are epsilons, columns samples; title green if still correct, red if fooled.
+    """Seed-notebook grid: rows are epsilons, columns samples; label green if still correct, red if fooled.
 
     ``examples`` holds ``x`` ``(k, C, H, W)``, ``x_adv`` ``(E, k, C, H, W)``, ``y``,
-    ``adv_pred`` ``(E, k)`` and ``epsilons`` ``(E,)`` as written by the runner.
+    ``adv_pred`` ``(E, k)`` and ``epsilons`` ``(E,)`` as written by the runner. At
+    most ``max_rows`` epsilons are shown (evenly spread, first and last kept).
+
+    The tiles are drawn as one montage image with text labels: one ``imshow``
+    instead of E x k subplots keeps a report of a long epsilon sweep fast.
     """
     x_adv, y, pred, eps = examples["x_adv"], examples["y"], examples["adv_pred"], examples["epsilons"]
-    k = min(max_samples, x_adv.shape[1])
-    rows = x_adv.shape[0]
-    fig, axes = plt.subplots(rows, max(k, 1), figsize=(1.3 * max(k, 1), 1.45 * rows), squeeze=False)
-    names = (
-        list(class_names)
-        if class_names is not None
-        else [str(i) for i in range(int(max(y.max(initial=0), pred.max(initial=0))) + 1)]
-    )
-    for r in range(rows):
-        for c in range(max(k, 1)):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= k:
-                ax.axis("off")
-                continue
-            ax.imshow(_to_image(x_adv[r, c]), cmap="gray", vmin=0, vmax=1)
-            ok = int(pred[r, c]) == int(y[c])
-            ax.set_title(f"{names[int(y[c])]}→{names[int(pred[r, c])]}", color=CORRECT if ok else FOOLED, fontsize=8)
-            if c == 0:
-                ax.set_ylabel(f"eps={eps[r]:.3g}", fontsize=8)
+    rows = grid_rows(x_adv.shape[0], max_rows)
+    k = max(1, min(max_samples, x_adv.shape[1]))
+    tiles = [[_to_image(x_adv[r, c]) for c in range(min(k, x_adv.shape[1]))] for r in rows]
+    h, w = x_adv.shape[-2], x_adv.shape[-1]
+    gap_x, gap_y = max(1, w // 8), max(2, int(h * 0.45))  # room above each tile for its label
+    colour = x_adv.shape[2] == 3
+    canvas = np.ones((len(rows) * (h + gap_y), k * (w + gap_x), *((3,) if colour else ())), dtype=np.float32)
+    for i, row in enumerate(tiles):
+        for j, tile in enumerate(row):
+            top, left = i * (h + gap_y) + gap_y, j * (w + gap_x)
+            canvas[top : top + h, left : left + w] = tile
+    fig, ax = plt.subplots(figsize=(1.3 * k + 0.8, 1.45 * len(rows) + (0.4 if title else 0.1)))
+    ax.imshow(canvas, cmap=None if colour else "gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    top_y = int(max(y.max(initial=0), pred.max(initial=0)))
+    names = list(class_names) if class_names is not None else [str(i) for i in range(top_y + 1)]
+    for i, r in enumerate(rows):
+        base = i * (h + gap_y)
+        ax.text(-gap_x, base + gap_y + h / 2, f"eps={eps[r]:.3g}", ha="right", va="center", fontsize=8)
+        for j in range(len(tiles[i])):
+            ok = int(pred[r, j]) == int(y[j])
+            label = f"{names[int(y[j])]}→{names[int(pred[r, j])]}"
+            x_mid = j * (w + gap_x) + w / 2
+            ax.text(
+                x_mid, base + gap_y * 0.85, label, ha="center", va="bottom", fontsize=8, color=CORRECT if ok else FOOLED
+            )
     if title:
-        fig.suptitle(title, fontsize=10)
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
