@@ -222,3 +222,21 @@ def load_dataset(name: str, split: str = "test", *, seed: int = 0, **options: An
     if bool(bad.any()):
         raise DataError(f"data set {name!r} yielded values outside its bounds {data.bounds.as_tuple()}")
     return data
+
+
+# Data sets read from local files through torchvision (bench/datasets/); imported on first use.
+DATASETS.register_lazy(
+    "fashion-mnist",
+    "bench.datasets.mnist:load_fashion_mnist",
+    description="Fashion-MNIST 60,000 / 10,000 from Debian's dataset-fashion-mnist or a torchvision root, 1x28x28",
+)
+DATASETS.register_lazy(
+    "mnist",
+    "bench.datasets.mnist:load_mnist",
+    description="MNIST 60,000 / 10,000 from a local torchvision root (options.root or $BENCH_MNIST_ROOT), 1x28x28",
+)
+DATASETS.register_lazy(
+    "cifar10",
+    "bench.datasets.cifar:load_cifar10",
+    description="CIFAR-10 50,000 / 10,000 from a local root (options.root or $BENCH_CIFAR10_ROOT), 3x32x32",
+)

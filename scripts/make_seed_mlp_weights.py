@@ -15,7 +15,9 @@ to float32 on load. The model's ``Normalize`` layer (mean 0.5, std 0.5: inputs
 mapped to [-1, 1], as the seeds did) is part of the architecture, not the file.
 
 Run from the repository root: ``.venv/bin/python scripts/make_seed_mlp_weights.py``
-(about 20 s on a 2-core CPU). Deterministic for a given torch build.
+(about 20 s on a 2-core CPU; an mlp already in the checkpoint cache is reused). Training is seeded;
+floating-point sums may still differ across torch builds and thread counts, so a rebuilt file need not be
+bit-identical to the committed one (whose sha256 every run records in models.json).
 """
 
 from __future__ import annotations
