@@ -6,9 +6,10 @@ clear message to stderr and exit with status 2; no traceback reaches the user.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -72,6 +73,17 @@ def summary_table(results: Any, *, title: str) -> Table:
     return table
 
 
+@contextlib.contextmanager
+def _naming_suite(suite: Path, kinds: tuple[type[Exception], ...]) -> Iterator[None]:
+    """Prefix errors found while running (data, models, epsilons) with the suite file they come from."""
+    from bench.runner import RunError
+
+    try:
+        yield
+    except kinds as exc:
+        raise RunError(f"{suite}: {exc}") from None
+
+
 @app.command()
 @user_errors
 def run(
@@ -100,7 +112,12 @@ def run(
         if out is not None and out != resume:
             raise typer.BadParameter("--out and --resume name different folders; give one of them")
         out = resume
-    with warnings.catch_warnings():
+    from bench.attacks import AttackError
+    from bench.data import DataError
+    from bench.runner import RunError
+    from model_zoo import CheckpointError
+
+    with warnings.catch_warnings(), _naming_suite(suite, (RunError, DataError, CheckpointError, AttackError)):
         warnings.simplefilter("ignore", TrackingWarning)  # printed below, once, as a warning line
         outcome = run_suite(
             spec,

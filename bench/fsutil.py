@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_filename(text: str) -> str:
+    """One file-name component from a suite-derived string (model or attack id, cell id).
+
+    Names that are already safe (letters, digits, ``_ . -``, not starting with
+    ``.`` or ``-``) are kept as they are; anything else (``art:DeepFool``,
+    ``../x``, ``a/b``, empty) has its other characters replaced by ``-`` and
+    gets an 8-digit hash of the original, so the result can never leave its
+    folder (no separator, never ``.`` or ``..``) and two different names
+    cannot share a file.
+    """
+    if text and _UNSAFE.search(text) is None and not text.startswith((".", "-")):
+        return text
+    stem = _UNSAFE.sub("-", text).strip(".-")[:80] or "name"
+    return f"{stem}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def _umask() -> int:

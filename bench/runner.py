@@ -343,8 +343,12 @@ def evaluate_cell(
     device: torch.device,
     batch_size: int,
     examples: int = 0,
+    target_class: int | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run ``attack`` over ``epsilons`` on ``data`` batch by batch.
+
+    ``target_class``: for targeted attacks, the class every sample is driven to
+    (otherwise the attack's own ``target_mode`` picks targets).
 
     Returns per-sample arrays shaped ``(E, N)`` (``adv_pred``, ``linf``, ``l2``),
     ``(N,)`` (``clean_pred``, ``target``), per-eps costs ``(E,)`` and the first
@@ -369,7 +373,8 @@ def evaluate_cell(
         clean_pred[start:stop] = ctx.logits(model, xb).argmax(1).cpu().numpy()
         tick = time.perf_counter()
         used = 0
-        targets = attack.targets(model, xb, yb, target=None, ctx=ctx)
+        given = None if target_class is None else torch.full_like(yb, target_class)
+        targets = attack.targets(model, xb, yb, target=given, ctx=ctx)
         if targets is not None:
             target[start:stop] = targets.cpu().numpy()
         for i, (eps, x_adv) in enumerate(
@@ -489,6 +494,7 @@ def run_cell(task: CellTask) -> CellOutcome:
         device=device,
         batch_size=task.batch_size,
         examples=task.examples,
+        target_class=cell.attack.target_class,
     )
     meta = {
         "suite": task.suite_name,
@@ -497,7 +503,7 @@ def run_cell(task: CellTask) -> CellOutcome:
         "model": cell.model.id,
         "attack": cell.attack.id,
         "attack_name": cell.attack.name,
-        "attack_params": json.dumps(attack.params(), sort_keys=True),
+        "attack_params": json.dumps(_cell_params(attack, cell), sort_keys=True),
         "norm": attack.norm.value,
         "targeted": attack.targeted,
         "seed": task.seed,
@@ -540,6 +546,14 @@ def run_cell(task: CellTask) -> CellOutcome:
     }
     write_json(out / "done.json", done)
     return CellOutcome(cell.id, rows, samples, seconds, float(arrays["seconds"].sum()), done["extras"])
+
+
+def _cell_params(attack: Attack, cell: Cell) -> dict[str, Any]:
+    """The attack's hyperparameters plus the suite-level target class, if any (the cell's identity)."""
+    params = attack.params()
+    if cell.attack.target_class is not None:
+        params["target_class"] = cell.attack.target_class
+    return params
 
 
 def _jsonable(value: Any) -> Any:
@@ -668,6 +682,7 @@ def run_suite(
         n = min(n or limit, limit)
     data = full.subset(n)
     _check_eps_bounds(suite, data)
+    _check_target_classes(suite, data)
 
     manifest: dict[str, Any] = {
         "run_uid": resumed_uid or f"{suite.name}-{suite.digest}-{run.root.name}-{os.getpid()}",
@@ -765,6 +780,16 @@ def run_suite(
             )
             warnings.warn(outcome.tracking_warning, TrackingWarning, stacklevel=2)
     return outcome
+
+
+def _check_target_classes(suite: Suite, data: DataSplit) -> None:
+    """Refuse a target class the data set does not have, before any cell runs."""
+    for i, spec in enumerate(suite.attacks):
+        if spec.target_class is not None and spec.target_class >= data.num_classes:
+            raise RunError(
+                f"attacks[{i}].target_class: class {spec.target_class} does not exist: "
+                f"data set {data.name!r} has classes 0..{data.num_classes - 1}"
+            )
 
 
 def _check_eps_bounds(suite: Suite, data: DataSplit) -> None:

@@ -128,6 +128,7 @@ class AttackSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     epsilons: list[Epsilon] | None = None
     minimal_eps: bool = False  # also bisect each sample's minimal eps (fgsm, bim, pgd; bench/minimal_eps.py)
+    target_class: Annotated[int, Field(ge=0)] | None = None  # targeted attacks: drive every sample to this class
 
     @property
     def id(self) -> str:
@@ -374,11 +375,16 @@ def _semantic_problems(suite: Suite) -> Iterator[str]:
         except (AttackError, RegistryError) as exc:
             yield f"attacks[{i}].params: {exc}"
         else:
-            if made.targeted and getattr(made, "target_mode", None) == "given":
-                # A suite has no field for per-sample target classes, so "given" could only fail mid-run.
+            if attack.target_class is not None and not made.targeted:
                 yield (
-                    f"attacks[{i}].params.target_mode: 'given' needs target classes a suite cannot pass "
-                    "(allowed in suites: random, least_likely)"
+                    f"attacks[{i}].target_class: only targeted attacks take a target class "
+                    "(set params.targeted: true, or remove target_class)"
+                )
+            elif made.targeted and getattr(made, "target_mode", None) == "given" and attack.target_class is None:
+                # "given" targets come from target_class in a suite; without it the run could only fail mid-way.
+                yield (
+                    f"attacks[{i}].params.target_mode: 'given' needs a target_class in the suite "
+                    "(or use target_mode random or least_likely)"
                 )
             field = f"attacks[{i}].epsilons" if attack.epsilons is not None else "epsilons"
             yield from (f"{field}: {p}" for p in eps_bound_problems(made.norm.value, suite.epsilons_for(attack)))
@@ -420,7 +426,7 @@ def eps_bound_problems(
     if norm not in limits:
         return
     limit, allowed = limits[norm]
-    too_large = [e for e in epsilons if e > limit + 1e-12]
+    too_large = [e for e in epsilons if e > limit]
     if too_large:
         shown = ", ".join(f"{e:g}" for e in too_large)
         yield f"{shown} out of bounds for norm {norm} (allowed: {allowed})"

@@ -244,7 +244,7 @@ def _log_cell(
         batch.append(Metric("attack_seconds", float(rows["seconds"].sum()), now, 0))
         for i in range(0, len(batch), 900):
             client.log_batch(child.info.run_id, metrics=batch[i : i + 900])
-        mlflow.log_figure(curve_figure(rows, hue="model", title=f"{model} / {attack}"), "robust_accuracy_curve.png")
+        _log_and_close(curve_figure(rows, hue="model", title=f"{model} / {attack}"), "robust_accuracy_curve.png")
         table = rows[
             [
                 "eps",
@@ -262,4 +262,15 @@ def _log_cell(
         mlflow.log_table(table.reset_index(drop=True), "robust_accuracy_table.json")
         examples = run.read_examples(f"{model}__{attack}")
         if examples is not None and examples["x_adv"].shape[1] > 0:
-            mlflow.log_figure(example_grid(examples, title=f"{model} / {attack}"), "adversarial_examples.png")
+            _log_and_close(example_grid(examples, title=f"{model} / {attack}"), "adversarial_examples.png")
+
+
+def _log_and_close(fig: Any, name: str) -> None:
+    """``log_figure``, then close it: pyplot keeps every open figure alive, one per cell and kind otherwise."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    try:
+        mlflow.log_figure(fig, name)
+    finally:
+        plt.close(fig)

@@ -154,7 +154,14 @@ def get_model(
     path = checkpoint_path(name, dataset, key)
     model = build_model(name, train_split.input_shape, train_split.num_classes)
     if path.exists():
-        load_state_dict(model, path)
+        try:
+            load_state_dict(model, path)
+        except CheckpointError as exc:
+            # Not retrained silently: the file may be a model someone trained for hours and can still repair.
+            raise CheckpointError(
+                f"{exc}; it is the cached checkpoint of {name!r} on {dataset!r}: delete {path} "
+                f"(and {path.with_suffix('.json').name}) to retrain it, or restore the file"
+            ) from None
         info = _read_meta(path)
         return TrainedModel(name, freeze(model, device), path, key, resolved, False, info)
     stats = train(

@@ -12,6 +12,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +90,14 @@ def load_state_dict(model: nn.Module, path: Path) -> None:
     """Load a ``state_dict`` file into ``model`` safely (``weights_only=True``), checking every shape."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's own text is a page of advice to unpickle anyway: refuse briefly instead.
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"checkpoint {path}: cannot be read as a weights-only state_dict: it holds pickled Python objects{what}, "
+            "which are never unpickled; save model.state_dict() (a dict of tensors) instead"
+        ) from None
     except Exception as exc:  # torch raises many types for corrupt files
         raise CheckpointError(f"checkpoint {path}: cannot be read as a weights-only state_dict ({exc})") from None
     if not isinstance(state, dict):

@@ -135,3 +135,40 @@ def test_cli_validate_ls_and_errors(tiny_suite: Path, tmp_path: Path) -> None:
     failed = runner.invoke(app, ["validate", str(bad)])
     assert failed.exit_code == 2
     assert "unknown model 'mlpp'" in failed.output and "Traceback" not in failed.output
+
+
+def test_target_class_drives_every_sample_to_one_class(tmp_path: Path) -> None:
+    suite = tmp_path / "target.yaml"
+    suite.write_text(
+        TINY.replace("models: [mlp, lenet]", "models: [lenet]").replace(
+            "  - fgsm\n  - {name: fgsm, label: fgsm_l2, params: {norm: l2}, epsilons: [0, 0.5, 1.0]}",
+            "  - {name: pgd, label: to3, params: {targeted: true, steps: 10}, target_class: 3}",
+        )
+    )
+    outcome = run_suite(load_suite(suite), out=tmp_path / "run", track=False, echo=None)
+    samples = pd.read_parquet(tmp_path / "run" / "samples.parquet")
+    assert set(samples["target"]) == {3}
+    rows = outcome.results.sort_values("eps")
+    assert json.loads(rows["attack_params"].iloc[0])["target_class"] == 3
+    # success = reached class 3, among clean-correct samples not already of class 3
+    last = samples[samples["eps"] == rows["eps"].max()]
+    eligible = (last["clean_pred"] == last["label"]) & (last["label"] != 3)
+    reached = samples[samples["label"] != 3].groupby("index")["adv_pred"].apply(lambda p: bool((p == 3).any()))
+    expected = reached[last.loc[eligible, "index"]].mean()
+    assert rows["attack_success_rate"].iloc[-1] == pytest.approx(expected)
+    assert rows["attack_success_rate"].iloc[-1] > 0.5
+
+
+def test_target_class_errors(tmp_path: Path) -> None:
+    from bench.suite import SuiteError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.replace("  - fgsm\n", "  - {name: fgsm, params: {targeted: true}, target_class: 12}\n"))
+    with pytest.raises(
+        RunError, match=r"attacks\[0\]\.target_class: class 12 does not exist: data set 'digits' has classes 0\.\.9"
+    ):
+        run_suite(load_suite(bad), out=tmp_path / "run", track=False, echo=None)
+    untargeted = tmp_path / "untargeted.yaml"
+    untargeted.write_text(TINY.replace("  - fgsm\n", "  - {name: fgsm, target_class: 2}\n"))
+    with pytest.raises(SuiteError, match=r"attacks\[0\]\.target_class: only targeted attacks take a target class"):
+        load_suite(untargeted)

@@ -59,10 +59,6 @@ class AdversarialNoise(Attack):
     rel_step_size: float = 0.1
 
     def check_params(self) -> None:
-        if self.target_mode not in ("random", "least_likely", "given"):
-            raise AttackError(
-                f"{self.name}: target_mode {self.target_mode!r} is not allowed (allowed: random, least_likely, given)"
-            )
         if isinstance(self.source_size, bool) or not isinstance(self.source_size, int) or self.source_size < 1:
             raise AttackError(f"{self.name}: source_size must be an integer >= 1, got {self.source_size!r}")
         check_steps(self.name, self.steps)

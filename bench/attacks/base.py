@@ -36,6 +36,7 @@ from torch import nn
 from bench.types import Bounds, Norm, parse_eps
 
 TargetMode = Literal["random", "least_likely", "given"]
+TARGET_MODES: tuple[str, ...] = ("random", "least_likely", "given")
 
 
 class AttackError(ValueError):
@@ -246,6 +247,9 @@ class Attack:
         object.__setattr__(self, "norm", _coerce_norm(self.norm, self.allowed_norms()))
         if self.targeted and not self.supports_targeted:
             raise AttackError(f"{self.name}: targeted mode is not supported")
+        mode = getattr(self, "target_mode", None)
+        if mode is not None and mode not in TARGET_MODES:
+            raise AttackError(f"{self.name}: target_mode {mode!r} is not allowed (allowed: {', '.join(TARGET_MODES)})")
         self.check_params()
 
     # -- what subclasses implement --------------------------------------------------

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode
+from bench.attacks.base import Attack, AttackContext, TargetMode
 from bench.attacks.registry import ATTACKS
 from bench.types import Norm
 
@@ -60,12 +60,6 @@ class FGSM(Attack):
     @classmethod
     def allowed_norms(cls) -> tuple[Norm, ...]:
         return (Norm.LINF, Norm.L2)
-
-    def check_params(self) -> None:
-        if self.target_mode not in ("random", "least_likely", "given"):
-            raise AttackError(
-                f"fgsm: target_mode {self.target_mode!r} is not allowed (allowed: random, least_likely, given)"
-            )
 
     def direction(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None, ctx: AttackContext

@@ -115,10 +115,6 @@ class IterativeGradientAttack(Attack):
 
     def check_params(self) -> None:
         name = self.name
-        if self.target_mode not in ("random", "least_likely", "given"):
-            raise AttackError(
-                f"{name}: target_mode {self.target_mode!r} is not allowed (allowed: random, least_likely, given)"
-            )
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise AttackError(f"{name}: steps must be an integer >= 1, got {self.steps!r}")
         if self.step_size is not None and not _positive(self.step_size):

@@ -63,10 +63,6 @@ class TargetedAscent(Attack):
     def check_params(self) -> None:
         if not self.targeted:
             raise AttackError(f"{self.name}: targeted must be true (the attack ascends a target class)")
-        if self.target_mode not in ("random", "least_likely", "given"):
-            raise AttackError(
-                f"{self.name}: target_mode {self.target_mode!r} is not allowed (allowed: random, least_likely, given)"
-            )
         check_confidence(self.name, self.confidence)
         check_steps(self.name, self.steps)
         check_positive(self.name, "step_size", self.step_size)
