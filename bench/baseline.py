@@ -415,13 +415,21 @@ def publish_baseline(run_dir: str | Path, baseline: Baseline, *, alias: str | No
 
     if alias is not None:
         _check_alias(alias)
+    from mlflow.exceptions import MlflowException
+
+    from bench.tracking import TrackingUnavailable
+
     run_id = sync_run_dir(run_dir)
     client = MlflowClient()
-    client.log_text(run_id, baseline.to_json(), ARTIFACT)
-    client.set_tag(run_id, "bench.baseline", "true")
-    if alias is not None:
-        experiment_id = client.get_run(run_id).info.experiment_id
-        client.set_experiment_tag(experiment_id, ALIAS_TAG.format(alias=alias), run_id)
+    try:
+        client.log_text(run_id, baseline.to_json(), ARTIFACT)
+        client.set_tag(run_id, "bench.baseline", "true")
+        if alias is not None:
+            experiment_id = client.get_run(run_id).info.experiment_id
+            client.set_experiment_tag(experiment_id, ALIAS_TAG.format(alias=alias), run_id)
+    except (MlflowException, OSError) as exc:
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TrackingUnavailable(f"logging the baseline to MLflow run {run_id} failed: {first}") from None
     return run_id
 
 

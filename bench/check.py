@@ -39,6 +39,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
 from scipy import stats
 
+from bench import metrics
 from bench.baseline import Baseline, BaselineError, CellRecord, sample_areas
 from bench.types import EpsilonError, eps_label, parse_eps
 
@@ -341,17 +342,8 @@ def _grid(values: list[float]) -> str:
 
 
 def mcnemar_p(losses: int, gains: int, *, mid_p: bool = True) -> float:
-    """One-sided McNemar p-value for "more samples lost than gained" (exact binomial, optional mid-p).
-
-    ``losses`` (robust before, not now) ~ Binomial(losses + gains, 1/2) under H0.
-    """
-    m = losses + gains
-    if m == 0:
-        return 1.0
-    p = float(stats.binom.sf(losses - 1, m, 0.5))
-    if mid_p:
-        p -= 0.5 * float(stats.binom.pmf(losses, m, 0.5))
-    return min(1.0, max(0.0, p))
+    """One-sided McNemar p-value for "more samples lost than gained" (mid-p by default; see bench.metrics)."""
+    return metrics.mcnemar_p(losses, gains, mid_p=mid_p)
 
 
 def two_proportion_p(x_before: int, n_before: int, x_now: int, n_now: int) -> float:

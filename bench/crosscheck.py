@@ -114,6 +114,7 @@ class Pair:
         tolerance: max abs diff allowed by "exact".
         require_label_agreement: "exact" also needs 100% label agreement.
         epsilons: pixel units of the pair's norm.
+        target_class: a suite's ``target_class`` (every sample driven to it), else the attack's target mode.
     """
 
     name: str
@@ -123,6 +124,7 @@ class Pair:
     tolerance: float = FGSM_TOLERANCE
     require_label_agreement: bool = False
     epsilons: tuple[float, ...] = ()
+    target_class: int | None = None
 
     def native_attack(self) -> Attack:
         return make_attack(self.native, **self.params)
@@ -207,6 +209,7 @@ def suite_pairs(attacks: Sequence[Any], epsilons_for: Callable[[Any], Sequence[f
                 tolerance=ITERATIVE_TOLERANCE if iterative else FGSM_TOLERANCE,
                 require_label_agreement=iterative and not random_start,
                 epsilons=(nonzero[len(nonzero) // 2],),
+                target_class=spec.target_class,
             )
         )
     return pairs
@@ -238,7 +241,8 @@ def compare_pair(
     rows = []
     for eps in pair.epsilons:
         ctx = AttackContext(seed=derive_seed(seed, model_name, pair.name, eps))
-        target = native.targets(model, batch.x, batch.y, target=None, ctx=ctx)
+        given = None if pair.target_class is None else torch.full_like(batch.y, pair.target_class)
+        target = native.targets(model, batch.x, batch.y, target=given, ctx=ctx)
         x_native = native(model, batch.x, batch.y, eps, target=target, bounds=data.bounds, ctx=ctx)
         art = pair.art_attack(eps)
         x_art = art.generate(

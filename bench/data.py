@@ -5,7 +5,11 @@ values in its declared :class:`~bench.types.Bounds` (normally [0, 1]) and int64
 labels ``y`` of shape ``(N,)``. Normalization is the model's business, never
 the data pipeline's (DESIGN.md, convention 1).
 
-A loader is a function ``load(split, *, seed, **options) -> DataSplit``
+A loader is a function ``load(split, *, seed, **options) -> DataSplit``; ``seed`` is
+the seed of the train/test split of the embedded data sets, a data-set option
+(``dataset.options.seed``) independent of the suite seed, so that every suite
+seed trains and evaluates on the same split (a model must never be evaluated
+on its own training images)
 registered under the data set's name. Extra loaders (fashion-mnist, mnist,
 cifar10) live in :mod:`bench.datasets` and register themselves lazily here.
 """
@@ -215,7 +219,7 @@ def _no_options(name: str, options: dict[str, Any]) -> None:
 
 
 def load_dataset(name: str, split: str = "test", *, seed: int = 0, **options: Any) -> DataSplit:
-    """Load ``split`` of the registered data set ``name``."""
+    """Load ``split`` of the registered data set ``name``; ``seed`` is the split seed (see above)."""
     loader: Callable[..., DataSplit] = DATASETS.get(name)
     data = loader(split, seed=seed, **options)
     bad = (data.x < data.bounds.low) | (data.x > data.bounds.high)

@@ -29,10 +29,15 @@ def safe_filename(text: str) -> str:
     return f"{stem}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask can only be read by setting it, and setting it to 0 while
+# another thread creates a file (threading backend) would make that file world-writable.
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -49,7 +54,7 @@ def atomic_path(path: Path, *, suffix: str = ".tmp") -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -21,11 +21,6 @@ def wilson_interval(successes: int, n: int, *, z: float = Z95) -> tuple[float, f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def accuracy(flags: np.ndarray) -> float:
-    """Mean of boolean per-sample flags (``nan`` when empty)."""
-    return float(np.mean(flags)) if len(flags) else float("nan")
-
-
 def success_rate(clean_correct: np.ndarray, fooled: np.ndarray) -> float:
     """Fraction of clean-correct samples the attack fooled (``nan`` if none is clean-correct)."""
     base = clean_correct.astype(bool)
@@ -70,3 +65,29 @@ def curve_auc(epsilons: Sequence[float], accuracies: Sequence[float]) -> float:
     if len(eps) == 1 or eps[-1] == eps[0]:
         return float(acc[0])
     return float(np.trapezoid(acc, eps) / (eps[-1] - eps[0]))
+
+
+def mcnemar_p(losses: int, gains: int, *, two_sided: bool = False, mid_p: bool = False) -> float:
+    """Exact McNemar p-value from the discordant pairs of two paired runs.
+
+    ``losses``: samples robust in the first run and not in the second;
+    ``gains``: the reverse. Under H0 ``losses ~ Binomial(losses + gains, 1/2)``.
+    One-sided (default) tests "more samples lost than gained" (the regression
+    gate); ``two_sided`` tests "the runs differ" (the report's comparison).
+    ``mid_p`` subtracts half the probability of the observed count (less
+    conservative for small counts).
+    """
+    from scipy import stats
+
+    m = losses + gains
+    if m == 0:
+        return 1.0
+    if two_sided:
+        p = float(stats.binomtest(losses, m, 0.5, alternative="two-sided").pvalue)
+        if mid_p:
+            p -= float(stats.binom.pmf(losses, m, 0.5))
+    else:
+        p = float(stats.binom.sf(losses - 1, m, 0.5))
+        if mid_p:
+            p -= 0.5 * float(stats.binom.pmf(losses, m, 0.5))
+    return min(1.0, max(0.0, p))

@@ -164,6 +164,7 @@ def add_minimal_eps(
     device: torch.device,
     batch_size: int,
     iterations: int = 10,
+    targets: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float | int]]:
     """A cell's result rows and per-sample flags with ``median_min_eps`` and ``min_eps`` columns added.
 
@@ -171,6 +172,8 @@ def add_minimal_eps(
     covers the grid. ``samples`` holds one block of ``len(data)`` rows per
     eps, in data order (as :func:`bench.runner.tidy` writes it). Returns the
     distribution summary and the gradients spent, for the cell's extras.
+    ``targets``: the per-sample target classes the sweep used (targeted
+    attacks), so that ``min_eps`` describes the same targets as the flags.
     """
     max_eps = max(epsilons)
     values = np.full(len(data), np.inf)
@@ -188,6 +191,7 @@ def add_minimal_eps(
                 iterations=iterations,
                 bounds=data.bounds,
                 ctx=ctx,
+                target=None if targets is None else torch.as_tensor(targets[start:stop], device=device),
             )
     summary = summarize(values)
     rows = rows.assign(median_min_eps=summary["median"])

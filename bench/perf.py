@@ -427,7 +427,7 @@ def measure_harness(cfg: PerfConfig) -> dict[str, Any]:
         tick = time.perf_counter()
         render_run_dir(outcome.run_dir.root)
         report = time.perf_counter() - tick
-    split = load_dataset(suite.dataset.name, suite.dataset.split, seed=suite.seed, **suite.dataset.options)
+    split = load_dataset(suite.dataset.name, suite.dataset.split, **suite.dataset.options)
     data = split.subset(suite.dataset.n)
     clean = 0.0
     for model in models.values():
@@ -492,7 +492,7 @@ def run_perf(cfg: PerfConfig, *, echo: Callable[[str], None] | None = None) -> d
             echo(f"P4: running {cfg.harness_suite} (harness overhead)")
         harness = measure_harness(cfg)
         torch.set_num_threads(cfg.threads)  # the runner may have set its own
-    split = load_dataset(cfg.data, cfg.split, seed=cfg.seed)
+    split = load_dataset(cfg.data, cfg.split)
     x, y = perf_inputs(split, cfg.n)
     models: dict[str, Any] = {}
     for name in cfg.models:

@@ -110,6 +110,10 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+class RunDirError(FileNotFoundError):
+    """A run directory whose files are missing or unreadable (the message names the file)."""
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths of one run directory."""
@@ -152,12 +156,33 @@ class RunDir:
         return (self.cell(cell_id) / "done.json").exists()
 
     def read_manifest(self) -> dict[str, Any]:
-        return dict(json.loads(self.manifest.read_text()))
+        try:
+            data = json.loads(self.manifest.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{self.manifest}: unreadable manifest ({exc})") from None
+        if not isinstance(data, dict):
+            raise RunDirError(f"{self.manifest}: a manifest must be a JSON object")
+        return data
+
+    def read_suite(self) -> dict[str, Any]:
+        """The resolved suite this run used (``yaml.safe_load``)."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(self.suite.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise RunDirError(f"{self.suite}: unreadable resolved suite ({exc})") from None
+        if not isinstance(data, dict) or "name" not in data:
+            raise RunDirError(f"{self.suite}: not a resolved suite (a mapping with a name)")
+        return data
 
     def read_results(self) -> pd.DataFrame:
-        if self.results_parquet.exists():
-            return pd.read_parquet(self.results_parquet)
-        return pd.read_csv(self.results_csv)
+        try:
+            if self.results_parquet.exists():
+                return pd.read_parquet(self.results_parquet)
+            return pd.read_csv(self.results_csv)
+        except (OSError, ValueError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
+            raise RunDirError(f"{self.root}: unreadable results ({type(exc).__name__}: {exc})") from None
 
     def read_samples(self) -> pd.DataFrame:
         return pd.read_parquet(self.samples)

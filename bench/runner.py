@@ -51,7 +51,7 @@ from bench.results import (
     select_columns,
     write_json,
 )
-from bench.suite import Cell, ModelSpec, Suite, dump_yaml, expand
+from bench.suite import Cell, ModelSpec, Suite, check_n_jobs, dump_yaml, expand
 
 
 class RunError(RuntimeError):
@@ -72,7 +72,10 @@ def resolve_device(requested: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise RunError("device: 'cuda' was requested but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device(requested)
+    try:
+        return torch.device(requested)
+    except RuntimeError:
+        raise RunError(f"device: {requested!r} is not a device (allowed: auto, cpu, cuda, cuda:N)") from None
 
 
 def check_logits(logits: torch.Tensor, *, model: str, allow_probabilities: bool) -> list[str]:
@@ -523,6 +526,7 @@ def run_cell(task: CellTask) -> CellOutcome:
             seed=derive_seed(task.seed, cell.model.id, cell.attack.id),
             device=device,
             batch_size=task.batch_size,
+            targets=arrays["target"] if attack.targeted else None,
         )
     out = RunDir(Path(task.run_dir)).cell(cell.id)
     atomic_write_parquet(rows, out / "rows.parquet")
@@ -622,8 +626,11 @@ def package_versions() -> dict[str, str]:
 
 
 def _threads_per_worker(n_jobs: int) -> int:
+    """Torch threads per worker so that workers x threads does not exceed the cores (``-1`` = all cores)."""
+    from joblib import effective_n_jobs
+
     cores = os.cpu_count() or 1
-    return max(1, cores // max(1, n_jobs))
+    return max(1, cores // max(1, effective_n_jobs(n_jobs)))
 
 
 def run_suite(
@@ -652,6 +659,11 @@ def run_suite(
     backend = backend or suite.backend
     scheduler = scheduler if scheduler is not None else suite.scheduler
     _check_backend(backend, scheduler)
+    if n_jobs is not None:
+        try:
+            check_n_jobs(n_jobs)
+        except ValueError as exc:
+            raise RunError(f"--n-jobs: {exc}") from None
     dev = resolve_device(device or suite.device)
     run = RunDir(Path(out) if out is not None else default_run_dir(suite))
     try:
@@ -663,7 +675,7 @@ def run_suite(
         raise RunError(f"output directory {run.root}: not writable ({exc.strerror})") from None
     resumed_uid = _claim_run_dir(run, suite, resume=resume, limit=limit)
 
-    full = load_dataset(suite.dataset.name, suite.dataset.split, seed=suite.seed, **suite.dataset.options)
+    full = load_dataset(suite.dataset.name, suite.dataset.split, **suite.dataset.options)
     n = suite.dataset.n
     if suite.dataset.offset:
         if suite.dataset.offset >= len(full):
@@ -745,7 +757,7 @@ def run_suite(
     results = select_columns(results, RESULT_COLUMNS, OPTIONAL_RESULT_COLUMNS)
     samples = pd.concat([o.samples for o in ordered], ignore_index=True)
     samples = select_columns(samples, SAMPLE_COLUMNS, OPTIONAL_SAMPLE_COLUMNS)
-    results.to_csv(run.results_csv, index=False)
+    atomic_write_text(run.results_csv, results.to_csv(index=False))
     atomic_write_parquet(results, run.results_parquet)
     atomic_write_parquet(samples, run.samples)
 

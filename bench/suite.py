@@ -153,6 +153,13 @@ class TrackingSpec(_Strict):
     examples: Annotated[int, Field(ge=0, le=64)] = 8
 
 
+def check_n_jobs(value: int) -> int:
+    """joblib's convention: N >= 1 workers, or -1 (all cores), -2 (all but one), ...; 0 means nothing."""
+    if value == 0:
+        raise ValueError("n_jobs must be a number of workers >= 1, or -1 for all cores (-2 all but one, ...); got 0")
+    return value
+
+
 def _eps_grid(values: list[float]) -> list[float]:
     if not values:
         raise ValueError("the epsilon list is empty; give at least one epsilon, e.g. [0, 0.1]")
@@ -190,6 +197,11 @@ class Suite(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return _safe_name(v, "suite name")
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _n_jobs(cls, v: int) -> int:
+        return check_n_jobs(v)
 
     @field_validator("epsilons")
     @classmethod

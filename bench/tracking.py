@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from bench import metrics
-from bench.results import RunDir, open_run_dir
+from bench.results import RunDir, RunDirError, open_run_dir
 from bench.types import eps_label, eps_step
 
 UID_TAG = "bench.run_uid"
@@ -76,7 +76,7 @@ def sync_run_dir(path: str | Path, *, uri: str | None = None) -> str:
     mlflow.set_tracking_uri(uri)
     try:
         return _sync(run)
-    except TrackingUnavailable:
+    except (TrackingUnavailable, RunDirError):
         raise
     except (MlflowException, OSError, ConnectionError) as exc:
         raise TrackingUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
@@ -91,17 +91,18 @@ def sync_run_dir(path: str | Path, *, uri: str | None = None) -> str:
 
 def _sync(run: RunDir) -> str:
     import mlflow
-    import yaml
     from mlflow.tracking import MlflowClient
 
     manifest = run.read_manifest()
     if manifest.get("status") != "finished":
         raise TrackingUnavailable(f"{run.root}: the run has not finished (status {manifest.get('status')!r})")
-    suite = yaml.safe_load(run.suite.read_text())
+    suite = run.read_suite()
     experiment = (suite.get("tracking") or {}).get("experiment") or suite["name"]
     exp = mlflow.set_experiment(experiment)
     client = MlflowClient()
-    uid = manifest["run_uid"]
+    uid = manifest.get("run_uid")
+    if not uid:
+        raise RunDirError(f"{run.manifest}: no run_uid (not written by `bench run`)")
     existing = client.search_runs([exp.experiment_id], filter_string=f"tags.`{UID_TAG}` = '{uid}'")
     for old in existing:
         if old.data.tags.get(COMPLETE_TAG) == "true":
@@ -185,7 +186,7 @@ def _log_dataset(manifest: dict[str, Any], suite: dict[str, Any]) -> None:
         from bench.data import load_dataset
 
         options = spec.get("options") or {}
-        full = load_dataset(data["name"], data["split"], seed=int(manifest.get("seed", 0)), **options)
+        full = load_dataset(data["name"], data["split"], **options)
         start = int(spec.get("offset") or 0)
         features = full.x[start : start + int(data["n"])].numpy()
         targets = full.y[start : start + int(data["n"])].numpy()

@@ -43,8 +43,6 @@ class Classifier(nn.Sequential):
         features: nn.Module,
         head_sizes: Sequence[int],
         input_shape: tuple[int, int, int],
-        *,
-        dropout: float = 0.0,
     ) -> None:
         in_features = _flat_features(features, input_shape)
         layers: list[nn.Module] = []
@@ -53,8 +51,6 @@ class Classifier(nn.Sequential):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
-                if dropout:
-                    layers.append(nn.Dropout(dropout))
         super().__init__(normalize, features, nn.Flatten(), *layers)
         self.input_shape = input_shape
         self.num_classes = head_sizes[-1]

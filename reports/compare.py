@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.metrics import mcnemar_p
 from reports.sources import RunData
 
 KEY = ["model", "attack", "eps"]
@@ -41,7 +42,7 @@ def mcnemar(baseline: np.ndarray, candidate: np.ndarray) -> McNemar:
         raise ValueError(f"paired flags must have the same shape, got {base.shape} and {cand.shape}")
     b = int((base & ~cand).sum())
     c = int((~base & cand).sum())
-    p = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
+    p = mcnemar_p(b, c, two_sided=True)
     return McNemar(b, c, p)
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from bench.results import RESULT_COLUMNS, SAMPLE_COLUMNS, RunDir, open_run_dir
 
@@ -64,7 +63,7 @@ def load_run(path: str | Path, *, label: str | None = None, mlflow_run_id: str |
         manifest = run.read_manifest()
     except json.JSONDecodeError as exc:
         raise ReportError(f"{run.manifest}: not valid JSON ({exc})") from None
-    suite = yaml.safe_load(run.suite.read_text()) or {}
+    suite = run.read_suite()
     models = json.loads(run.models.read_text()) if run.models.exists() else {}
     samples = _read_samples(run)
     crosscheck_csv = run.root / "crosscheck.csv"

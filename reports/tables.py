@@ -63,6 +63,13 @@ def median_minimal_eps(epsilons: pd.Series | np.ndarray, robust_accuracy: pd.Ser
     return float(eps[below[0]]) if len(below) else math.inf
 
 
+def _cell_median_min_eps(cell: pd.DataFrame) -> float:
+    """The bisected median minimal eps when the suite asked for it (``minimal_eps: true``), else the grid's."""
+    if "median_min_eps" in cell.columns and cell["median_min_eps"].notna().any():
+        return float(cell["median_min_eps"].dropna().iloc[0])
+    return median_minimal_eps(cell["eps"], cell["robust_accuracy"])
+
+
 def summary_tables(results: pd.DataFrame, samples: pd.DataFrame | None) -> list[SummaryTable]:
     """One :class:`SummaryTable` per norm, rows in the order of ``results``, worst case last per model."""
     tables = []
@@ -83,7 +90,7 @@ def summary_tables(results: pd.DataFrame, samples: pd.DataFrame | None) -> list[
                             for r in cell.itertuples()
                         },
                         auc=metrics.curve_auc(cell["eps"], cell["robust_accuracy"]),
-                        median_min_eps=median_minimal_eps(cell["eps"], cell["robust_accuracy"]),
+                        median_min_eps=_cell_median_min_eps(cell),
                     )
                 )
             if norm != "none" and by_model["attack"].nunique() > 1:

@@ -54,3 +54,23 @@ def test_bad_requests_are_clear() -> None:
         load_dataset("mnist5", "test")
     with pytest.raises(DataError, match="takes no options"):
         load_dataset("digits", "test", root="/tmp")
+
+
+def test_suite_seed_does_not_move_the_split(tmp_path) -> None:
+    """Models train on the split-seed-0 train split; a suite with another seed must evaluate disjoint images."""
+    from bench.runner import run_suite
+    from bench.suite import validate
+
+    suite = validate(
+        {
+            "name": "seeded",
+            "seed": 7,
+            "dataset": {"name": "digits", "n": 50},
+            "models": [{"name": "mlp", "recipe": {"epochs": 1}}],
+            "attacks": ["fgsm"],
+            "epsilons": [0],
+        }
+    )
+    outcome = run_suite(suite, out=tmp_path / "run", track=False, echo=None)
+    # the same 50 held-out digits as with seed 0, whose train split is the one the model learned from
+    assert outcome.manifest["data"]["digest"] == load_dataset("digits", "test").subset(50).digest

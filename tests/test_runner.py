@@ -172,3 +172,35 @@ def test_target_class_errors(tmp_path: Path) -> None:
     untargeted.write_text(TINY.replace("  - fgsm\n", "  - {name: fgsm, target_class: 2}\n"))
     with pytest.raises(SuiteError, match=r"attacks\[0\]\.target_class: only targeted attacks take a target class"):
         load_suite(untargeted)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "tpu"], "device: 'tpu' is not a device (allowed: auto, cpu, cuda, cuda:N)"),
+        (["--n-jobs", "0"], "--n-jobs: n_jobs must be a number of workers >= 1, or -1 for all cores"),
+    ],
+)
+def test_bad_run_options_exit_2_without_traceback(tiny_suite: Path, tmp_path: Path, args, message) -> None:
+    result = CliRunner().invoke(app, ["run", str(tiny_suite), "--out", str(tmp_path / "r"), "--no-mlflow", *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_damaged_run_directories_give_clear_errors(tiny_run, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run.run_dir.root, broken)
+    (broken / "manifest.json").write_text("{not json")
+    for argv in (["sync", str(broken)], ["baseline", str(broken), "-o", str(tmp_path / "b.json")]):
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 2, (argv, result.output)
+        assert "manifest.json: unreadable manifest" in result.output and "Traceback" not in result.output
+    empty = tmp_path / "empty"
+    shutil.copytree(tiny_run.run_dir.root, empty)
+    (empty / "results.parquet").unlink()
+    (empty / "results.csv").write_text("")
+    result = CliRunner().invoke(app, ["report", str(empty), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 2, result.output
+    assert "unreadable results" in result.output and "Traceback" not in result.output

@@ -46,10 +46,6 @@ ART_PREFIX = "art:"
 _RESERVED = ("estimator", "classifier", "eps")
 
 
-def is_art_name(name: str) -> bool:
-    return name.startswith(ART_PREFIX)
-
-
 @cache
 def evasion_attack_names() -> tuple[str, ...]:
     """Names of every ``EvasionAttack`` subclass exported by ``art.attacks.evasion``."""

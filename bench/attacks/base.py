@@ -147,17 +147,18 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm, bounds
     contains ``x`` (projection onto a convex set containing ``x`` never moves
     a point away from ``x``).
     """
+    # One new tensor, then in-place passes: on a CPU a fresh batch-sized allocation costs about
+    # as much as an element-wise pass, and this runs once per epsilon of every sweep.
     delta = x_adv - x
     if norm is Norm.LINF:
-        delta = delta.clamp(-eps, eps)
+        delta.clamp_(-eps, eps)
     elif norm is Norm.L2:
         norms = _flat(delta).norm(p=2, dim=1).clamp_min(1e-12)
-        factor = (eps / norms).clamp(max=1.0).view(-1, *([1] * (x.ndim - 1)))
-        delta = delta * factor
+        delta.mul_((eps / norms).clamp(max=1.0).view(-1, *([1] * (x.ndim - 1))))
     elif norm is Norm.L0:
         delta = _project_l0(delta, eps)
     # PATCH and NONE budgets are enforced by the attack itself; only bounds here.
-    return (x + delta).clamp(bounds.low, bounds.high)
+    return delta.add_(x).clamp_(bounds.low, bounds.high)
 
 
 def _project_l0(delta: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -177,11 +178,6 @@ def _project_l0(delta: torch.Tensor, fraction: float) -> torch.Tensor:
     if delta.ndim == 4:
         mask = mask.unsqueeze(1)
     return delta * mask
-
-
-def budget_used(norms: dict[str, torch.Tensor], norm: Norm) -> torch.Tensor | None:
-    """The per-sample size of a perturbation in the attack's own norm, if it has one."""
-    return norms.get(norm.value)
 
 
 # -- targets -----------------------------------------------------------------------
@@ -373,9 +369,12 @@ class Attack:
             raise AttackError(f"{self!r} returned {shape}, expected shape {tuple(x.shape)}")
         if x_adv.dtype != x.dtype:
             x_adv = x_adv.to(x.dtype)
-        if not bool(torch.isfinite(x_adv).all()):
-            raise AttackError(f"{self!r} returned non-finite values at eps={eps}")
-        return project(x_adv.detach(), x, eps, self.norm, bounds)
+        out = project(x_adv.detach(), x, eps, self.norm, bounds)
+        # After projection every value lies in the bounds (infinities are projected like any other
+        # value) unless it is NaN, and a NaN makes the sum NaN: one reduction instead of a mask.
+        if bool(torch.isnan(out.sum())):
+            raise AttackError(f"{self!r} returned NaN values at eps={eps}")
+        return out
 
 
 def _num_classes_probe(model: nn.Module, x: torch.Tensor, ctx: AttackContext) -> torch.Tensor:

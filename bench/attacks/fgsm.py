@@ -82,4 +82,4 @@ class FGSM(Attack):
     ) -> Iterator[tuple[float, torch.Tensor]]:
         d = self.direction(model, x, y, target=target, ctx=ctx)
         for eps in epsilons:
-            yield eps, x + eps * d
+            yield eps, torch.add(x, d, alpha=eps)  # x + eps * d in one pass

@@ -62,7 +62,7 @@ def crosscheck_command(
     if suite is not None:
         spec = load_suite(suite)
         device = resolve_device(spec.device)
-        split_data = load_dataset(spec.dataset.name, spec.dataset.split, seed=spec.seed, **spec.dataset.options)
+        split_data = load_dataset(spec.dataset.name, spec.dataset.split, **spec.dataset.options)
         split_data = split_data.subset(min(limit, spec.dataset.n or limit))
         refs, _ = prepare_models(spec, split_data, device)
         models = {model_id: ref.load(device) for model_id, ref in refs.items()}
@@ -78,7 +78,7 @@ def crosscheck_command(
         for name in model:
             if name not in MODELS:
                 raise RegistryError(f"--model: {MODELS.unknown_message(name)}")
-        split_data = load_dataset(data, split, seed=seed).subset(limit)
+        split_data = load_dataset(data, split).subset(limit)
         models = {name: get_model(name, data, seed=seed, device=device).model for name in model}
     table = crosscheck_models(models, split_data, seed=seed, n=limit)
     title = f"native attacks vs ART: {split_data.name} {split_data.split}, {min(limit, len(split_data))} samples"
