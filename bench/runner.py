@@ -287,13 +287,22 @@ def _prepare_external(
     }
 
 
-def zero_gradient_fraction(model: nn.Module, data: DataSplit, device: torch.device, batch_size: int) -> float:
+ZERO_GRADIENT_SAMPLES = 500
+"""Samples the zero-gradient diagnostic looks at (the first of the evaluation data): a fraction's
+estimate to within a few percent, for a third of the cost of a full-data gradient pass on the quickstart."""
+
+
+def zero_gradient_fraction(
+    model: nn.Module, data: DataSplit, device: torch.device, batch_size: int, *, n: int = ZERO_GRADIENT_SAMPLES
+) -> float:
     """Fraction in [0, 1] of samples whose cross-entropy input gradient at the clean input is exactly zero.
 
-    Computed once per model (it does not depend on the attack): many exact
-    zeros (saturated softmax, quantizing or non-differentiable layers) leave
-    gradient attacks nothing to follow, i.e. gradient masking; the report flags it.
+    Computed once per model on the first ``n`` samples (it does not depend on
+    the attack): many exact zeros (saturated softmax, quantizing or
+    non-differentiable layers) leave gradient attacks nothing to follow, i.e.
+    gradient masking; the report flags it.
     """
+    data = data.subset(n)
     ctx = AttackContext()
     zero = 0
     for i in range(0, len(data), batch_size):
