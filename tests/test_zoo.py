@@ -50,8 +50,11 @@ def test_cache_second_call_trains_nothing_and_key_tracks_recipe(tmp_path, monkey
 
 def test_training_is_deterministic(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "a"))
+    torch.manual_seed(123)  # the global generator's state must not leak into the initial weights
     a = get_model("lenet", "digits", recipe={"epochs": 1})
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "b"))
+    torch.manual_seed(456)
+    torch.rand(1000)
     b = get_model("lenet", "digits", recipe={"epochs": 1})
     for ta, tb in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
         assert torch.equal(ta, tb)
