@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
 from scipy import stats
 
 from bench import metrics
 from bench.baseline import Baseline, BaselineError, CellRecord, sample_areas
-from bench.types import EpsilonError, eps_label, parse_eps
+from bench.types import Epsilon, eps_label
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_MAX_DROP = 0.02
@@ -59,13 +59,6 @@ class BaselineMismatch(BaselineError):
 # -- rules ----------------------------------------------------------------------------------------
 
 
-def _eps(value: object) -> float:
-    try:
-        return parse_eps(value)
-    except EpsilonError as exc:
-        raise ValueError(str(exc)) from None
-
-
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -74,7 +67,7 @@ class _Rule(BaseModel):
 
     model: str = "*"
     attack: str = "*"
-    eps: Annotated[float, BeforeValidator(_eps)] | None = None
+    eps: Epsilon | None = None
 
     def matches(self, item: Item) -> bool:
         if not (fnmatch.fnmatchcase(item.model, self.model) and fnmatch.fnmatchcase(item.attack, self.attack)):

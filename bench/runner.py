@@ -223,10 +223,6 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
             progress_desc=f"train {spec.id}",
         )
         _MODEL_CACHE[(*ref.key(), str(device))] = trained.model
-        logits = _logits(trained.model, data.x, device, suite.batch_size)
-        warnings_issued = check_logits(logits, model=spec.id, allow_probabilities=suite.allow_probabilities)
-        check_deterministic(trained.model, data.x[: suite.batch_size].to(device), model_id=spec.id)
-        clean_pred = logits.argmax(1)
         refs[spec.id] = ref
         info[spec.id] = {
             "name": spec.name,
@@ -234,15 +230,37 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
             "cache_key": trained.key,
             "trained_now": trained.trained_now,
             "recipe": trained.recipe.as_dict(),
-            "parameters": sum(p.numel() for p in trained.model.parameters()),
-            "clean_accuracy": float((clean_pred == data.y).float().mean()),
-            "output_warnings": warnings_issued,
-            **mode_info(trained.model),
-            "zero_gradient_fraction": zero_gradient_fraction(trained.model, data, device, suite.batch_size),
+            **model_checks(trained.model, spec.id, suite, data, device),
             "seconds": time.perf_counter() - start,
             "train": {k: v for k, v in trained.info.items() if k in ("train_accuracy", "train_loss", "seconds")},
         }
     return refs, info
+
+
+def model_checks(
+    model: nn.Module, model_id: str, suite: Suite, data: DataSplit, device: torch.device
+) -> dict[str, Any]:
+    """What every model must pass before an attack, zoo or external, and what ``models.json`` records of it.
+
+    Logits of one row per class, not probabilities (unless the suite allows
+    them), deterministic in eval mode; clean accuracy, mode-dependent layers and
+    the zero-gradient fraction.
+    """
+    logits = _logits(model, data.x, device, suite.batch_size)
+    if logits.ndim != 2 or logits.shape[1] != data.num_classes:
+        raise ModelOutputError(
+            f"model {model_id!r} returns outputs of shape {tuple(logits.shape[1:])} per sample; "
+            f"data set {data.name!r} has {data.num_classes} classes"
+        )
+    warnings_issued = check_logits(logits, model=model_id, allow_probabilities=suite.allow_probabilities)
+    check_deterministic(model, data.x[: suite.batch_size].to(device), model_id=model_id)
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "clean_accuracy": float((logits.argmax(1) == data.y).float().mean()),
+        "output_warnings": warnings_issued,
+        **mode_info(model),
+        "zero_gradient_fraction": zero_gradient_fraction(model, data, device, suite.batch_size),
+    }
 
 
 def _prepare_external(
@@ -262,14 +280,6 @@ def _prepare_external(
     }
     ref = ModelRef(spec.id, spec.name, suite.dataset.name, suite.seed, {}, dict(suite.dataset.options), external)
     model = ref.load(device)
-    logits = _logits(model, data.x, device, suite.batch_size)
-    if logits.ndim != 2 or logits.shape[1] != data.num_classes:
-        raise ModelOutputError(
-            f"model {spec.id!r} returns outputs of shape {tuple(logits.shape[1:])} per sample; "
-            f"data set {data.name!r} has {data.num_classes} classes"
-        )
-    warnings_issued = check_logits(logits, model=spec.id, allow_probabilities=suite.allow_probabilities)
-    check_deterministic(model, data.x[: suite.batch_size].to(device), model_id=spec.id)
     return ref, {
         "name": spec.name,
         "factory": spec.factory,
@@ -278,11 +288,7 @@ def _prepare_external(
         "weights_layout": spec.weights_layout,
         "params": dict(spec.params),
         "trained_now": False,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "clean_accuracy": float((logits.argmax(1) == data.y).float().mean()),
-        "output_warnings": warnings_issued,
-        **mode_info(model),
-        "zero_gradient_fraction": zero_gradient_fraction(model, data, device, suite.batch_size),
+        **model_checks(model, spec.id, suite, data, device),
         "seconds": time.perf_counter() - start,
     }
 

@@ -30,21 +30,13 @@ from pydantic import (
 )
 
 from bench.check import CheckRule
-from bench.types import EpsilonError, parse_eps
+from bench.types import Epsilon
 
 
 class SuiteError(ValueError):
     """A suite file that cannot be read or validated; the message names file and field."""
 
 
-def _eps(value: object) -> float:
-    try:
-        return parse_eps(value)
-    except EpsilonError as exc:
-        raise ValueError(str(exc)) from None
-
-
-Epsilon = Annotated[float, BeforeValidator(_eps)]
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 

@@ -47,6 +47,12 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
+def fail_fast() -> None:
+    """Fail fast instead of MLflow's default minutes of retries when a server is down (user settings win)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
 def _check_reachable(uri: str) -> None:
     if not uri.startswith(("http://", "https://")):
         return
@@ -64,9 +70,7 @@ def sync_run_dir(path: str | Path, *, uri: str | None = None) -> str:
     Raises :class:`TrackingUnavailable` when the tracking server cannot be
     reached or fails during the sync.
     """
-    # Fail fast instead of MLflow's default minutes of retries when a server is down.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    fail_fast()
     import mlflow
     from mlflow.exceptions import MlflowException
 

@@ -10,6 +10,9 @@ import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 
 class Norm(StrEnum):
@@ -99,3 +102,14 @@ def eps_step(eps: float) -> int:
 def eps_label(eps: float) -> str:
     """A short, stable text form of an epsilon for metric and file names."""
     return f"{eps:.6g}"
+
+
+def _pydantic_eps(value: object) -> float:
+    try:
+        return parse_eps(value)
+    except EpsilonError as exc:  # pydantic reports ValueErrors with the field's path
+        raise ValueError(str(exc)) from None
+
+
+Epsilon = Annotated[float, BeforeValidator(_pydantic_eps)]
+"""An epsilon field of a pydantic model (suites, check rules): a number or ``"k/255"``."""

@@ -11,7 +11,7 @@ from torch import nn
 
 from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode
 from bench.attacks.registry import ATTACKS
-from bench.attacks.synthesis import check_confidence, check_positive, check_steps, per_class_report
+from bench.attacks.synthesis import check_confidence, check_positive, check_steps, per_class_report, sign_ascent
 from bench.types import Norm
 
 
@@ -79,28 +79,13 @@ class FoolingImages(Attack):
         low, high = ctx.bounds.low, ctx.bounds.high
         noise = torch.randn(shape, generator=ctx.generator("fooling_noise")).to(device)
         x = (self.noise_mean + self.noise_std * noise).clamp(low, high)
-        n = shape[0]
-        active = torch.arange(n, device=device)
-        success = torch.zeros(n, dtype=torch.bool, device=device)
-        used = torch.zeros(n, dtype=torch.long, device=device)
-        for _ in range(self.steps):
-            xa = x[active].detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = model(xa)
-                picked = logits.gather(1, target[active].unsqueeze(1)).sum()
-            ctx.forward_evals += int(active.numel())
-            grad = ctx.objective_gradient(xa, picked)
-            done = logits.detach().softmax(1).gather(1, target[active].unsqueeze(1)).squeeze(1) >= self.confidence
-            success[active[done]] = True
-            active, grad = active[~done], grad[~done]
-            if active.numel() == 0:
-                break
-            x[active] = (x[active] + self.step_size * grad.sign()).clamp(low, high)
-            used[active] += 1
-        if active.numel():
-            probs = ctx.logits(model, x[active]).softmax(1)
-            success[active] = probs.gather(1, target[active].unsqueeze(1)).squeeze(1) >= self.confidence
-        return x, success, used
+
+        def logit(logits: torch.Tensor, xa: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+            return logits.gather(1, target[active].unsqueeze(1)).sum()
+
+        return sign_ascent(
+            model, x, target, logit, steps=self.steps, step_size=self.step_size, confidence=self.confidence, ctx=ctx
+        )
 
     def _sweep(
         self,

@@ -11,7 +11,7 @@ from torch import nn
 
 from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode, perturbation_norms
 from bench.attacks.registry import ATTACKS
-from bench.attacks.synthesis import check_confidence, check_positive, check_steps, per_class_report
+from bench.attacks.synthesis import check_confidence, check_positive, check_steps, per_class_report, sign_ascent
 from bench.types import Norm
 
 
@@ -73,32 +73,22 @@ class TargetedAscent(Attack):
         self, model: nn.Module, x0: torch.Tensor, target: torch.Tensor, *, ctx: AttackContext
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Ascended images like ``x0`` ``(N, C, H, W)``; returns ``(x, success, steps_used)``."""
-        low, high = ctx.bounds.low, ctx.bounds.high
-        x = x0.clone()
-        n = x0.shape[0]
-        active = torch.arange(n, device=x0.device)
-        success = torch.zeros(n, dtype=torch.bool, device=x0.device)
-        used = torch.zeros(n, dtype=torch.long, device=x0.device)
-        for _ in range(self.steps):
-            xa = x[active].detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = model(xa)
-                picked = logits.gather(1, target[active].unsqueeze(1)).squeeze(1)
-                mse = (xa - x0[active]).pow(2).reshape(len(active), -1).mean(dim=1)
-                objective = (picked - self.beta * mse).sum()
-            ctx.forward_evals += int(active.numel())
-            grad = ctx.objective_gradient(xa, objective)
-            done = logits.detach().softmax(1).gather(1, target[active].unsqueeze(1)).squeeze(1) >= self.confidence
-            success[active[done]] = True
-            active, grad = active[~done], grad[~done]
-            if active.numel() == 0:
-                break
-            x[active] = (x[active] + self.step_size * grad.sign()).clamp(low, high)
-            used[active] += 1
-        if active.numel():
-            probs = ctx.logits(model, x[active]).softmax(1)
-            success[active] = probs.gather(1, target[active].unsqueeze(1)).squeeze(1) >= self.confidence
-        return x, success, used
+
+        def pulled_logit(logits: torch.Tensor, xa: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+            picked = logits.gather(1, target[active].unsqueeze(1)).squeeze(1)
+            mse = (xa - x0[active]).pow(2).reshape(len(active), -1).mean(dim=1)
+            return (picked - self.beta * mse).sum()
+
+        return sign_ascent(
+            model,
+            x0,
+            target,
+            pulled_logit,
+            steps=self.steps,
+            step_size=self.step_size,
+            confidence=self.confidence,
+            ctx=ctx,
+        )
 
     def _sweep(
         self,

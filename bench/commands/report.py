@@ -72,18 +72,15 @@ def report(
 
 def _from_mlflow(experiment: str | None, last: int, run_ids: list[str], tmp: Path) -> list[RunData]:
     """Download the named parent runs (or the experiment's latest) into ``tmp``; MLflow down -> exit 1."""
-    import os
 
     import mlflow
     import requests
     from mlflow.exceptions import MlflowException
 
-    from bench.tracking import tracking_uri
+    from bench.tracking import fail_fast, tracking_uri
     from reports.sources import download_mlflow_run, experiment_run_ids
 
-    # Fail fast instead of MLflow's default minutes of retries when a server is down.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    fail_fast()
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
