@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from bench.attacks.base import Attack, AttackContext, AttackError, derive_seed
-from bench.attacks.fgsm import FGSM
 from bench.attacks.iterative import IterativeGradientAttack
 from bench.data import DataSplit
 from bench.types import Bounds
@@ -96,8 +95,8 @@ def minimal_eps(
         return pred == target[rows] if attack.targeted and target is not None else pred != y[rows]
 
     already = succeeded(x, torch.arange(n, device=x.device))
-    if isinstance(attack, FGSM):
-        d = attack.direction(model, x, y, target=target, ctx=ctx)
+    if attack.ray:
+        d = attack.ray_direction(model, x, y, target=target, ctx=ctx)
 
         def success_at(eps: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             radius = eps.view(-1, *([1] * (x.ndim - 1))).to(x.dtype)
@@ -121,7 +120,8 @@ def minimal_eps(
             return ok
 
     else:
-        raise AttackError(f"minimal eps: {type(attack).__name__} is neither FGSM nor an iterative gradient attack")
+        kind = type(attack).__name__
+        raise AttackError(f"minimal eps: {kind} is neither a ray attack (FGSM) nor an iterative gradient attack")
     radii = bisect_radii(success_at, n, max_eps=max_eps, iterations=iterations, device=x.device)
     radii[already] = 0.0
     return radii.double().cpu().numpy()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 import torch
 
 from bench.attacks import AttackContext, AttackError, make_attack, project
+from bench.attacks.base import Attack
 from bench.attacks.fgsm import FGSM
 from bench.types import Bounds, Norm
 
@@ -86,6 +90,46 @@ def test_base_class_reprojects_whatever_the_attack_returns() -> None:
             assert float((out - x).abs().max()) <= eps + 1e-6
         else:
             assert float((out - x).flatten(1).norm(dim=1).max()) <= eps + 1e-5
+
+
+@dataclass(frozen=True, kw_only=True)
+class _WildRay(Attack):
+    """A ray attack whose direction is whatever the test puts in ``scale`` times a fixed pattern."""
+
+    name: ClassVar[str] = "wild_ray"
+    ray: ClassVar[bool] = True
+    norm: Norm = Norm.LINF
+    scale: float = 5.0
+    shape_ok: bool = True
+
+    @classmethod
+    def allowed_norms(cls) -> tuple[Norm, ...]:
+        return (Norm.LINF, Norm.L2)
+
+    def _ray(self, model, x, y, *, target, ctx):
+        gen = torch.Generator().manual_seed(0)
+        d = self.scale * torch.randn(x.shape, generator=gen)
+        return d if self.shape_ok else d[:, :, :-1]
+
+
+def test_ray_attacks_get_their_direction_checked_and_projected_once() -> None:
+    """The base projects a ray's direction onto the unit ball, so every eps stays in its ball and bounds."""
+    x = torch.rand(6, 1, 8, 8)
+    y = torch.zeros(6, dtype=torch.long)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    for norm, grid in ((Norm.LINF, (0.0, 0.1, 0.3)), (Norm.L2, (0.0, 0.5, 2.0))):
+        for eps, out in _WildRay(norm=norm).sweep(model, x, y, grid):
+            assert float(out.min()) >= 0 and float(out.max()) <= 1
+            size = (out - x).flatten(1).abs().amax(1) if norm is Norm.LINF else (out - x).flatten(1).norm(dim=1)
+            assert float(size.max()) <= eps * (1 + 1e-6) + 1e-7
+            if eps == 0:
+                assert torch.equal(out, x)
+        # a direction scaled by 5 reaches the sphere: the projection keeps it there, not at 0
+        assert float(size.max()) > 0.5 * grid[-1]
+    with pytest.raises(AttackError, match="NaN or infinite"):
+        _WildRay(scale=float("nan"))(model, x, y, 0.1)
+    with pytest.raises(AttackError, match=r"direction of shape \(6, 1, 7, 8\), expected \(6, 1, 8, 8\)"):
+        _WildRay(shape_ok=False)(model, x, y, 0.1)
 
 
 def test_targeted_modes(lenet_digits, batch) -> None:

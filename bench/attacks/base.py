@@ -7,12 +7,16 @@ is what MLflow records. A subclass implements only the algorithm:
 * :meth:`Attack._run` maps ``(model, x, y, eps, target, ctx)`` to adversarial
   inputs of the same shape, or
 * :meth:`Attack._sweep`, for attacks whose cost does not grow with the number of
-  epsilons (FGSM: one gradient serves them all), yielding ``(eps, x_adv)``.
+  epsilons, yielding ``(eps, x_adv)``, or
+* :meth:`Attack._ray` with ``ray = True``, for attacks whose example at every
+  eps is ``clip(x + eps * d)`` along one direction ``d`` (FGSM/FGM): one gradient
+  serves every eps and the base builds the examples.
 
 The public :meth:`Attack.__call__` and :meth:`Attack.sweep` do the bookkeeping,
 as foolbox's ``__call__`` does: they validate epsilons, resolve targets, and
 whatever the subclass returned, check its shape and dtype, project it onto the
-epsilon ball and clip it to the data bounds.
+epsilon ball and clip it to the data bounds (a ray's direction is checked and
+projected onto the unit ball once, so every ``x + eps * d`` is in its ball).
 
 Shapes and ranges: ``x`` is ``(N, C, H, W)`` float in ``bounds`` (pixel space,
 normally [0, 1]); ``y`` and ``target`` are int64 ``(N,)``; ``eps`` is in pixel
@@ -228,6 +232,8 @@ class Attack:
         art_counterpart: ART class that implements the same attack, or ``None``.
         art_mapping: how our parameters map onto ART's, or why there is none.
         uses_gradients: whether :attr:`AttackContext.grad_evals` is meaningful.
+        ray: the example at every eps is ``clip(x + eps * d)`` for one direction ``d``
+            that :meth:`_ray` returns (FGSM/FGM); the base then builds every example itself.
     """
 
     name: ClassVar[str] = ""
@@ -235,6 +241,7 @@ class Attack:
     art_mapping: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
     supports_targeted: ClassVar[bool] = False
+    ray: ClassVar[bool] = False
 
     norm: Norm = Norm.LINF
     targeted: bool = False
@@ -267,6 +274,18 @@ class Attack:
         ctx: AttackContext,
     ) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} implements neither _run nor _sweep")
+
+    def _ray(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        target: torch.Tensor | None,
+        ctx: AttackContext,
+    ) -> torch.Tensor:
+        """Direction ``d`` ``(N, C, H, W)`` of a ray attack (``ray = True``), in the unit ball of ``norm``."""
+        raise NotImplementedError(f"{type(self).__name__} sets ray = True but does not implement _ray")
 
     def _sweep(
         self,
@@ -342,6 +361,14 @@ class Attack:
         x = x.detach()
         y = y.to(device=x.device, dtype=torch.long)
         resolved = self.targets(model, x, y, target=target, ctx=ctx)
+        if self.ray:
+            # One direction serves every eps. It is checked (shape, finite) and projected onto the
+            # unit ball once; then ``x + eps * d`` lies in the eps ball by construction, and each
+            # example costs two element-wise passes (build, clip) instead of a re-projection.
+            d = self.ray_direction(model, x, y, target=resolved, ctx=ctx)
+            for eps in eps_list:
+                yield eps, along_ray(x, d, eps, bounds)
+            return
         for eps, x_adv in self._sweep(model, x, y, eps_list, target=resolved, ctx=ctx):
             yield eps, self._checked(x_adv, x, eps, bounds)
 
@@ -375,6 +402,48 @@ class Attack:
         if bool(torch.isnan(out.sum())):
             raise AttackError(f"{self!r} returned NaN values at eps={eps}")
         return out
+
+    def ray_direction(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        target: torch.Tensor | None,
+        ctx: AttackContext,
+    ) -> torch.Tensor:
+        """A ray attack's direction ``(N, C, H, W)``, checked and projected onto the unit ball of ``norm``."""
+        return self._checked_direction(self._ray(model, x, y, target=target, ctx=ctx), x)
+
+    def _checked_direction(self, d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A ray attack's direction, checked for shape and finiteness, projected onto the unit ball of ``norm``."""
+        if not isinstance(d, torch.Tensor) or d.shape != x.shape:
+            shape = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
+            raise AttackError(f"{self!r} returned a direction of shape {shape}, expected {tuple(x.shape)}")
+        d = d.detach().to(x.dtype)
+        # A unit-ball direction sums to at most numel in magnitude: inf or NaN anywhere shows in the sum.
+        if not bool(torch.isfinite(d.sum())):
+            raise AttackError(f"{self!r} returned a direction with NaN or infinite values")
+        if self.norm is Norm.LINF:
+            return d.clamp(-1.0, 1.0)
+        if self.norm is Norm.L2:
+            norms = _flat(d).norm(p=2, dim=1)
+            over = norms > 1.0
+            if bool(over.any()):  # rows already in the ball keep their bits
+                scale = torch.where(over, 1.0 / norms, torch.ones_like(norms))
+                d = d * scale.view(-1, *([1] * (d.ndim - 1)))
+            return d
+        raise AttackError(f"{self!r}: a ray attack needs a linf or l2 norm, got {self.norm.value!r}")
+
+
+def along_ray(x: torch.Tensor, d: torch.Tensor, eps: float, bounds: Bounds) -> torch.Tensor:
+    """``clip(x + eps * d)``: ``x`` ``(N, ...)`` in ``bounds``, ``d`` in the unit ball; a new tensor.
+
+    ``x + eps * d`` is one pass (a single rounding, as ART's FGSM for ``d`` in {-1, 0, 1});
+    clipping to a box that contains ``x`` only moves a point toward ``x``, so the
+    result stays in the eps ball.
+    """
+    return torch.add(x, d, alpha=eps).clamp_(bounds.low, bounds.high)
 
 
 def _num_classes_probe(model: nn.Module, x: torch.Tensor, ctx: AttackContext) -> torch.Tensor:

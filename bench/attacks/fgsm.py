@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -52,6 +51,7 @@ class FGSM(Attack):
     art_counterpart: ClassVar[str | None] = "FastGradientMethod"
     art_mapping: ClassVar[str] = "FastGradientMethod(norm=np.inf|2, eps=eps, targeted=targeted, minimal=False)"
     supports_targeted: ClassVar[bool] = True
+    ray: ClassVar[bool] = True
 
     norm: Norm = Norm.LINF
     targeted: bool = False
@@ -70,16 +70,14 @@ class FGSM(Attack):
         d = fgm_direction(grad, self.norm)
         return -d if self.targeted else d
 
-    def _sweep(
+    def _ray(
         self,
         model: nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
-        epsilons: Sequence[float],
         *,
         target: torch.Tensor | None,
         ctx: AttackContext,
-    ) -> Iterator[tuple[float, torch.Tensor]]:
-        d = self.direction(model, x, y, target=target, ctx=ctx)
-        for eps in epsilons:
-            yield eps, torch.add(x, d, alpha=eps)  # x + eps * d in one pass
+    ) -> torch.Tensor:
+        """The base builds ``clip(x + eps * d)`` at every eps from this one direction."""
+        return self.direction(model, x, y, target=target, ctx=ctx)

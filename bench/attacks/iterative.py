@@ -48,6 +48,22 @@ def project_delta(delta: torch.Tensor, eps: torch.Tensor, norm: Norm) -> torch.T
     return (delta.double() * factor).to(delta.dtype)
 
 
+def _clamp_radius(eps: torch.Tensor, like: torch.Tensor) -> tuple[float, float] | tuple[torch.Tensor, torch.Tensor]:
+    """The ``(min, max)`` of a linf clamp of ``like`` ``(N, ...)`` to per-sample radii ``eps`` ``(N,)``.
+
+    Python floats when every radius is the same (a sweep's eps: a scalar clamp is
+    one fast pass), else tensors expanded to ``like``'s shape and made contiguous
+    once (a clamp against ``(N, 1, 1, 1)`` columns is ten times slower than against
+    full tensors on a CPU). The clamped values are the same bits either way: the
+    float32 radius is exactly representable as a float.
+    """
+    if eps.numel() == 0 or bool((eps == eps[0]).all()):
+        r = float(eps[0]) if eps.numel() else 0.0
+        return -r, r
+    radius = _col(eps, like.ndim).expand_as(like).contiguous()
+    return -radius, radius
+
+
 def l2_step_direction(grad: torch.Tensor) -> torch.Tensor:
     """``grad / ||grad||_2`` per sample, computed as ART does (times the reciprocal norm, zero stays zero).
 
@@ -152,33 +168,42 @@ class IterativeGradientAttack(Attack):
         the example is fooled (untargeted) or classified as its target.
         """
         n = x.shape[0]
-        best = x.clone()
+        best: torch.Tensor | None = None
         success = torch.zeros(n, dtype=torch.bool, device=x.device)
         steps_used = torch.zeros(n, dtype=torch.long, device=x.device)
         for restart in range(self.restarts):
             todo = (~success).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            start = x[todo]
+            # The first run attacks every sample: no batch-sized gathers for it.
+            every = todo.numel() == n
+
+            def take(t: torch.Tensor, todo: torch.Tensor = todo, every: bool = every) -> torch.Tensor:
+                return t if every else t[todo]
+
+            x_todo = take(x)
+            start = x_todo
             if self.random_start:
                 full_shape = torch.Size((full_n if rows is not None and full_n else n, *x.shape[1:]))
                 unit = random_unit_start(full_shape, self.norm, ctx, *key, restart).to(x.device, x.dtype)
-                unit = unit[rows[todo]] if rows is not None else unit[todo]
-                start = (start + unit * _col(eps[todo], x.ndim)).clamp(ctx.bounds.low, ctx.bounds.high)
+                unit = unit[rows[todo]] if rows is not None else take(unit)
+                start = (x_todo + unit * _col(take(eps), x.ndim)).clamp(ctx.bounds.low, ctx.bounds.high)
             adv, ok, used = self._ascend(
                 model,
-                x[todo],
+                x_todo,
                 start,
-                y[todo],
-                None if target is None else target[todo],
-                eps[todo],
+                take(y),
+                None if target is None else take(target),
+                take(eps),
                 ctx=ctx,
             )
             steps_used[todo] += used
-            replace = torch.ones_like(ok) if restart == 0 else ok
-            best[todo[replace]] = adv[replace]
+            if best is None:  # the first run keeps its result for every sample
+                best = adv
+            else:
+                best[todo[ok]] = adv[ok]
             success[todo] |= ok
-        return best, success, steps_used
+        return (x.clone() if best is None else best), success, steps_used
 
     def _succeeded(self, pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         return pred == target if self.targeted and target is not None else pred != y
@@ -206,14 +231,18 @@ class IterativeGradientAttack(Attack):
         labels = target if self.targeted and target is not None else y
         # Multiplying by -1 is exact, so folding the targeted sign into the step changes no bit.
         step = _col(self.step_size_for(eps) * (-1.0 if self.targeted else 1.0), ndim)
+        uniform_step = float(step[0]) if step.numel() and bool((step == step.flatten()[0]).all()) else None
         low, high = ctx.bounds.low, ctx.bounds.high
         n = x0.shape[0]
-        x_adv = start.clone()
+        x_adv = torch.empty_like(start)  # every row is written when its sample stops or at the end
         success = torch.zeros(n, dtype=torch.bool, device=x0.device)
         used = torch.zeros(n, dtype=torch.long, device=x0.device)
         active = torch.arange(n, device=x0.device)
-        xa, x0a, la, ya, ta, ea = start.clone(), x0, labels, y, target, eps
-        radius = _col(ea, ndim)
+        # Steps never write into the current point (each builds the next one in its gradient's
+        # memory), so ``start`` is read, not copied.
+        xa, x0a, la, ya, ta, ea = start, x0, labels, y, target, eps
+        radius = _clamp_radius(ea, xa)
+        taken = 0  # steps taken by every still-active sample
         for _ in range(self.steps):
             grad, logits = ctx.loss_gradient(model, xa, la)
             if self.early_stop:
@@ -221,25 +250,38 @@ class IterativeGradientAttack(Attack):
                 # already fooled there stops now and keeps it.
                 done = self._succeeded(logits.argmax(1), ya, ta)
                 if bool(done.any()):
-                    x_adv[active[done]] = xa[done]
-                    success[active[done]] = True
+                    stopped = active[done]
+                    x_adv[stopped] = xa[done]
+                    success[stopped] = True
+                    used[stopped] = taken
                     keep = ~done
                     active = active[keep]
                     if active.numel() == 0:
                         break
                     xa, x0a, la, ya, ea, grad = xa[keep], x0a[keep], la[keep], ya[keep], ea[keep], grad[keep]
                     ta = None if ta is None else ta[keep]
-                    step, radius = step[keep], _col(ea, ndim)
-            d = grad.sign() if self.norm is Norm.LINF else l2_step_direction(grad)
-            d.mul_(step).add_(xa).clamp_(low, high).sub_(x0a)  # x' - x0
+                    step, radius = step[keep], _clamp_radius(ea, xa)  # uniform stays uniform
+            # The gradient is ours (a fresh tensor per pass): the step is built in its memory.
+            d = grad.sign_() if self.norm is Norm.LINF else l2_step_direction(grad)
+            if uniform_step is not None and self.norm is Norm.LINF:
+                # x + step * d in one pass: step * d is exact for d in {-1, 0, 1}, so this is
+                # the same single rounding as ART's multiply-then-add.
+                torch.add(xa, d, alpha=uniform_step, out=d)
+            else:
+                d.mul_(step).add_(xa)
+            d.clamp_(low, high).sub_(x0a)  # x' - x0
             if self.norm is Norm.LINF:
-                d.clamp_(min=-radius, max=radius)
+                d.clamp_(min=radius[0], max=radius[1])
             else:
                 d = project_delta(d, ea, self.norm)
             xa = d.add_(x0a)
-            used[active] += 1
+            taken += 1
         if active.numel():
-            x_adv[active] = xa
+            if active.numel() == n and taken:  # nobody stopped early: the last point is the result
+                x_adv = xa
+            else:
+                x_adv[active] = xa
+            used[active] = taken
             pred = ctx.logits(model, xa).argmax(1)
             success[active] = self._succeeded(pred, ya, ta)
         return x_adv, success, used
@@ -308,19 +350,23 @@ class IterativeGradientAttack(Attack):
             rows = (~fooled).nonzero().squeeze(1)
             if eps > 0 and rows.numel():
                 radii = torch.full((rows.numel(),), float(eps), dtype=x.dtype, device=x.device)
+                every = rows.numel() == x.shape[0]  # nothing fooled yet: no batch-sized gathers
                 adv, ok, used = self.attack_radii(
                     model,
-                    x[rows],
-                    y[rows],
+                    x if every else x[rows],
+                    y if every else y[rows],
                     radii,
-                    target=None if target is None else target[rows],
+                    target=target if target is None or every else target[rows],
                     ctx=ctx,
                     key=(float(eps),),
                     rows=rows,
                     full_n=x.shape[0],
                 )
-                best[rows] = adv
-                fooled[rows] = ok
+                if every:
+                    best, fooled = adv, ok  # ours: attack_radii returns fresh tensors
+                else:
+                    best[rows] = adv
+                    fooled[rows] = ok
                 mean_steps[eps_label(eps)] = float(used.float().mean())
                 attacked[eps_label(eps)] = int(rows.numel())
             yield eps, best.clone()
