@@ -37,7 +37,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
-from scipy import stats
 
 from bench import metrics
 from bench.baseline import Baseline, BaselineError, CellRecord, sample_areas
@@ -346,7 +345,7 @@ def two_proportion_p(x_before: int, n_before: int, x_now: int, n_now: int) -> fl
     if se == 0:
         return 1.0
     z = (x_before / n_before - x_now / n_now) / se
-    return float(stats.norm.sf(z))
+    return 0.5 * math.erfc(z / math.sqrt(2))  # the normal survival function
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -404,6 +403,8 @@ def _auc_item(
     item = Item(cur.model, cur.attack, None, cur.auc, n)
     if base is None:
         return item
+    from scipy import stats  # imported here: `bench.suite` imports this module, and scipy.stats costs 0.6 s
+
     item.baseline, item.n_baseline = base.auc, base.points[0].n
     if paired and base_flags is not None:
         before, now = sample_areas(base_flags, base.epsilons), sample_areas(cur_flags, cur.epsilons)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +60,10 @@ CROSSCHECK_COLUMNS = [
     "robust_acc_diff",
     "tolerance",
     "passed",
+    "native_seconds",
+    "art_seconds",
 ]
-"""Columns of ``crosscheck.csv`` (one row per pair, model and eps)."""
+"""Columns of ``crosscheck.csv`` (one row per pair, model and eps); the last two time each side's attack call."""
 
 CROSSCHECK_SAMPLES = 100
 """Samples a suite's cross-check uses (the first of its evaluation data): enough to exercise every
@@ -257,12 +260,17 @@ def compare_pair(
         ctx = AttackContext(seed=derive_seed(seed, model_name, pair.name, eps))
         given = None if pair.target_class is None else torch.full_like(batch.y, pair.target_class)
         target = native.targets(model, batch.x, batch.y, target=given, ctx=ctx)
+        start = time.perf_counter()
         x_native = native(model, batch.x, batch.y, eps, target=target, bounds=data.bounds, ctx=ctx)
+        native_seconds = time.perf_counter() - start
         art = pair.art_attack(eps)
+        start = time.perf_counter()
         x_art = art.generate(
             model, batch.x, batch.y, eps, target=target, bounds=data.bounds, ctx=AttackContext(seed=ctx.seed)
         )
-        rows.append(_row(pair, art, batch, model_name, eps, x_native, x_art))
+        art_seconds = time.perf_counter() - start
+        row = _row(pair, art, batch, model_name, eps, x_native, x_art)
+        rows.append(row | {"native_seconds": native_seconds, "art_seconds": art_seconds})
     return rows
 
 

@@ -145,25 +145,37 @@ def first_image_strip(
     The perturbation is drawn on a diverging scale centred on 0 and shared by
     all columns (red brighter, blue darker), so its growth with eps is visible.
     ``examples`` as in :func:`example_grid`; needs at least one example.
+    Each row is one montage image (tiles separated by transparent gaps), so the
+    figure costs two ``imshow`` calls whatever the number of epsilons.
     """
     x, x_adv, y, pred, eps = (examples[k] for k in ("x", "x_adv", "y", "adv_pred", "epsilons"))
     e = x_adv.shape[0]
-    delta = x_adv[:, 0] - x[0][None]
+    delta = (x_adv[:, 0] - x[0][None]).mean(axis=1)  # (E, H, W), channels averaged
     limit = float(np.abs(delta).max()) or 1.0
-    fig, axes = plt.subplots(2, e, figsize=(1.35 * e + 0.6, 3.1), squeeze=False)
+    h, w = x_adv.shape[-2], x_adv.shape[-1]
+    gap = max(1, w // 6)
+    colour = x_adv.shape[2] == 3
+    top = np.full((h, e * (w + gap) - gap, *((3,) if colour else ())), np.nan, dtype=np.float32)
+    bottom = np.full((h, e * (w + gap) - gap), np.nan, dtype=np.float32)
+    for i in range(e):
+        left = i * (w + gap)
+        top[:, left : left + w] = _to_image(x_adv[i, 0])
+        bottom[:, left : left + w] = delta[i]
+    if colour:  # RGB tiles cannot be NaN-masked: the gaps are white
+        top = np.nan_to_num(top, nan=1.0)
+    fig, (ax_top, ax_bottom) = plt.subplots(2, 1, figsize=(1.35 * e + 0.6, 3.3))
+    ax_top.imshow(top, cmap=None if colour else "gray", vmin=0, vmax=1, interpolation="nearest")
+    ax_bottom.imshow(bottom, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
     names = _names(class_names, y, pred)
     for i in range(e):
-        top, bottom = axes[0][i], axes[1][i]
-        top.imshow(_to_image(x_adv[i, 0]), cmap="gray", vmin=0, vmax=1)
         ok = int(pred[i, 0]) == int(y[0])
         caption = f"eps={eps[i]:.3g}\n{names[int(y[0])]}→{names[int(pred[i, 0])]}"
-        top.set_title(caption, color=CORRECT if ok else FOOLED, fontsize=8)
-        bottom.imshow(delta[i].mean(axis=0), cmap="RdBu_r", vmin=-limit, vmax=limit)
-        for ax in (top, bottom):
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0][0].set_ylabel("adversarial", fontsize=8)
-    axes[1][0].set_ylabel(f"x_adv - x\n(±{limit:.2g})", fontsize=8)
+        ax_top.text(i * (w + gap) + w / 2, -1, caption, ha="center", va="bottom", fontsize=8,
+                    color=CORRECT if ok else FOOLED)  # fmt: skip
+    ax_top.text(-gap, h / 2, "adversarial", ha="right", va="center", fontsize=8, rotation=90)
+    ax_bottom.text(-gap, h / 2, f"x_adv - x\n(±{limit:.2g})", ha="right", va="center", fontsize=8, rotation=90)
+    for ax in (ax_top, ax_bottom):
+        ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -61,6 +61,7 @@ def test_native_attack_agrees_with_art(pair: str, digits_test) -> None:
     assert list(table.columns) == CROSSCHECK_COLUMNS
     assert set(table["model"]) == set(ARCHITECTURES)
     assert (table["n"] == 64).all()
+    assert (table["native_seconds"] > 0).all() and (table["art_seconds"] > 0).all()
     _check_rows(table)
 
 

@@ -73,7 +73,9 @@ def test_targets_and_harness_breakdown(perf_doc: tuple[dict, str, str]) -> None:
     assert h["reduced"] is True and h["n"] == N and h["models"] == ["lenet", "mlp"] and h["cells"] == 2
     assert h["attack_seconds"] > 0 and h["report_seconds"] > 0 and h["clean_seconds"] > 0
     assert h["wall_seconds"] >= h["prepare_seconds"] + h["attack_seconds"]
-    assert h["overhead_seconds"] == pytest.approx(h["wall_seconds"] - h["attack_seconds"] - h["clean_seconds"])
+    assert h["crosscheck"] is False and h["crosscheck_attack_seconds"] == 0  # the reduced mode has no cross-check
+    expected = h["wall_seconds"] - h["attack_seconds"] - h["crosscheck_attack_seconds"] - h["clean_seconds"]
+    assert h["overhead_seconds"] == pytest.approx(expected)
     assert 0 < h["peak_rss_bytes"] <= doc["peak_rss_bytes"]
     assert "art_pgd / pgd" in output and "targets" in output
 
