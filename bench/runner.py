@@ -299,8 +299,9 @@ def _prepare_external(
 
 
 ZERO_GRADIENT_SAMPLES = 256
-"""Samples the zero-gradient diagnostic looks at (the first of the evaluation data): a fraction's
-estimate to within a few percent, for a third of the cost of a full-data gradient pass on the quickstart."""
+"""Samples the zero-gradient diagnostic looks at (the first of the evaluation data): near the report's
+10% threshold the estimate's standard error is under 2 points, for a quarter of a full-data gradient
+pass on the quickstart's 1,000 samples."""
 
 
 def zero_gradient_fraction(
