@@ -24,7 +24,9 @@ Measured, each against its bound or its peer:
 * ``art_pgd``: ART's ``ProjectedGradientDescent`` (``max_iter`` = steps,
   ``num_random_init`` 0, the same ``eps_step``) (P2);
 * ``pgd_sweep``: the sweep-aware native PGD over the grid (early exit, a
-  sample fooled at a smaller eps is not attacked again), scored per eps;
+  sample fooled at a smaller eps is not attacked again), scored per eps, handed
+  pooled chunks of up to 8 batches as the runner does (model calls stay at
+  ``batch_size``);
   ``pgd_naive``: the peers' loop, every sample, every step, at every eps > 0,
   scored per eps (P3).
 
@@ -60,6 +62,7 @@ from bench.attacks.base import AttackContext
 from bench.attacks.fgsm import FGSM
 from bench.attacks.pgd import PGD
 from bench.data import DataSplit, load_dataset
+from bench.runner import pool_size
 from bench.types import Bounds
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "suites" / "quickstart.yaml"
@@ -253,11 +256,16 @@ def model_benches(
             out.append(classifier.predict(adv, batch_size=b).argmax(1))
         return np.stack(out)
 
+    # Early-exit PGD is handed pooled chunks as the runner does (model calls stay at ``b`` samples).
+    pool = pool_size(pgd_early, b, input_shape)
+
     def pgd_one(attack: PGD, key: str) -> Bench:
+        rows = pool if attack.early_stop else b
+
         def run(x: torch.Tensor, y: torch.Tensor) -> None:
             evals = 0
-            for xb, yb in _batches(x, y, b):
-                ctx = AttackContext()
+            for xb, yb in _batches(x, y, rows):
+                ctx = AttackContext(batch_size=b)
                 attack(model, xb, yb, cfg.pgd_eps, bounds=bounds, ctx=ctx)
                 evals += ctx.grad_evals
             counts.grad_evals[key] = evals
@@ -280,10 +288,10 @@ def model_benches(
     def pgd_sweep(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         pred = np.zeros((len(eps_list), len(x)), dtype=np.int64)
         evals = 0
-        for i, (xb, yb) in enumerate(_batches(x, y, b)):
-            ctx = AttackContext()
+        for i, (xb, yb) in enumerate(_batches(x, y, pool)):
+            ctx = AttackContext(batch_size=b)
             for j, (_, adv) in enumerate(pgd_early.sweep(model, xb, yb, eps_list, bounds=bounds, ctx=ctx)):
-                pred[j, i * b : i * b + len(xb)] = predict(adv).numpy()
+                pred[j, i * pool : i * pool + len(xb)] = ctx.logits(model, adv).argmax(1).numpy()
             evals += ctx.grad_evals
         counts.grad_evals["pgd_sweep"] = evals
         return pred

@@ -205,3 +205,47 @@ def test_damaged_run_directories_give_clear_errors(tiny_run, tmp_path: Path) -> 
     result = CliRunner().invoke(app, ["report", str(empty), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 2, result.output
     assert "unreadable results" in result.output and "Traceback" not in result.output
+
+
+class _CallSizes(torch.nn.Module):
+    """Wraps a model and records the number of samples of every call."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(int(x.shape[0]))
+        return self.model(x)
+
+
+def test_pooled_attacks_get_several_batches_but_model_calls_stay_within_the_batch_size(digits_test) -> None:
+    """PGD (pooled) is handed 8 batches at once: after early exit the survivors still fill whole model calls."""
+    from bench.attacks import AttackContext, make_attack
+    from bench.runner import POOL_BATCHES, evaluate_cell, pool_size
+    from tests.conftest import trained
+
+    pgd, fgsm = make_attack("pgd", steps=5, random_start=False), make_attack("fgsm")
+    assert pool_size(fgsm, 16, (1, 8, 8)) == 16
+    assert pool_size(pgd, 16, (1, 8, 8)) == POOL_BATCHES * 16
+    assert pool_size(pgd, 500, (3, 1024, 1024)) == 500  # the byte cap never goes below one batch
+    model = _CallSizes(trained("lenet", "digits"))
+    data = digits_test.subset(128)
+    grid = (0.0, 0.1, 0.2, 0.3)
+    arrays, _ = evaluate_cell(model, pgd, data, grid, seed=0, device=torch.device("cpu"), batch_size=16)
+    assert max(model.sizes) == 16
+    # Early exit shrinks the active set at every eps, yet most calls are still full batches.
+    assert sum(s == 16 for s in model.sizes) > 0.8 * len(model.sizes)
+    # Pooled chunks attack each sample as batch-by-batch calls do (without random starts the
+    # trajectories are the same; only the batch composition of the model calls differs).
+    plain = make_attack("pgd", steps=5, random_start=False)
+    unpooled = []
+    for start in range(0, 128, 16):
+        xb, yb = data.x[start : start + 16], data.y[start : start + 16]
+        ctx = AttackContext(seed=0)
+        swept = plain.sweep(model, xb, yb, grid, ctx=ctx)
+        unpooled.append(np.stack([ctx.logits(model, adv).argmax(1).numpy() for _, adv in swept]))
+    correct_pooled = (arrays["adv_pred"] == data.y.numpy()[None]).sum(1)
+    correct_plain = (np.concatenate(unpooled, axis=1) == data.y.numpy()[None]).sum(1)
+    assert np.abs(correct_pooled - correct_plain).max() <= 1

@@ -68,6 +68,9 @@ class AttackContext:
         extras: attack-specific reports (e.g. steps used per class), JSON-able.
         bounds: the data bounds of the current call (set by :meth:`Attack.sweep`), for
             iterative attacks that must clip at every step as ART does.
+        batch_size: the most samples one model call may take; :meth:`logits` and
+            :meth:`loss_gradient` split larger inputs (``None``: never split). A
+            :attr:`Attack.pooled` attack can then be handed many batches at once.
     """
 
     seed: int = 0
@@ -75,6 +78,11 @@ class AttackContext:
     forward_evals: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
     bounds: Bounds = field(default_factory=Bounds)
+    batch_size: int | None = None
+
+    def _chunks(self, n: int) -> list[slice]:
+        size = self.batch_size if self.batch_size and self.batch_size < n else n
+        return [slice(i, min(i + size, n)) for i in range(0, n, max(1, size))]
 
     def generator(self, *key: object) -> torch.Generator:
         gen = torch.Generator(device="cpu")
@@ -92,9 +100,12 @@ class AttackContext:
 
     @torch.no_grad()
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, K)`` of ``x`` without gradient; counts N forward evaluations."""
+        """Logits ``(N, K)`` of ``x`` without gradient (model calls of at most ``batch_size``); counts N forwards."""
         self.forward_evals += int(x.shape[0])
-        return model(x)
+        parts = self._chunks(int(x.shape[0]))
+        if len(parts) == 1:
+            return model(x)
+        return torch.cat([model(x[part]) for part in parts])
 
     def loss_gradient(
         self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, reduction: str = "sum"
@@ -106,17 +117,26 @@ class AttackContext:
         gradients underflow to exactly zero more often). Counts N gradient and
         N forward evaluations.
 
-        Returns ``(grad, logits)`` with ``grad`` shaped like ``x``.
+        Returns ``(grad, logits)`` with ``grad`` shaped like ``x``. With a
+        ``batch_size`` below N and the summed loss, the model is called on
+        chunks (each sample's gradient does not depend on the others).
         """
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(x)
-            loss = F.cross_entropy(logits, labels, reduction=reduction)
-            (grad,) = torch.autograd.grad(loss, x)
         n = int(x.shape[0])
         self.grad_evals += n
         self.forward_evals += n
-        return grad.detach(), logits.detach()
+        parts = self._chunks(n) if reduction == "sum" else [slice(0, n)]
+        grads, all_logits = [], []
+        for part in parts:
+            xp = (x if len(parts) == 1 else x[part]).detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xp)
+                loss = F.cross_entropy(logits, labels if len(parts) == 1 else labels[part], reduction=reduction)
+                (grad,) = torch.autograd.grad(loss, xp)
+            grads.append(grad.detach())
+            all_logits.append(logits.detach())
+        if len(parts) == 1:
+            return grads[0], all_logits[0]
+        return torch.cat(grads), torch.cat(all_logits)
 
     def objective_gradient(self, x: torch.Tensor, objective: torch.Tensor) -> torch.Tensor:
         """Gradient of a scalar ``objective`` built from ``x`` (which requires grad)."""
@@ -234,6 +254,9 @@ class Attack:
         uses_gradients: whether :attr:`AttackContext.grad_evals` is meaningful.
         ray: the example at every eps is ``clip(x + eps * d)`` for one direction ``d``
             that :meth:`_ray` returns (FGSM/FGM); the base then builds every example itself.
+        pooled: every model call goes through ``ctx.logits``/``ctx.loss_gradient``, so the
+            runner may hand the attack several batches at once (``ctx.batch_size`` splits
+            the model calls): early exit then keeps model batches full.
     """
 
     name: ClassVar[str] = ""
@@ -242,6 +265,7 @@ class Attack:
     uses_gradients: ClassVar[bool] = True
     supports_targeted: ClassVar[bool] = False
     ray: ClassVar[bool] = False
+    pooled: ClassVar[bool] = False
 
     norm: Norm = Norm.LINF
     targeted: bool = False

@@ -114,6 +114,7 @@ class IterativeGradientAttack(Attack):
     """
 
     supports_targeted: ClassVar[bool] = True
+    pooled: ClassVar[bool] = True
 
     norm: Norm = Norm.LINF
     targeted: bool = False
