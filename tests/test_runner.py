@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import trained
 from typer.testing import CliRunner
 
 from bench.cli import app
@@ -224,7 +225,6 @@ def test_pooled_attacks_get_several_batches_but_model_calls_stay_within_the_batc
     """PGD (pooled) is handed 8 batches at once: after early exit the survivors still fill whole model calls."""
     from bench.attacks import AttackContext, make_attack
     from bench.runner import POOL_BATCHES, evaluate_cell, pool_size
-    from tests.conftest import trained
 
     pgd, fgsm = make_attack("pgd", steps=5, random_start=False), make_attack("fgsm")
     assert pool_size(fgsm, 16, (1, 8, 8)) == 16
@@ -249,3 +249,8 @@ def test_pooled_attacks_get_several_batches_but_model_calls_stay_within_the_batc
     correct_pooled = (arrays["adv_pred"] == data.y.numpy()[None]).sum(1)
     correct_plain = (np.concatenate(unpooled, axis=1) == data.y.numpy()[None]).sum(1)
     assert np.abs(correct_pooled - correct_plain).max() <= 1
+    # A split call gives the gradient of an unsplit one; an empty input stays empty.
+    grad, _ = AttackContext(batch_size=16).loss_gradient(model, data.x[:40], data.y[:40])
+    whole, _ = AttackContext().loss_gradient(model, data.x[:40], data.y[:40])
+    assert torch.allclose(grad, whole, atol=1e-6)
+    assert AttackContext(batch_size=16).logits(model, data.x[:0]).shape == (0, 10)

@@ -81,8 +81,10 @@ class AttackContext:
     batch_size: int | None = None
 
     def _chunks(self, n: int) -> list[slice]:
-        size = self.batch_size if self.batch_size and self.batch_size < n else n
-        return [slice(i, min(i + size, n)) for i in range(0, n, max(1, size))]
+        """Row ranges of at most ``batch_size`` covering ``n`` rows (one range, possibly empty, if unsplit)."""
+        if not self.batch_size or self.batch_size >= n:
+            return [slice(0, n)]
+        return [slice(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
 
     def generator(self, *key: object) -> torch.Generator:
         gen = torch.Generator(device="cpu")
@@ -126,11 +128,11 @@ class AttackContext:
         self.forward_evals += n
         parts = self._chunks(n) if reduction == "sum" else [slice(0, n)]
         grads, all_logits = [], []
-        for part in parts:
-            xp = (x if len(parts) == 1 else x[part]).detach().requires_grad_(True)
+        for part in parts:  # row slices are views: an unsplit call copies nothing
+            xp = x[part].detach().requires_grad_(True)
             with torch.enable_grad():
                 logits = model(xp)
-                loss = F.cross_entropy(logits, labels if len(parts) == 1 else labels[part], reduction=reduction)
+                loss = F.cross_entropy(logits, labels[part], reduction=reduction)
                 (grad,) = torch.autograd.grad(loss, xp)
             grads.append(grad.detach())
             all_logits.append(logits.detach())

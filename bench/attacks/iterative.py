@@ -48,6 +48,14 @@ def project_delta(delta: torch.Tensor, eps: torch.Tensor, norm: Norm) -> torch.T
     return (delta.double() * factor).to(delta.dtype)
 
 
+def _uniform(values: torch.Tensor) -> float | None:
+    """The single value of ``values`` when all are equal (0.0 when empty), else ``None``."""
+    if values.numel() == 0:
+        return 0.0
+    first = values.flatten()[0]
+    return float(first) if bool((values == first).all()) else None
+
+
 def _clamp_radius(eps: torch.Tensor, like: torch.Tensor) -> tuple[float, float] | tuple[torch.Tensor, torch.Tensor]:
     """The ``(min, max)`` of a linf clamp of ``like`` ``(N, ...)`` to per-sample radii ``eps`` ``(N,)``.
 
@@ -57,8 +65,8 @@ def _clamp_radius(eps: torch.Tensor, like: torch.Tensor) -> tuple[float, float] 
     full tensors on a CPU). The clamped values are the same bits either way: the
     float32 radius is exactly representable as a float.
     """
-    if eps.numel() == 0 or bool((eps == eps[0]).all()):
-        r = float(eps[0]) if eps.numel() else 0.0
+    r = _uniform(eps)
+    if r is not None:
         return -r, r
     radius = _col(eps, like.ndim).expand_as(like).contiguous()
     return -radius, radius
@@ -232,7 +240,7 @@ class IterativeGradientAttack(Attack):
         labels = target if self.targeted and target is not None else y
         # Multiplying by -1 is exact, so folding the targeted sign into the step changes no bit.
         step = _col(self.step_size_for(eps) * (-1.0 if self.targeted else 1.0), ndim)
-        uniform_step = float(step[0]) if step.numel() and bool((step == step.flatten()[0]).all()) else None
+        uniform_step = _uniform(step)
         low, high = ctx.bounds.low, ctx.bounds.high
         n = x0.shape[0]
         x_adv = torch.empty_like(start)  # every row is written when its sample stops or at the end
