@@ -2,7 +2,7 @@
 
 The public entry points are the registries (`bench.data.DATASETS`,
 `model_zoo.MODELS`, `bench.attacks.ATTACKS`), `bench.suite.load_suite` and
-`bench.runner.run_suite`; the `bench` command wraps them.
+`bench.engine.runner.run_suite`; the `bench` command wraps them.
 """
 
 __version__ = "0.1.0"

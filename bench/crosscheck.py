@@ -2,7 +2,7 @@
 
 Each :class:`Pair` runs a native attack and the ART class it claims to
 reproduce (through the same ``PyTorchClassifier`` adapter that ``art:<Class>``
-suites use, :mod:`bench.attacks.art_attack`) at a few epsilons, and compares:
+suites use, :mod:`bench.attacks.art`) at a few epsilons, and compares:
 
 * ``max_abs_diff``: the largest absolute pixel difference between the two
   adversarial batches (ART's raw output, before the harness' own projection);
@@ -36,12 +36,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bench import metrics
+from bench import stats
 from bench.attacks import ATTACKS, Attack, AttackContext, make_attack
-from bench.attacks.art_attack import ArtAttack
+from bench.attacks.art import ArtAttack
 from bench.attacks.base import derive_seed
 from bench.data import DataSplit
-from bench.results import atomic_write_text, write_json
+from bench.rundir import atomic_write_text, write_json
 from bench.types import Norm
 
 CROSSCHECK_COLUMNS = [
@@ -76,7 +76,7 @@ RANDOM_START_ALPHA = 0.001
 """Significance level of the paired test for pairs with random starts (see ``_row``)."""
 
 
-def paired_difference_halfwidth(lost: int, gained: int, n: int, *, z: float = metrics.Z95) -> float:
+def paired_difference_halfwidth(lost: int, gained: int, n: int, *, z: float = stats.Z95) -> float:
     """Half-width of the normal 95% interval of a paired difference of proportions, ``(gained - lost) / n``."""
     if n == 0:
         return 0.0
@@ -297,7 +297,7 @@ def _row(
         robust_a = batch.clean_correct & (pred_art == y)
         lost, gained = int((robust_n & ~robust_a).sum()), int((~robust_n & robust_a).sum())
         tolerance = paired_difference_halfwidth(lost, gained, n)
-        passed = metrics.mcnemar_p(lost, gained, two_sided=True) >= RANDOM_START_ALPHA
+        passed = stats.mcnemar_p(lost, gained, two_sided=True) >= RANDOM_START_ALPHA
     return {
         "pair": pair.name,
         "native": repr(pair.native_attack()),

@@ -170,7 +170,7 @@ def add_minimal_eps(
 
     ``max_eps`` is the largest grid eps, so the curve read from ``min_eps``
     covers the grid. ``samples`` holds one block of ``len(data)`` rows per
-    eps, in data order (as :func:`bench.runner.tidy` writes it). Returns the
+    eps, in data order (as :func:`bench.engine.runner.tidy` writes it). Returns the
     distribution summary and the gradients spent, for the cell's extras.
     ``targets``: the per-sample target classes the sweep used (targeted
     attacks), so that ``min_eps`` describes the same targets as the flags.

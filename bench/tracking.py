@@ -28,8 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench import metrics
-from bench.results import RunDir, RunDirError, open_run_dir
+from bench import stats
+from bench.rundir import RunDir, RunDirError, open_run_dir
 from bench.types import eps_label, eps_step
 
 UID_TAG = "bench.run_uid"
@@ -244,7 +244,7 @@ def _log_cell(
             batch.append(
                 Metric(f"robust_accuracy_eps_{eps_label(float(row['eps']))}", float(row["robust_accuracy"]), now, 0)
             )
-        batch.append(Metric("robust_accuracy_auc", metrics.curve_auc(rows["eps"], rows["robust_accuracy"]), now, 0))
+        batch.append(Metric("robust_accuracy_auc", stats.curve_auc(rows["eps"], rows["robust_accuracy"]), now, 0))
         batch.append(Metric("grad_evals", float(rows["grad_evals"].sum()), now, 0))
         batch.append(Metric("attack_seconds", float(rows["seconds"].sum()), now, 0))
         for i in range(0, len(batch), 900):

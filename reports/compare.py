@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.metrics import mcnemar_p
+from bench.stats import mcnemar_p
 from reports.sources import RunData
 
 KEY = ["model", "attack", "eps"]

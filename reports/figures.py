@@ -1,6 +1,6 @@
 """Seaborn figures shared by ``bench run``, MLflow and ``bench report``.
 
-All functions take tidy results (``bench.results.RESULT_COLUMNS``) or an
+All functions take tidy results (``bench.rundir.RESULT_COLUMNS``) or an
 ``examples.npz`` mapping and return a matplotlib Figure; nothing here touches
 MLflow or the file system except :func:`save_figure`.
 """

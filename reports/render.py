@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.results import atomic_write_text
+from bench.rundir import atomic_write_text
 from reports import figures as figs
 from reports.compare import compare_runs
 from reports.flags import EXPLANATIONS, Flag, sanity_flags

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.results import RESULT_COLUMNS, SAMPLE_COLUMNS, RunDir, open_run_dir
+from bench.rundir import RESULT_COLUMNS, SAMPLE_COLUMNS, RunDir, open_run_dir
 
 
 class ReportError(ValueError):

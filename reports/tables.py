@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench import metrics
+from bench import stats
 
 WORST_CASE = "worst case"
 
@@ -51,7 +51,7 @@ def median_minimal_eps(epsilons: pd.Series | np.ndarray, robust_accuracy: pd.Ser
     """The minimal eps of the median sample: the smallest grid eps at which robust accuracy is <= 0.5.
 
     A sample's minimal eps is the first grid eps at which it is not robust
-    (:func:`bench.metrics.minimal_eps`); the cumulative robust accuracy at eps is
+    (:func:`bench.stats.minimal_eps`); the cumulative robust accuracy at eps is
     the fraction whose minimal eps is larger, so the (upper) median is read off
     the curve and needs no per-sample flags. ``inf`` when the curve never
     reaches 0.5.
@@ -89,7 +89,7 @@ def summary_tables(results: pd.DataFrame, samples: pd.DataFrame | None) -> list[
                             float(r.eps): Interval(float(r.robust_accuracy), float(r.ci_low), float(r.ci_high))
                             for r in cell.itertuples()
                         },
-                        auc=metrics.curve_auc(cell["eps"], cell["robust_accuracy"]),
+                        auc=stats.curve_auc(cell["eps"], cell["robust_accuracy"]),
                         median_min_eps=_cell_median_min_eps(cell),
                     )
                 )
@@ -118,7 +118,7 @@ def worst_case_row(model: str, cells: pd.DataFrame, samples: pd.DataFrame | None
             mine = samples[(samples["model"] == model) & samples["attack"].isin(attacks) & (samples["eps"] == eps)]
             robust = mine.groupby("index")["correct"].all()
             count, n = int(robust.sum()), len(robust)
-            low, high = metrics.wilson_interval(count, n)
+            low, high = stats.wilson_interval(count, n)
             by_eps[eps] = Interval(count / n if n else math.nan, low, high)
         else:
             at = cells[cells["eps"] == eps]
@@ -132,7 +132,7 @@ def worst_case_row(model: str, cells: pd.DataFrame, samples: pd.DataFrame | None
         targeted=False,
         clean=clean,
         by_eps=by_eps,
-        auc=metrics.curve_auc(eps_arr, acc_arr) if len(common) else math.nan,
+        auc=stats.curve_auc(eps_arr, acc_arr) if len(common) else math.nan,
         median_min_eps=median_minimal_eps(eps_arr, acc_arr) if len(common) else math.nan,
         attacks_in_worst_case=attacks,
     )

@@ -143,7 +143,7 @@ def mlp_mnist() -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def report_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run directory (with its report): mlp and lenet on 120 digits, FGSM untargeted and targeted."""
-    from bench.runner import run_suite
+    from bench.engine.runner import run_suite
     from bench.suite import validate
 
     suite = validate(

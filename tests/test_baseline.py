@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bench.baseline import (
+from bench.gate.baseline import (
     BaselineError,
     baseline_from_run,
     decode_flags,
@@ -25,9 +25,9 @@ from bench.baseline import (
     write_baseline,
 )
 from bench.cli import app
-from bench.metrics import curve_auc
-from bench.results import RunDir
-from bench.runner import run_suite
+from bench.stats import curve_auc
+from bench.rundir import RunDir
+from bench.engine.runner import run_suite
 from bench.suite import validate
 
 

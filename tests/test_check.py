@@ -12,10 +12,10 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from bench.baseline import baseline_from_run, write_baseline
-from bench.check import RULES, holm, mcnemar_p, parse_floor, two_proportion_p
+from bench.gate.baseline import baseline_from_run, write_baseline
+from bench.gate.compare import RULES, holm, mcnemar_p, parse_floor, two_proportion_p
 from bench.cli import app
-from bench.runner import run_suite
+from bench.engine.runner import run_suite
 from bench.suite import SuiteError, validate
 
 EPS = [0, 0.05, 0.1, 0.15]

@@ -67,7 +67,7 @@ def test_native_attack_agrees_with_art(pair: str, digits_test) -> None:
 
 def test_a_real_difference_fails_the_check(digits_test) -> None:
     """ART's FGM with a random start is a different attack: the exact criterion must reject it."""
-    from bench.attacks.art_attack import ArtAttack
+    from bench.attacks.art import ArtAttack
     from bench.crosscheck import Pair, compare_pair
 
     model = trained("lenet", "digits")
@@ -88,7 +88,7 @@ def test_suite_crosscheck_goes_to_the_run_dir_and_mlflow(tmp_path, mlflow_uri) -
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from bench.runner import run_suite
+    from bench.engine.runner import run_suite
 
     suite = validate(
         {
@@ -132,7 +132,7 @@ def test_suite_crosscheck_goes_to_the_run_dir_and_mlflow(tmp_path, mlflow_uri) -
 
 
 def test_suite_without_crosscheck_writes_no_table(tmp_path) -> None:
-    from bench.runner import run_suite
+    from bench.engine.runner import run_suite
 
     suite = validate(
         {

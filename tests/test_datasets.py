@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.data import DATASETS, DataError, load_dataset
-from bench.datasets import cifar, mnist
+from bench.data.common import cifar, mnist
 
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from bench.attacks import AttackContext, AttackError, make_attack
 from bench.minimal_eps import minimal_eps, robust_curve, summarize
-from bench.runner import evaluate_cell, run_suite, tidy
+from bench.engine.runner import evaluate_cell, run_suite, tidy
 from bench.suite import SuiteError, validate
 
 META = dict(suite="t", dataset="mnist5k", split="test", model="lenet", attack="a", attack_name="a",

@@ -15,9 +15,9 @@ import torch
 from scipy import stats
 from typer.testing import CliRunner
 
-from bench import metrics
+from bench import stats
 from bench.cli import app
-from bench.results import RESULT_COLUMNS, RunDir
+from bench.rundir import RESULT_COLUMNS, RunDir
 from reports.compare import compare_runs, mcnemar
 from reports.flags import sanity_flags
 from reports.render import render_report
@@ -70,7 +70,7 @@ def test_markdown_numbers_equal_results_csv(report_run: Path, report_dir: Path) 
             value, low, high = re.fullmatch(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]", row[f"eps {r.eps:g}"]).groups()
             assert (value, low, high) == (f"{r.robust_accuracy:.3f}", f"{r.ci_low:.3f}", f"{r.ci_high:.3f}")
             checked += 1
-        assert row["AUC"] == f"{metrics.curve_auc(mine['eps'], mine['robust_accuracy']):.3f}"
+        assert row["AUC"] == f"{stats.curve_auc(mine['eps'], mine['robust_accuracy']):.3f}"
     assert checked == len(results)
 
 
@@ -87,7 +87,7 @@ def test_worst_case_and_median_minimal_eps_agree_with_per_sample_flags(report_ru
             assert robust.mean() <= part.groupby("attack")["correct"].mean().min() + 1e-12
         for _, cell in mine.groupby("attack"):
             flags = cell.pivot(index="eps", columns="index", values="correct").sort_index()
-            minimal = metrics.minimal_eps(flags.to_numpy(), flags.index.to_numpy())
+            minimal = stats.minimal_eps(flags.to_numpy(), flags.index.to_numpy())
             upper_median = np.sort(minimal)[len(minimal) // 2]
             curve = cell.groupby("eps")["correct"].mean()
             assert median_minimal_eps(curve.index.to_numpy(), curve.to_numpy()) == upper_median
@@ -178,7 +178,7 @@ class _Saturated(torch.nn.Module):
 
 
 def test_zero_gradient_fraction_detects_saturated_softmax(lenet_digits: torch.nn.Module, digits_test) -> None:
-    from bench.runner import zero_gradient_fraction
+    from bench.engine.runner import zero_gradient_fraction
 
     data = digits_test.subset(200)
     plain = zero_gradient_fraction(lenet_digits, data, torch.device("cpu"), 100)
@@ -206,7 +206,7 @@ def test_mcnemar_exact_test() -> None:
 @pytest.fixture(scope="module")
 def candidate_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same suite and data as ``report_run`` with shorter training (weaker models)."""
-    from bench.runner import run_suite
+    from bench.engine.runner import run_suite
     from bench.suite import validate
 
     suite = validate(

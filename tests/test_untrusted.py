@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.fsutil import safe_filename
-from bench.results import RunDir
+from bench.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = sorted(p for d in ("bench", "model_zoo", "reports", "scripts") for p in (REPO / d).rglob("*.py"))

@@ -30,7 +30,7 @@ def make_attack(name: str, **params: Any) -> Attack:
     import dataclasses
 
     if name.startswith("art:"):  # any ART evasion attack, through the PyTorchClassifier adapter
-        from bench.attacks.art_attack import make_art_attack
+        from bench.attacks.art import make_art_attack
 
         return make_art_attack(name, **params)
     cls = ATTACKS.get(name)

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from bench.check import CheckRule
+from bench.gate.compare import CheckRule
 from bench.types import Epsilon
 
 
@@ -366,7 +366,7 @@ def _semantic_problems(suite: Suite) -> Iterator[str]:
     for i, attack in enumerate(suite.attacks):
         try:
             if attack.name.startswith("art:"):
-                from bench.attacks.art_attack import art_evasion_class
+                from bench.attacks.art import art_evasion_class
 
                 art_evasion_class(attack.name.removeprefix("art:"))
             else:

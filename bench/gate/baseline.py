@@ -5,7 +5,7 @@ accuracy, the curve AUC and, per eps, the robust accuracy with its count, n and
 Wilson 95% interval, plus the per-sample robust flags (packed bits) and their
 digest, so that ``bench check`` can run a paired McNemar test when the new run
 evaluated the same samples. The file records the suite name and digest and the
-evaluation data's digest; :mod:`bench.check` refuses to compare runs that
+evaluation data's digest; :mod:`bench.gate.compare` refuses to compare runs that
 measured something else.
 
 Layout (``version`` 1)::
@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bench import metrics
-from bench.results import RunDir, atomic_write_text, open_run_dir
+from bench import stats
+from bench.rundir import RunDir, atomic_write_text, open_run_dir
 
 FORMAT = "bench-baseline"
 VERSION = 1
@@ -232,7 +232,7 @@ class Baseline(_Strict):
 
 
 def sample_areas(flags: np.ndarray, epsilons: list[float]) -> np.ndarray:
-    """Per-sample area under the robust-flag curve ``(N,)``, normalized like :func:`metrics.curve_auc`.
+    """Per-sample area under the robust-flag curve ``(N,)``, normalized like :func:`stats.curve_auc`.
 
     ``flags`` is ``(E, N)`` over ascending ``epsilons``; the mean of the areas
     is the curve AUC of the cell, which makes the AUC testable sample by sample.
@@ -305,7 +305,7 @@ def _cell_record(
     points = []
     for i, eps in enumerate(epsilons):
         robust = int(flags[i].sum())
-        low, high = metrics.wilson_interval(robust, n)
+        low, high = stats.wilson_interval(robust, n)
         points.append(
             PointRecord(
                 eps=eps,
@@ -405,7 +405,7 @@ def publish_baseline(run_dir: str | Path, baseline: Baseline, *, alias: str | No
     """Log ``baseline`` as the artifact ``bench_baseline/baseline.json`` of the run's MLflow parent run.
 
     The run directory is mirrored first if it is not yet (``bench sync`` is
-    idempotent). With ``alias``, the experiment tag ``bench.baseline.<alias>``
+    idempotent). With ``alias``, the experiment tag ``bench.gate.baseline.<alias>``
     is set to the parent run's id, so ``bench check --baseline-alias <alias>``
     finds it. Returns the MLflow run id.
     """
@@ -423,7 +423,7 @@ def publish_baseline(run_dir: str | Path, baseline: Baseline, *, alias: str | No
     client = MlflowClient()
     try:
         client.log_text(run_id, baseline.to_json(), ARTIFACT)
-        client.set_tag(run_id, "bench.baseline", "true")
+        client.set_tag(run_id, "bench.gate.baseline", "true")
         if alias is not None:
             experiment_id = client.get_run(run_id).info.experiment_id
             client.set_experiment_tag(experiment_id, ALIAS_TAG.format(alias=alias), run_id)
@@ -450,7 +450,7 @@ def fetch_baseline_run(run_id: str) -> Baseline:
 
 
 def resolve_alias(alias: str, experiment: str) -> str:
-    """The MLflow run id the experiment tag ``bench.baseline.<alias>`` of ``experiment`` points at."""
+    """The MLflow run id the experiment tag ``bench.gate.baseline.<alias>`` of ``experiment`` points at."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -463,7 +463,7 @@ def resolve_alias(alias: str, experiment: str) -> str:
         raise BaselineError(f"MLflow: experiment {experiment!r} not found; no baseline alias {alias!r} to resolve")
     run_id = exp.tags.get(ALIAS_TAG.format(alias=alias))
     if run_id is None:
-        known = sorted(k.removeprefix("bench.baseline.") for k in exp.tags if k.startswith("bench.baseline."))
+        known = sorted(k.removeprefix("bench.gate.baseline.") for k in exp.tags if k.startswith("bench.gate.baseline."))
         raise BaselineError(
             f"MLflow experiment {experiment!r}: no baseline alias {alias!r} "
             f"(known: {', '.join(known) or 'none'}); set one with `bench baseline RUN_DIR --mlflow-alias {alias}`"

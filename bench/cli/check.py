@@ -15,7 +15,7 @@ from rich.table import Table
 from bench.cli import app, console, err, user_errors
 
 if TYPE_CHECKING:
-    from bench.check import CheckReport, Floor, MaxDrop
+    from bench.gate.compare import CheckReport, Floor, MaxDrop
 
 STATUS_STYLE = {"ok": "green", "improved": "cyan", "new": "yellow", "regressed": "bold red", "below floor": "bold red"}
 
@@ -40,12 +40,12 @@ def baseline_command(
         str | None,
         typer.Option(
             "--mlflow-alias",
-            help="also name it: experiment tag bench.baseline.NAME = run id (implies --mlflow)",
+            help="also name it: experiment tag bench.gate.baseline.NAME = run id (implies --mlflow)",
         ),
     ] = None,
 ) -> None:
     """Freeze a run directory into a baseline for `bench check` (file and/or MLflow)."""
-    from bench.baseline import BaselineError, baseline_from_run, publish_baseline, write_baseline
+    from bench.gate.baseline import BaselineError, baseline_from_run, publish_baseline, write_baseline
     from bench.tracking import TrackingUnavailable
 
     if output is None and not mlflow and mlflow_alias is None:
@@ -94,9 +94,9 @@ def check_command(
     junit_path: Annotated[Path | None, typer.Option("--junit", help="write JUnit XML here (one case per item)")] = None,
 ) -> None:
     """Compare a run with a baseline and rules; exit 0 pass, 1 regression, 2 bad usage/config/baseline."""
-    from bench import check as gate
-    from bench.baseline import BaselineError, baseline_from_run, fetch_baseline_run, read_baseline, resolve_alias
-    from bench.results import open_run_dir
+    from bench.gate import compare as gate
+    from bench.gate.baseline import BaselineError, baseline_from_run, fetch_baseline_run, read_baseline, resolve_alias
+    from bench.rundir import open_run_dir
     from bench.suite import read_yaml
 
     sources = [s for s in (baseline, baseline_run, baseline_alias) if s is not None]
@@ -139,7 +139,7 @@ def check_command(
     style = "bold green" if report.passed else "bold red"
     console.print(f"[{style}]{report.verdict}[/] ({len(report.items)} items checked)", highlight=False)
     if markdown_path is not None:
-        from bench.results import atomic_write_text
+        from bench.rundir import atomic_write_text
 
         atomic_write_text(markdown_path, gate.markdown(report))
         console.print(f"Markdown summary: {markdown_path}")
@@ -163,7 +163,7 @@ def _rules(
     """Suite rules first, then command-line rules (the last matching tolerance wins)."""
     from pydantic import ValidationError
 
-    from bench.check import RULES, CheckConfigError, MaxDrop, parse_floor
+    from bench.gate.compare import RULES, CheckConfigError, MaxDrop, parse_floor
 
     rules: list[tuple[str, Floor | MaxDrop]] = []
     try:

@@ -36,11 +36,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bench import metrics
+from bench import stats
 from bench.attacks import Attack, AttackContext, make_attack, perturbation_norms
 from bench.attacks.base import derive_seed
 from bench.data import DataSplit, load_dataset
-from bench.results import (
+from bench.rundir import (
     OPTIONAL_RESULT_COLUMNS,
     OPTIONAL_SAMPLE_COLUMNS,
     RESULT_COLUMNS,
@@ -466,7 +466,7 @@ def tidy(
     y = data.y.numpy()
     clean_correct = arrays["clean_pred"] == y
     pointwise = (arrays["adv_pred"] == y[None, :]) & clean_correct[None, :]
-    robust = metrics.cumulative_robust(pointwise)
+    robust = stats.cumulative_robust(pointwise)
     if attack.targeted:
         hit = np.logical_or.accumulate(arrays["adv_pred"] == arrays["target"][None, :], axis=0)
         eligible = clean_correct & (arrays["target"] != y)
@@ -474,11 +474,11 @@ def tidy(
     for i, eps in enumerate(epsilons):
         n = len(y)
         robust_count = int(robust[i].sum())
-        low, high = metrics.wilson_interval(robust_count, n)
+        low, high = stats.wilson_interval(robust_count, n)
         if attack.targeted:
             success = float(hit[i][eligible].mean()) if eligible.any() else float("nan")
         else:
-            success = metrics.success_rate(clean_correct, ~robust[i])
+            success = stats.success_rate(clean_correct, ~robust[i])
         rows.append(
             {
                 **meta,

@@ -38,8 +38,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
 
-from bench import metrics
-from bench.baseline import Baseline, BaselineError, CellRecord, sample_areas
+from bench import stats
+from bench.gate.baseline import Baseline, BaselineError, CellRecord, sample_areas
 from bench.types import Epsilon, eps_label
 
 DEFAULT_ALPHA = 0.05
@@ -334,8 +334,8 @@ def _grid(values: list[float]) -> str:
 
 
 def mcnemar_p(losses: int, gains: int, *, mid_p: bool = True) -> float:
-    """One-sided McNemar p-value for "more samples lost than gained" (mid-p by default; see bench.metrics)."""
-    return metrics.mcnemar_p(losses, gains, mid_p=mid_p)
+    """One-sided McNemar p-value for "more samples lost than gained" (mid-p by default; see bench.stats)."""
+    return stats.mcnemar_p(losses, gains, mid_p=mid_p)
 
 
 def two_proportion_p(x_before: int, n_before: int, x_now: int, n_now: int) -> float:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from bench.data import SPLITS, DataError, DataSplit
-from bench.datasets import atomic_gunzip, check_options, data_cache_dir, resolve_root, source_key
+from bench.data.common import atomic_gunzip, check_options, data_cache_dir, resolve_root, source_key
 from bench.types import Bounds
 
 IDX_FILES = (

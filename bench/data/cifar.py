@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from bench.data import SPLITS, DataError, DataSplit
-from bench.datasets import check_options, resolve_root
+from bench.data.common import check_options, resolve_root
 from bench.types import Bounds
 
 FOLDER = "cifar-10-batches-py"

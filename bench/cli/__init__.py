@@ -39,7 +39,7 @@ def user_errors(fn: F) -> F:
         from bench.attacks import AttackError
         from bench.data import DataError
         from bench.registry import RegistryError
-        from bench.runner import RunError
+        from bench.engine.runner import RunError
         from bench.suite import SuiteError
         from model_zoo import CheckpointError
 
@@ -54,7 +54,7 @@ def user_errors(fn: F) -> F:
 
 def summary_table(results: Any, *, title: str) -> Table:
     """Robust accuracy per (model, attack) and eps, clean accuracy and curve AUC."""
-    from bench.metrics import curve_auc
+    from bench.stats import curve_auc
     from bench.types import eps_label
 
     eps_values = sorted(results["eps"].unique())
@@ -76,7 +76,7 @@ def summary_table(results: Any, *, title: str) -> Table:
 @contextlib.contextmanager
 def _naming_suite(suite: Path, kinds: tuple[type[Exception], ...]) -> Iterator[None]:
     """Prefix errors found while running (data, models, epsilons) with the suite file they come from."""
-    from bench.runner import RunError
+    from bench.engine.runner import RunError
 
     try:
         yield
@@ -104,7 +104,7 @@ def run(
     ] = None,
 ) -> None:
     """Run a suite: evaluate every model x attack x eps, write the run directory, log to MLflow."""
-    from bench.runner import TrackingWarning, run_suite
+    from bench.engine.runner import TrackingWarning, run_suite
     from bench.suite import load_suite
 
     spec = load_suite(suite)
@@ -114,7 +114,7 @@ def run(
         out = resume
     from bench.attacks import AttackError
     from bench.data import DataError
-    from bench.runner import RunError
+    from bench.engine.runner import RunError
     from model_zoo import CheckpointError
 
     with warnings.catch_warnings(), _naming_suite(suite, (RunError, DataError, CheckpointError, AttackError)):
@@ -186,14 +186,12 @@ def sync(run_dir: Annotated[Path, typer.Argument(help="a finished run directory"
 
 
 def _load_command_modules() -> None:
-    """Import every module of :mod:`bench.commands`; each adds its commands to :data:`app`."""
+    """Import every module of :mod:`bench.cli`; each adds its commands to :data:`app`."""
     import importlib
     import pkgutil
 
-    import bench.commands
-
-    for info in sorted(pkgutil.iter_modules(bench.commands.__path__), key=lambda i: i.name):
-        importlib.import_module(f"bench.commands.{info.name}")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        importlib.import_module(f"bench.cli.{info.name}")
 
 
 _load_command_modules()

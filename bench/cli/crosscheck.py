@@ -53,7 +53,7 @@ def crosscheck_command(
 
     from bench.crosscheck import CROSSCHECK_COLUMNS, crosscheck_models, pair_results
     from bench.data import load_dataset
-    from bench.runner import prepare_models, resolve_device
+    from bench.engine.runner import prepare_models, resolve_device
     from bench.suite import load_suite
 
     if (suite is None) == (not model and data is None):

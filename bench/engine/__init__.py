@@ -1,0 +1,1 @@
+"""The engine: models and their checks, one cell, parallel backends, the suite runner."""

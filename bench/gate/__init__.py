@@ -1,0 +1,1 @@
+"""The regression gate (`bench check`): rules, baseline files, comparison, Markdown/JUnit rendering."""
