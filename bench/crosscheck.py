@@ -1,5 +1,8 @@
 """Native attacks against their ART counterparts, on identical models, inputs and labels.
 
+Every attack that declares an ART counterpart at registration
+(:class:`~bench.attacks.ArtCounterpart`: the parameter mapping, the tolerance,
+the pairs' hyperparameters) is cross-checked; nothing here names an attack.
 Each :class:`Pair` runs a native attack and the ART class it claims to
 reproduce (through the same ``PyTorchClassifier`` adapter that ``art:<Class>``
 suites use, :mod:`bench.attacks.art`) at a few epsilons, and compares:
@@ -37,9 +40,8 @@ import torch
 from torch import nn
 
 from bench import stats
-from bench.attacks import ATTACKS, Attack, AttackContext, make_attack
+from bench.attacks import ATTACKS, ArtCounterpart, Attack, AttackContext, derive_seed, make_attack
 from bench.attacks.art import ArtAttack
-from bench.attacks.base import derive_seed
 from bench.data import DataSplit
 from bench.rundir import atomic_write_text, write_json
 from bench.types import Norm
@@ -76,47 +78,22 @@ RANDOM_START_ALPHA = 0.001
 """Significance level of the paired test for pairs with random starts (see ``_row``)."""
 
 
-def paired_difference_halfwidth(lost: int, gained: int, n: int, *, z: float = stats.Z95) -> float:
-    """Half-width of the normal 95% interval of a paired difference of proportions, ``(gained - lost) / n``."""
-    if n == 0:
-        return 0.0
-    diff = (gained - lost) / n
-    variance = max((lost + gained) / n - diff * diff, 0.0) / n
-    return z * variance**0.5
-
-
-FGSM_TOLERANCE = 1e-6
-ITERATIVE_TOLERANCE = 1e-5
-
 Criterion = Literal["exact", "interval"]
 
 
-def _fgsm_to_art(attack: Attack, eps: float) -> tuple[str, dict[str, Any]]:
-    return "FastGradientMethod", {
-        "norm": attack.norm.value,
-        "targeted": attack.targeted,
-        "num_random_init": 0,
-        "minimal": False,
-    }
+def art_counterpart(name: str) -> ArtCounterpart | None:
+    """The declared ART counterpart of the attack registered as ``name`` (``None``: it has none)."""
+    return ATTACKS.abilities(name).art
 
 
-def _iterative_to_art(attack: Attack, eps: float) -> tuple[str, dict[str, Any]]:
-    step = float(attack.step_size_for(torch.tensor([float(eps)], dtype=torch.float64))[0])  # type: ignore[attr-defined]
-    random_start = bool(getattr(attack, "random_start", False))
-    common = {"eps_step": step, "max_iter": int(attack.steps), "targeted": attack.targeted}  # type: ignore[attr-defined]
-    if attack.norm is Norm.LINF and not random_start and attack.name == "bim":
-        return "BasicIterativeMethod", common
-    # ART's BIM is linf only; an l2 BIM is ART's PGD without random start.
-    restarts = int(getattr(attack, "restarts", 1)) if random_start else 0
-    return "ProjectedGradientDescent", {**common, "norm": attack.norm.value, "num_random_init": restarts}
+def crosschecked() -> list[str]:
+    """Registered attacks that declare an ART counterpart, in registration order."""
+    return ATTACKS.declaring(lambda abilities: abilities.art is not None)
 
 
-ART_MAPPINGS: dict[str, Callable[[Attack, float], tuple[str, dict[str, Any]]]] = {
-    "fgsm": _fgsm_to_art,
-    "bim": _iterative_to_art,
-    "pgd": _iterative_to_art,
-}
-"""Native registry name -> ``(ART class, ART options)`` for an attack instance at one eps (``eps`` excluded)."""
+def art_mappings() -> dict[str, Callable[[Attack, float], tuple[str, dict[str, Any]]]]:
+    """Registry name -> ``(ART class, ART options)`` of an instance at one eps (``eps`` excluded), as declared."""
+    return {name: c.to_art for name in crosschecked() if (c := art_counterpart(name)) is not None}
 
 
 @dataclass(frozen=True)
@@ -138,7 +115,7 @@ class Pair:
     native: str
     params: Mapping[str, Any]
     criterion: Criterion = "exact"
-    tolerance: float = FGSM_TOLERANCE
+    tolerance: float = 1e-6
     require_label_agreement: bool = False
     epsilons: tuple[float, ...] = ()
     target_class: int | None = None
@@ -156,39 +133,45 @@ class Pair:
 
     def art_attack(self, eps: float) -> ArtAttack:
         native = self.native_attack()
-        art_class, options = ART_MAPPINGS[self.native](native, eps)
+        counterpart = art_counterpart(self.native)
+        if counterpart is None:
+            raise ValueError(f"attack {self.native!r} declares no ART counterpart")
+        art_class, options = counterpart.to_art(native, eps)
         return ArtAttack(attack_class=art_class, options=options, target_mode="given")
 
 
 def default_pairs() -> list[Pair]:
-    """Every registered native attack with an ART counterpart, across norm x targeted (x random start for PGD)."""
+    """Every registered attack with an ART counterpart, across norm x targeted (+ its random-start pairs).
+
+    Rows are ordered by norm, then targeting, then registration order; the
+    random-start pairs (judged by a paired test) come last.
+    """
     pairs: list[Pair] = []
+    declared = [(name, c) for name in crosschecked() if (c := art_counterpart(name)) is not None]
     for norm in (Norm.LINF, Norm.L2):
         for targeted in (False, True):
             suffix = f"{norm.value}{'_targeted' if targeted else ''}"
             base = {"norm": norm.value, "targeted": targeted}
-            eps = EPSILONS[norm]
-            pairs.append(Pair(f"fgsm_{suffix}", "fgsm", base, epsilons=eps))
-            iterative = {**base, "steps": 10, "rel_step_size": 0.25, "random_start": False, "early_stop": False}
-            for native in ("bim", "pgd"):
-                if native in ATTACKS:
-                    pairs.append(
-                        Pair(
-                            f"{native}_{suffix}",
-                            native,
-                            iterative,
-                            tolerance=ITERATIVE_TOLERANCE,
-                            require_label_agreement=True,
-                            epsilons=eps,
-                        )
+            for name, counterpart in declared:
+                pairs.append(
+                    Pair(
+                        f"{name}_{suffix}",
+                        name,
+                        {**base, **counterpart.pair_params},
+                        tolerance=counterpart.tolerance,
+                        require_label_agreement=counterpart.require_label_agreement,
+                        epsilons=EPSILONS[norm],
                     )
-    if "pgd" in ATTACKS:
+                )
+    for name, counterpart in declared:
+        if counterpart.random_pair_params is None:
+            continue
         for norm in (Norm.LINF, Norm.L2):
             pairs.append(
                 Pair(
-                    f"pgd_{norm.value}_random_start",
-                    "pgd",
-                    {"norm": norm.value, "steps": 10, "rel_step_size": 0.25, "random_start": True, "early_stop": False},
+                    f"{name}_{norm.value}_random_start",
+                    name,
+                    {"norm": norm.value, **counterpart.random_pair_params},
                     criterion="interval",
                     epsilons=EPSILONS[norm],
                 )
@@ -197,34 +180,32 @@ def default_pairs() -> list[Pair]:
 
 
 def suite_pairs(attacks: Sequence[Any], epsilons_for: Callable[[Any], Sequence[float]]) -> list[Pair]:
-    """Pairs for a suite's own native attacks that have an ART counterpart.
+    """Pairs for a suite's own attacks that declare an ART counterpart.
 
     Each attack spec (``name``, ``label``, ``params``) is compared with its
-    hyperparameters as written, except early exit, which is switched off (ART
-    iterates every step). One epsilon per pair: the middle non-zero epsilon of
-    the attack's grid. Attacks without a counterpart are skipped.
+    hyperparameters as written, except those the counterpart forces (no early
+    exit: ART iterates every step). One epsilon per pair: the middle non-zero
+    epsilon of the attack's grid. Attacks without a counterpart are skipped.
     """
     pairs: list[Pair] = []
     for spec in attacks:
-        if spec.name not in ART_MAPPINGS:
+        counterpart = art_counterpart(spec.name)
+        if counterpart is None:
             continue
-        params = dict(spec.params)
-        if spec.name != "fgsm":
-            params["early_stop"] = False
+        params = {**spec.params, **counterpart.forced_params}
         native = make_attack(spec.name, **params)
         nonzero = [e for e in epsilons_for(spec) if e > 0]
         if not nonzero:
             continue
-        random_start = bool(getattr(native, "random_start", False))
-        iterative = spec.name != "fgsm"
+        stochastic = counterpart.stochastic(native)
         pairs.append(
             Pair(
                 spec.label or spec.name,
                 spec.name,
                 params,
-                criterion="interval" if random_start else "exact",
-                tolerance=ITERATIVE_TOLERANCE if iterative else FGSM_TOLERANCE,
-                require_label_agreement=iterative and not random_start,
+                criterion="interval" if stochastic else "exact",
+                tolerance=counterpart.tolerance,
+                require_label_agreement=counterpart.require_label_agreement and not stochastic,
                 epsilons=(nonzero[len(nonzero) // 2],),
                 target_class=spec.target_class,
             )
@@ -296,8 +277,8 @@ def _row(
         robust_n = batch.clean_correct & (pred_native == y)
         robust_a = batch.clean_correct & (pred_art == y)
         lost, gained = int((robust_n & ~robust_a).sum()), int((~robust_n & robust_a).sum())
-        tolerance = paired_difference_halfwidth(lost, gained, n)
-        passed = stats.mcnemar_p(lost, gained, two_sided=True) >= RANDOM_START_ALPHA
+        tolerance = stats.paired_difference_halfwidth(lost, gained, n)
+        passed = stats.mcnemar_p(lost, gained, two_sided=True, mid_p=False) >= RANDOM_START_ALPHA
     return {
         "pair": pair.name,
         "native": repr(pair.native_attack()),
@@ -355,15 +336,32 @@ def write_crosscheck(table: pd.DataFrame, directory: Path, *, meta: Mapping[str,
         **(meta or {}),
         "passed": bool(table["passed"].all()) if len(table) else True,
         "pairs": pair_results(table),
-        "criteria": {
-            "fgsm": f"max_abs_diff <= {FGSM_TOLERANCE:g}",
-            "bim, pgd (no random start)": f"max_abs_diff <= {ITERATIVE_TOLERANCE:g} and label_agreement == 1",
-            "pgd (random start)": "paired difference not significant (exact McNemar, alpha 0.001)",
-        },
+        "criteria": criteria(),
         "rows": json.loads(table[CROSSCHECK_COLUMNS].to_json(orient="records")),
     }
     write_json(directory / "crosscheck.json", doc)
     return doc
+
+
+def criteria() -> dict[str, str]:
+    """How each declared counterpart is judged, in words (attacks with the same criterion share a line)."""
+    groups: dict[tuple[float, bool], list[str]] = {}
+    random: list[str] = []
+    for name in crosschecked():
+        counterpart = art_counterpart(name)
+        assert counterpart is not None
+        groups.setdefault((counterpart.tolerance, counterpart.require_label_agreement), []).append(name)
+        if counterpart.random_pair_params is not None:
+            random.append(name)
+    out: dict[str, str] = {}
+    for (tolerance, labels), names in groups.items():
+        key = ", ".join(names) + (" (no random start)" if set(names) & set(random) else "")
+        out[key] = f"max_abs_diff <= {tolerance:g}" + (" and label_agreement == 1" if labels else "")
+    if random:
+        out[f"{', '.join(random)} (random start)"] = (
+            f"paired difference not significant (exact McNemar, alpha {RANDOM_START_ALPHA:g})"
+        )
+    return out
 
 
 def metric_name(pair: str) -> str:

@@ -1,4 +1,10 @@
-"""Per-sample minimal epsilon by bisection, for FGSM (along its direction) and BIM/PGD (over the radius).
+"""Per-sample minimal epsilon by bisection, for attacks that declare a method at registration.
+
+``minimal_eps="ray"`` (FGSM-like ray attacks): one direction, bisection along
+``clip(x + eps * d)``; ``minimal_eps="bisect"`` (BIM/PGD-like): bisection over the
+radius, each probe a run at per-sample radii (the attack's ``attack_radii``).
+(:func:`bench.stats.first_fooled_eps` reads a grid instead; this
+module bisects, hence :func:`bisect_minimal_eps`.)
 
 The minimal epsilon of a sample is the smallest budget at which the attack
 fools it (untargeted) or sends it to its target (targeted): ``0`` for a
@@ -17,19 +23,50 @@ that tolerance (FGSM: exactly where the loss is monotone along the ray).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from bench.attacks.base import Attack, AttackContext, AttackError, derive_seed
-from bench.attacks.iterative import IterativeGradientAttack
+from bench.attacks import ATTACKS, Attack, AttackContext, AttackError, MinimalEpsMethod, derive_seed
 from bench.data import DataSplit
 from bench.types import Bounds
 
-SUPPORTED = ("fgsm", "bim", "pgd")
-"""Registry names of the attacks whose minimal epsilon can be bisected."""
+
+def supported_attacks() -> list[str]:
+    """Registry names of the attacks that declare a minimal-eps method, in registration order."""
+    return ATTACKS.declaring(lambda abilities: abilities.minimal_eps is not None)
+
+
+def method_of(attack: Attack) -> MinimalEpsMethod:
+    """The declared minimal-eps method of ``attack``; raises :class:`AttackError` when it declares none."""
+    method = attack.abilities.minimal_eps if attack.abilities is not None else None
+    if method is None:
+        allowed = ", ".join(supported_attacks())
+        raise AttackError(f"minimal eps is not available for attack {attack.name!r} (allowed: {allowed})")
+    return method
+
+
+class RadiusAttack(Protocol):
+    """What ``minimal_eps="bisect"`` needs: one run with a radius per sample (see ``IterativeGradientAttack``)."""
+
+    def attack_radii(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        eps: torch.Tensor,
+        *,
+        target: torch.Tensor | None,
+        bounds: Bounds,
+        ctx: AttackContext,
+        key: tuple[object, ...],
+        rows: torch.Tensor | None = None,
+        full_n: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
 
 SuccessAt = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -61,7 +98,7 @@ def bisect_radii(
     return result
 
 
-def minimal_eps(
+def bisect_minimal_eps(
     attack: Attack,
     model: nn.Module,
     x: torch.Tensor,
@@ -75,16 +112,14 @@ def minimal_eps(
 ) -> np.ndarray:
     """Per-sample minimal epsilon ``(N,)`` (float64, pixel units of ``attack.norm``) of ``x`` ``(N, C, H, W)``.
 
-    FGSM: one gradient, then bisection along ``clip(x + eps * d)``. BIM/PGD:
-    bisection over the radius, each probe a full run of the attack (with its
-    early exit and restarts) at a per-sample radius. ``target``: explicit
+    Method ``ray`` (FGSM): one gradient, then bisection along ``clip(x + eps * d)``.
+    Method ``bisect`` (BIM/PGD): bisection over the radius, each probe a full run
+    of the attack (with its early exit and restarts) at a per-sample radius. ``target``: explicit
     targets for a targeted attack (else its ``target_mode`` decides).
     ``iterations`` bisection steps give a resolution of ``max_eps / 2 ** iterations``.
     """
-    if attack.name not in SUPPORTED:
-        raise AttackError(f"minimal eps is not available for attack {attack.name!r} (allowed: {', '.join(SUPPORTED)})")
+    method = method_of(attack)
     ctx = ctx if ctx is not None else AttackContext()
-    ctx.bounds = bounds
     x = x.detach()
     y = y.to(device=x.device, dtype=torch.long)
     target = attack.targets(model, x, y, target=target, ctx=ctx)
@@ -95,23 +130,29 @@ def minimal_eps(
         return pred == target[rows] if attack.targeted and target is not None else pred != y[rows]
 
     already = succeeded(x, torch.arange(n, device=x.device))
-    if attack.ray:
-        d = attack.ray_direction(model, x, y, target=target, ctx=ctx)
+    if method == "ray":
+        if not attack.ray:
+            raise AttackError(f"minimal eps: {attack.name!r} declares the ray method but is not a ray attack")
+        d = attack.ray_direction(model, x, y, target=target, bounds=bounds, ctx=ctx)
 
         def success_at(eps: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             radius = eps.view(-1, *([1] * (x.ndim - 1))).to(x.dtype)
             return succeeded((x[rows] + radius * d[rows]).clamp(bounds.low, bounds.high), rows)
 
-    elif isinstance(attack, IterativeGradientAttack):
+    else:
+        if not callable(getattr(attack, "attack_radii", None)):
+            raise AttackError(f"minimal eps: {attack.name!r} declares bisection but has no attack_radii")
+        radius_attack: RadiusAttack = attack  # type: ignore[assignment]
         probe = iter(range(10**9))
 
         def success_at(eps: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            _, ok, _ = attack.attack_radii(
+            _, ok, _ = radius_attack.attack_radii(
                 model,
                 x[rows],
                 y[rows],
                 eps.to(x.dtype),
                 target=None if target is None else target[rows],
+                bounds=bounds,
                 ctx=ctx,
                 key=("bisect", next(probe)),
                 rows=rows,
@@ -119,9 +160,6 @@ def minimal_eps(
             )
             return ok
 
-    else:
-        kind = type(attack).__name__
-        raise AttackError(f"minimal eps: {kind} is neither a ray attack (FGSM) nor an iterative gradient attack")
     radii = bisect_radii(success_at, n, max_eps=max_eps, iterations=iterations, device=x.device)
     radii[already] = 0.0
     return radii.double().cpu().numpy()
@@ -182,7 +220,7 @@ def add_minimal_eps(
         for start in range(0, len(data), batch_size):
             stop = min(start + batch_size, len(data))
             ctx.seed = derive_seed(seed, "minimal_eps", start)
-            values[start:stop] = minimal_eps(
+            values[start:stop] = bisect_minimal_eps(
                 attack,
                 model,
                 data.x[start:stop].to(device),

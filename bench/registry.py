@@ -7,6 +7,7 @@ description for ``bench ls``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 from collections.abc import Callable, Iterator
@@ -68,6 +69,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, _Entry[T]] = {}
+        self._namespaces: dict[str, Callable[[str], T]] = {}
 
     # -- registration -------------------------------------------------------------
     def register(self, name: str, obj: T | None = None, *, description: str | None = None, **meta: Any) -> Any:
@@ -87,10 +89,39 @@ class Registry(Generic[T]):
             raise RegistryError(f"lazy {self.kind} {name!r}: target {target!r} must be 'module:attr'")
         self._add(_Entry(name, description, target=target, meta=meta))
 
+    def register_namespace(self, prefix: str, resolve: Callable[[str], T]) -> None:
+        """Resolve every name starting with ``prefix`` (e.g. ``"art:"``) by ``resolve(name)``.
+
+        ``resolve`` raises for names it does not know. Namespaced names are not
+        listed by :meth:`names`: they are open-ended.
+        """
+        if prefix in self._namespaces:
+            raise RegistryError(f"duplicate {self.kind} namespace {prefix!r}: already registered")
+        self._namespaces[prefix] = resolve
+
+    def namespace_of(self, name: str) -> str | None:
+        """The registered namespace prefix ``name`` starts with, if any."""
+        return next((p for p in self._namespaces if name.startswith(p)), None)
+
     def _add(self, entry: _Entry[T]) -> None:
         if entry.name in self._entries:
             raise RegistryError(f"duplicate {self.kind} name {entry.name!r}: already registered")
         self._entries[entry.name] = entry
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests register throwaway entries and remove them afterwards)."""
+        if name not in self._entries:
+            raise RegistryError(self.unknown_message(name))
+        del self._entries[name]
+
+    @contextlib.contextmanager
+    def registered(self, name: str, obj: T, **kwargs: Any) -> Iterator[T]:
+        """``with registry.registered(name, obj): ...``: ``obj`` is registered only inside the block."""
+        self.register(name, obj, **kwargs)
+        try:
+            yield obj
+        finally:
+            self.unregister(name)
 
     # -- lookup -------------------------------------------------------------------
     def get(self, name: str) -> T:
@@ -101,6 +132,9 @@ class Registry(Generic[T]):
         """
         entry = self._entries.get(name)
         if entry is None:
+            prefix = self.namespace_of(name)
+            if prefix is not None:
+                return self._namespaces[prefix](name)
             if ":" in name:
                 return import_object(name)
             raise RegistryError(self.unknown_message(name))
@@ -117,8 +151,15 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries))})"
 
     def check(self, name: str) -> None:
-        """Raise :class:`RegistryError` unless ``name`` is registered or a plugin string."""
-        if name not in self._entries and ":" not in name:
+        """Raise :class:`RegistryError` unless ``name`` is registered, namespaced or a plugin string.
+
+        A namespaced name is resolved (its resolver validates it).
+        """
+        if name in self._entries:
+            return
+        if self.namespace_of(name) is not None:
+            self.get(name)
+        elif ":" not in name:
             raise RegistryError(self.unknown_message(name))
 
     def describe(self, name: str) -> str:
@@ -132,6 +173,10 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def registration_order(self) -> list[str]:
+        """Names in the order they were registered (stable tables: built-ins first, then plugins)."""
+        return list(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -16,13 +16,20 @@ It is the source of truth: MLflow mirrors it (``bench sync``).
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import os
+import platform
+import subprocess
+import sys
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from bench.fsutil import atomic_path, atomic_write_text, safe_filename
 
@@ -166,8 +173,6 @@ class RunDir:
 
     def read_suite(self) -> dict[str, Any]:
         """The resolved suite this run used (``yaml.safe_load``)."""
-        import yaml
-
         try:
             data = yaml.safe_load(self.suite.read_text())
         except (OSError, yaml.YAMLError) as exc:
@@ -204,3 +209,117 @@ def open_run_dir(path: str | Path) -> RunDir:
         if not needed.exists():
             raise FileNotFoundError(f"{run.root}: not a run directory ({needed.name} missing)")
     return run
+
+
+class RunError(RuntimeError):
+    """A suite that cannot run as written, or a run directory it cannot use (the message says what to change)."""
+
+
+# -- a new run directory: where, claim/resume, the manifest --------------------------------------
+
+
+def default_run_dir(suite_name: str, root: Path = Path("runs")) -> Path:
+    """``runs/<suite>/<timestamp>``: a fresh folder per run (microseconds keep two runs apart)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return root / suite_name / stamp
+
+
+def ensure_writable(run: RunDir) -> None:
+    """Create ``run.root`` and check that a file can be written there (before any work is done)."""
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+        probe = run.root / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"output directory {run.root}: not writable ({exc.strerror})") from None
+
+
+def claim_run_dir(run: RunDir, *, suite_digest: str, resume: bool, limit: int | None) -> str | None:
+    """Refuse to mix two runs in one folder; on resume, check it is the same suite. Returns the old run id."""
+    cells = run.root / "cells"
+    if not resume:
+        if cells.is_dir() and any(cells.iterdir()):
+            raise RunError(
+                f"{run.root} already holds results of a run; continue it with --resume {run.root} "
+                "or choose another --out"
+            )
+        return None
+    if not run.manifest.exists():
+        raise RunError(f"--resume {run.root}: not a run directory (manifest.json missing)")
+    try:
+        old = run.read_manifest()
+    except ValueError:
+        raise RunError(f"--resume {run.root}: manifest.json is unreadable") from None
+    if old.get("suite_digest") != suite_digest:
+        raise RunError(
+            f"--resume {run.root}: the run was started from a different suite "
+            f"(digest {old.get('suite_digest')}, this suite {suite_digest}); resume with the same suite file"
+        )
+    if old.get("limit") != limit:
+        raise RunError(f"--resume {run.root}: the run used --limit {old.get('limit')}, not {limit}")
+    return str(old["run_uid"]) if old.get("run_uid") else None
+
+
+def git_commit() -> str | None:
+    """The harness' git commit (``None`` outside a checkout or without git)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that decide the numbers (those installed)."""
+    out = {"python": platform.python_version()}
+    for name in (
+        "torch",
+        "torchvision",
+        "adversarial-robustness-toolbox",
+        "mlflow",
+        "numpy",
+        "pandas",
+        "bench-harness",
+    ):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def start_manifest(
+    run: RunDir,
+    *,
+    suite_name: str,
+    suite_digest: str,
+    resumed_uid: str | None,
+    device: str,
+    seed: int,
+    data: dict[str, Any],
+    limit: int | None,
+    attacks: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest of a starting run (``status`` not included; the caller writes it).
+
+    ``data``: the evaluated split's description (name, split, n, digest, ...);
+    ``attacks``: per attack id, what the attack is (name, parameters, abilities).
+    """
+    return {
+        "run_uid": resumed_uid or f"{suite_name}-{suite_digest}-{run.root.name}-{os.getpid()}",
+        "suite": suite_name,
+        "suite_digest": suite_digest,
+        "started": _dt.datetime.now(_dt.UTC).isoformat(),
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+        "platform": platform.platform(),
+        "device": device,
+        "seed": seed,
+        "data": data,
+        "limit": limit,
+        "argv": sys.argv,
+        "attacks": attacks,
+    }

@@ -1,9 +1,19 @@
-"""Metrics: robust accuracy with confidence intervals, success rate, curve AUC, minimal epsilon."""
+"""Statistics, one function each: Wilson interval, McNemar, two-proportion test, Holm, paired-difference interval.
+
+Also the per-sample robustness bookkeeping (cumulative robust flags, the
+first grid eps that fools a sample, curve AUC). scipy is imported inside the
+functions that need it: importing ``scipy.stats`` costs about 0.6 s, and most
+callers (suite validation, the CLI's start) never test anything.
+
+Wilson's interval keeps its closed form here: ``scipy.stats.binomtest(...).proportion_ci("wilson")``
+differs in the last bits for about half of all (k, n), and results.csv stores these bounds.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,10 +50,12 @@ def cumulative_robust(pointwise: np.ndarray) -> np.ndarray:
     return np.logical_and.accumulate(pointwise.astype(bool), axis=0)
 
 
-def minimal_eps(robust: np.ndarray, epsilons: Sequence[float]) -> np.ndarray:
-    """Per sample, the smallest grid epsilon at which it is not robust (``inf`` if robust throughout).
+def first_fooled_eps(robust: np.ndarray, epsilons: Sequence[float]) -> np.ndarray:
+    """Per sample, the smallest *grid* epsilon at which it is not robust (``inf`` if robust throughout).
 
-    ``robust`` is ``(E, N)`` cumulative flags over ascending ``epsilons``.
+    ``robust`` is ``(E, N)`` cumulative flags over ascending ``epsilons``. (The
+    bisection that searches each sample's minimal eps between grid points is
+    :mod:`bench.minimal_eps`.)
     """
     eps = np.asarray(epsilons, dtype=float)
     fooled = ~robust.astype(bool)
@@ -67,17 +79,21 @@ def curve_auc(epsilons: Sequence[float], accuracies: Sequence[float]) -> float:
     return float(np.trapezoid(acc, eps) / (eps[-1] - eps[0]))
 
 
-def mcnemar_p(losses: int, gains: int, *, two_sided: bool = False, mid_p: bool = False) -> float:
+# -- tests on paired and unpaired proportions --------------------------------------------------
+
+
+def mcnemar_p(losses: int, gains: int, *, mid_p: bool, two_sided: bool = False) -> float:
     """Exact McNemar p-value from the discordant pairs of two paired runs.
 
     ``losses``: samples robust in the first run and not in the second;
     ``gains``: the reverse. Under H0 ``losses ~ Binomial(losses + gains, 1/2)``.
     One-sided (default) tests "more samples lost than gained" (the regression
-    gate); ``two_sided`` tests "the runs differ" (the report's comparison).
-    ``mid_p`` subtracts half the probability of the observed count (less
-    conservative for small counts).
+    gate); ``two_sided`` tests "the runs differ" (the report's comparison, the
+    cross-check). ``mid_p`` subtracts half the probability of the observed
+    count (less conservative for small counts, close to nominal size); the
+    gate uses it by default, the report and the cross-check do not.
     """
-    from scipy import stats
+    from scipy import stats  # heavy (0.6 s); only callers that test pay for it
 
     m = losses + gains
     if m == 0:
@@ -91,3 +107,54 @@ def mcnemar_p(losses: int, gains: int, *, two_sided: bool = False, mid_p: bool =
         if mid_p:
             p -= 0.5 * float(stats.binom.pmf(losses, m, 0.5))
     return min(1.0, max(0.0, p))
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Exact two-sided McNemar test on paired flags. ``b``: robust in the first run only; ``c``: in the second only."""
+
+    b: int
+    c: int
+    p_value: float
+
+
+def mcnemar(first: np.ndarray, second: np.ndarray) -> McNemar:
+    """Exact two-sided McNemar test of paired boolean flags ``(N,)`` (True = robust), not mid-p."""
+    base = np.asarray(first, dtype=bool)
+    cand = np.asarray(second, dtype=bool)
+    if base.shape != cand.shape:
+        raise ValueError(f"paired flags must have the same shape, got {base.shape} and {cand.shape}")
+    b = int((base & ~cand).sum())
+    c = int((~base & cand).sum())
+    return McNemar(b, c, mcnemar_p(b, c, two_sided=True, mid_p=False))
+
+
+def paired_difference_halfwidth(lost: int, gained: int, n: int, *, z: float = Z95) -> float:
+    """Half-width of the normal 95% interval of a paired difference of proportions, ``(gained - lost) / n``."""
+    if n == 0:
+        return 0.0
+    diff = (gained - lost) / n
+    variance = max((lost + gained) / n - diff * diff, 0.0) / n
+    return z * variance**0.5
+
+
+def two_proportion_p(x_before: int, n_before: int, x_now: int, n_now: int) -> float:
+    """One-sided pooled two-proportion z-test p-value for "the proportion dropped"."""
+    pooled = (x_before + x_now) / (n_before + n_now)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_before + 1 / n_now))
+    if se == 0:
+        return 1.0
+    z = (x_before / n_before - x_now / n_now) / se
+    return 0.5 * math.erfc(z / math.sqrt(2))  # the normal survival function
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error control), in the input order."""
+    m = len(pvalues)
+    order = np.argsort(pvalues, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

@@ -32,6 +32,25 @@ class Norm(StrEnum):
         return self.value
 
 
+class AttackFamily(StrEnum):
+    """What kind of search an attack is, as the report's sanity flags compare them.
+
+    Declared by every attack at registration (``bench.attacks``) and written into
+    the run directory's manifest, so a report reads it without importing the attacks.
+    """
+
+    ONE_STEP = "one_step"  # a single gradient step (FGSM/FGM)
+    ITERATIVE = "iterative"  # projected gradient steps (BIM, PGD)
+    NOISE = "noise"  # random noise of the same budget (no gradients)
+    OCCLUSION = "occlusion"  # a sliding patch (no gradients)
+    SYNTHESIS = "synthesis"  # unbounded ascent into a class (fooling images, targeted ascent)
+    TRANSFER = "transfer"  # one perturbation learned on some samples, tried on others
+    EXTERNAL = "external"  # a library's attack run through an adapter (ART)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Bounds:
     """Closed interval ``[low, high]`` of valid pixel values."""

@@ -9,6 +9,7 @@ Public API:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.data import DataSplit
 from bench.registry import Registry
 from model_zoo import architectures as arch
 from model_zoo.training import (
@@ -27,8 +29,8 @@ from model_zoo.training import (
     cache_key,
     load_state_dict,
     save_checkpoint,
-    train,
 )
+from model_zoo.training import train as train_model
 
 
 @dataclass(frozen=True)
@@ -126,28 +128,27 @@ def get_model(
     name: str,
     dataset: str,
     *,
+    train: DataSplit,
     seed: int = 0,
     device: torch.device | str = "cpu",
     recipe: dict[str, Any] | None = None,
-    data_options: dict[str, Any] | None = None,
     progress_desc: str | None = None,
 ) -> TrainedModel:
-    """A trained ``name`` for ``dataset``: loaded from the cache, or trained on its train split and cached.
+    """A trained ``name`` for ``dataset``: loaded from the cache, or trained on ``train`` and cached.
 
-    The cache key covers the architecture, the train split's content digest,
-    the recipe and the seed.
+    ``train`` is the data set's train split (the caller loads it: the zoo never
+    loads data itself), ``x`` of shape ``(N, C, H, W)`` in its bounds. The cache
+    key covers the architecture, the data set's name, the train split's content
+    digest, shape and classes, the recipe and the seed.
     """
-    from bench.data import load_dataset
-
     device = torch.device(device)
     resolved = resolve_recipe(name, recipe)
-    train_split = load_dataset(dataset, "train", **(data_options or {}))
     key = cache_key(
         arch=name,
         dataset=dataset,
-        data=train_split.digest,
-        shape=list(train_split.input_shape),
-        classes=train_split.num_classes,
+        data=train.digest,
+        shape=list(train.input_shape),
+        classes=train.num_classes,
         recipe=resolved.as_dict(),
         seed=seed,
     )
@@ -156,7 +157,7 @@ def get_model(
     # would start from an unseeded global generator and differ from run to run.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(name, train_split.input_shape, train_split.num_classes)
+        model = build_model(name, train.input_shape, train.num_classes)
     if path.exists():
         try:
             load_state_dict(model, path)
@@ -168,10 +169,10 @@ def get_model(
             ) from None
         info = _read_meta(path)
         return TrainedModel(name, freeze(model, device), path, key, resolved, False, info)
-    stats = train(
+    stats = train_model(
         model,
-        train_split.x,
-        train_split.y,
+        train.x,
+        train.y,
         resolved,
         seed=seed,
         device=device,
@@ -180,7 +181,7 @@ def get_model(
     info = {
         "architecture": name,
         "dataset": dataset,
-        "train_digest": train_split.digest,
+        "train_digest": train.digest,
         "recipe": resolved.as_dict(),
         "seed": seed,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -191,8 +192,6 @@ def get_model(
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    import json
-
     meta = path.with_suffix(".json")
     try:
         return dict(json.loads(meta.read_text()))

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from bench.registry import RegistryError, import_object
+from model_zoo import MODELS
 from model_zoo.architectures import Normalize
 from model_zoo.training import CheckpointError, assign_state_dict, load_state_dict
 
@@ -227,8 +228,6 @@ def load_external(
     if factory is not None:
         model = build_from_factory(factory, input_shape=input_shape, num_classes=num_classes, params=params)
     else:
-        from model_zoo import MODELS
-
         entry = MODELS.get(name)
         model = entry.factory(tuple(input_shape), num_classes, **{**entry.kwargs, **(params or {})})
     if weights is not None:

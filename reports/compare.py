@@ -13,37 +13,13 @@ difference is marked significant when its adjusted ``q < alpha``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
-from bench.stats import mcnemar_p
+from bench.stats import McNemar, mcnemar
 from reports.sources import RunData
 
 KEY = ["model", "attack", "eps"]
-
-
-@dataclass(frozen=True)
-class McNemar:
-    """Exact McNemar test on paired flags. ``b``: robust in baseline only; ``c``: in candidate only."""
-
-    b: int
-    c: int
-    p_value: float
-
-
-def mcnemar(baseline: np.ndarray, candidate: np.ndarray) -> McNemar:
-    """Exact two-sided McNemar test of paired boolean flags ``(N,)`` (True = robust)."""
-    base = np.asarray(baseline, dtype=bool)
-    cand = np.asarray(candidate, dtype=bool)
-    if base.shape != cand.shape:
-        raise ValueError(f"paired flags must have the same shape, got {base.shape} and {cand.shape}")
-    b = int((base & ~cand).sum())
-    c = int((~base & cand).sum())
-    p = mcnemar_p(b, c, two_sided=True)
-    return McNemar(b, c, p)
 
 
 def compare_runs(baseline: RunData, candidate: RunData, *, alpha: float = 0.05) -> pd.DataFrame:
@@ -85,6 +61,8 @@ def compare_runs(baseline: RunData, candidate: RunData, *, alpha: float = 0.05) 
     table["q_value"] = math.nan
     tested = table["paired"].to_numpy()
     if tested.any():
+        from scipy import stats  # heavy (0.6 s): only a comparison of paired runs pays for it
+
         table.loc[tested, "q_value"] = stats.false_discovery_control(table.loc[tested, "p_value"].to_numpy())
     table["significant"] = table["q_value"].lt(alpha) & table["paired"]
     return table.reset_index(drop=True)

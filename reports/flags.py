@@ -5,24 +5,27 @@ a code, a severity, the cell it is about and a fixed one-line explanation of
 why it matters (:data:`EXPLANATIONS`). Flags are computed from what a run
 directory holds, so a report of an old run raises the same flags.
 
-Attack families are compared by their registered name (``attack_name``), only
-between untargeted attacks of the same norm at the same eps:
+Attack families are compared only between untargeted attacks of the same norm
+at the same eps. Each attack's family is what it declared at registration, as
+the run directory's manifest records it (``manifest["attacks"][attack id]["family"]``);
+a run without that record (older runs) raises no family flag:
 
-* an iterative gradient attack (``bim``, ``pgd``) should be at least as strong as ``fgsm``;
+* an iterative gradient attack (BIM, PGD) should be at least as strong as a one-step one (FGSM);
 * any gradient attack should be at least as strong as random noise of the same budget.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-ONE_STEP = frozenset({"fgsm"})
-ITERATIVE = frozenset({"bim", "pgd"})
-GRADIENT = ONE_STEP | ITERATIVE
-NOISE = frozenset({"uniform_noise", "gaussian_noise", "salt_pepper"})
+from bench.types import AttackFamily
+
+GRADIENT = frozenset({AttackFamily.ONE_STEP, AttackFamily.ITERATIVE})
+"""Families that follow the loss gradient (expected to beat noise of the same budget)."""
 
 EXPLANATIONS = {
     "eps0-accuracy": "At eps 0 an attack must return its input, so accuracy there must equal clean accuracy; "
@@ -62,6 +65,7 @@ def sanity_flags(
     *,
     models: dict[str, Any] | None = None,
     crosscheck: pd.DataFrame | None = None,
+    attacks: Mapping[str, Mapping[str, Any]] | None = None,
     rise_tolerance: float = 0.01,
     weaker_margin: float = 0.01,
     zero_gradient_threshold: float = 0.1,
@@ -73,6 +77,8 @@ def sanity_flags(
         results: RESULT_COLUMNS rows of the run.
         models: ``models.json`` (``output_warnings``, ``zero_gradient_fraction`` per model).
         crosscheck: ``crosscheck.csv`` rows (``passed`` column), if the suite ran one.
+        attacks: the manifest's ``attacks`` record (attack id -> ``{"family": ...}``); without it
+            (older runs) the family flags are not raised.
         rise_tolerance: pointwise accuracy may rise by this much (in [0, 1]) between grid eps
             before it is flagged (one-step attacks wobble by a sample or two). Default 0.01.
         weaker_margin: an attack is "weaker" when its robust accuracy exceeds the other's
@@ -84,7 +90,7 @@ def sanity_flags(
     flags: list[Flag] = []
     flags += _eps0_flags(results)
     flags += _rising_flags(results, rise_tolerance)
-    flags += _family_flags(results, weaker_margin)
+    flags += _family_flags(results, families(attacks or {}), weaker_margin)
     flags += _budget_flags(results, budget_tolerance)
     flags += _model_flags(models or {}, zero_gradient_threshold)
     if crosscheck is not None and "passed" in crosscheck.columns:
@@ -150,8 +156,21 @@ def _rising_flags(results: pd.DataFrame, tolerance: float) -> list[Flag]:
     return out
 
 
-def _family_flags(results: pd.DataFrame, margin: float) -> list[Flag]:
-    out = []
+def families(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, AttackFamily]:
+    """Attack id -> declared family, from a manifest's ``attacks`` record (unknown families are skipped)."""
+    out: dict[str, AttackFamily] = {}
+    for attack_id, record in attacks.items():
+        try:
+            out[str(attack_id)] = AttackFamily(record.get("family"))
+        except (ValueError, AttributeError):
+            continue
+    return out
+
+
+def _family_flags(results: pd.DataFrame, family: Mapping[str, AttackFamily], margin: float) -> list[Flag]:
+    out: list[Flag] = []
+    if not family:
+        return out
     untargeted = results[(~results["targeted"].astype(bool)) & (results["eps"] > 0)]
     for (model, norm, eps), group in untargeted.groupby(["model", "norm", "eps"], sort=False):
         if norm == "none":
@@ -159,7 +178,7 @@ def _family_flags(results: pd.DataFrame, margin: float) -> list[Flag]:
         rows = list(group.itertuples())
         for strong in rows:
             for weak in rows:
-                code = _expected_stronger(str(strong.attack_name), str(weak.attack_name))
+                code = _expected_stronger(family.get(str(strong.attack)), family.get(str(weak.attack)))
                 if code is None:
                     continue
                 gap = strong.robust_accuracy - weak.robust_accuracy
@@ -176,11 +195,11 @@ def _family_flags(results: pd.DataFrame, margin: float) -> list[Flag]:
     return out
 
 
-def _expected_stronger(attack: str, other: str) -> str | None:
-    """The flag code if ``attack`` is expected to be at least as strong as ``other``."""
-    if attack in ITERATIVE and other in ONE_STEP:
+def _expected_stronger(attack: AttackFamily | None, other: AttackFamily | None) -> str | None:
+    """The flag code if an attack of family ``attack`` is expected to be at least as strong as one of ``other``."""
+    if attack is AttackFamily.ITERATIVE and other is AttackFamily.ONE_STEP:
         return "iterative-weaker-than-fgsm"
-    if attack in GRADIENT and other in NOISE:
+    if attack in GRADIENT and other is AttackFamily.NOISE:
         return "gradient-weaker-than-noise"
     return None
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -33,8 +32,8 @@ from reports.compare import compare_runs
 from reports.flags import EXPLANATIONS, Flag, sanity_flags
 from reports.sources import ReportError, RunData, load_run, unique_labels
 from reports.tables import SummaryTable, choose_heatmap_eps, summary_tables
+from reports.templating import environment
 
-TEMPLATES = Path(__file__).parent / "templates"
 FOOLING = frozenset({"fooling_images"})
 """Attacks that synthesize images rather than perturb the data: shown as fooling grids."""
 
@@ -107,7 +106,7 @@ class _FigureWriter:
             stale.unlink()
 
     def add(self, fig: Figure, name: str, caption: str) -> RenderedFigure:
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # heavy optional: pyplot only to close the figures drawn here
 
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "figure"
         unique, i = stem, 1
@@ -169,7 +168,7 @@ def render_report(
         "explanations": EXPLANATIONS,
         "n_flags": sum(len(s.flags) for s in sections),
     }
-    env = _environment()
+    env = environment()
     html = out / "report.html"
     markdown = out / "report.md"
     atomic_write_text(html, env.get_template("report.html.j2").render(**context))
@@ -265,7 +264,7 @@ def _run_section(
         index=index,
         run=run,
         tables=summary_tables(results, run.samples),
-        flags=sanity_flags(results, models=run.models, crosscheck=run.crosscheck),
+        flags=sanity_flags(results, models=run.models, crosscheck=run.crosscheck, attacks=run.manifest.get("attacks")),
         curves=curves,
         heatmaps=heatmaps,
         examples=examples,
@@ -368,47 +367,3 @@ def _comparison(baseline: RunData, candidate: RunData, writer: _FigureWriter, *,
         significant=int(table["significant"].sum()),
         curves=curves,
     )
-
-
-# -- templates --------------------------------------------------------------------------------
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(num=_num, eps=_eps, signed=_signed, pvalue=_pvalue, mdcell=_mdcell, interval=_interval)
-    return env
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return "–"
-    return f"{float(value):.{digits}f}"
-
-
-def _eps(value: Any) -> str:
-    value = float(value)
-    return "∞" if math.isinf(value) else f"{value:g}"
-
-
-def _signed(value: Any) -> str:
-    return f"{float(value):+.3f}"
-
-
-def _pvalue(value: Any) -> str:
-    if value is None or value is pd.NA or math.isnan(float(value)):
-        return "–"
-    return f"{float(value):.2g}" if value < 0.001 else f"{float(value):.3f}"
-
-
-def _interval(value: Any) -> str:
-    return f"{value.value:.3f} [{value.low:.3f}, {value.high:.3f}]"
-
-
-def _mdcell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")

@@ -1,4 +1,4 @@
-"""Where a report's data come from: run directories, or MLflow parent runs downloaded into one.
+"""Where a report's data come from: run directories (MLflow parent runs are downloaded into one by bench.tracking).
 
 A :class:`RunData` holds everything the report reads from one run: the tidy
 results, the per-sample flags (when present), the manifest, the models'
@@ -109,50 +109,3 @@ def unique_labels(runs: list[RunData]) -> None:
         seen[run.label] = count + 1
         if count:
             run.label = f"{run.label}#{count + 1}"
-
-
-# -- MLflow ----------------------------------------------------------------------------------
-
-
-def experiment_run_ids(experiment: str, *, last: int = 1) -> list[str]:
-    """Ids of the ``last`` most recent completely mirrored parent runs of ``experiment``, oldest first."""
-    from mlflow.tracking import MlflowClient
-
-    from bench.tracking import COMPLETE_TAG
-
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise ReportError(f"--experiment: no MLflow experiment named {experiment!r} (found: {', '.join(names)})")
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`{COMPLETE_TAG}` = 'true'",
-        order_by=["attributes.start_time DESC"],
-        max_results=last,
-    )
-    if not runs:
-        raise ReportError(f"--experiment: experiment {experiment!r} has no completely mirrored bench run")
-    return [r.info.run_id for r in reversed(runs)]
-
-
-def download_mlflow_run(run_id: str, dst: Path) -> RunData:
-    """Download a parent run's artifacts into ``dst`` (laid out like a run directory) and read them."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        info = mlflow.get_run(run_id)
-    except MlflowException as exc:
-        raise ReportError(f"--runs: MLflow run {run_id!r} not found ({str(exc).splitlines()[0][:200]})") from None
-    if info.data.tags.get("mlflow.parentRunId"):
-        raise ReportError(
-            f"--runs: {run_id} is a nested (model x attack) run; give its parent run "
-            f"{info.data.tags['mlflow.parentRunId']}"
-        )
-    dst.mkdir(parents=True, exist_ok=True)
-    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(dst)))
-    if not (local / "manifest.json").exists():
-        raise ReportError(f"--runs: MLflow run {run_id} has no manifest.json artifact (not a bench parent run)")
-    name = info.data.tags.get("mlflow.runName") or run_id
-    return load_run(local, label=name, mlflow_run_id=run_id)

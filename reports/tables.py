@@ -51,7 +51,7 @@ def median_minimal_eps(epsilons: pd.Series | np.ndarray, robust_accuracy: pd.Ser
     """The minimal eps of the median sample: the smallest grid eps at which robust accuracy is <= 0.5.
 
     A sample's minimal eps is the first grid eps at which it is not robust
-    (:func:`bench.stats.minimal_eps`); the cumulative robust accuracy at eps is
+    (:func:`bench.stats.first_fooled_eps`); the cumulative robust accuracy at eps is
     the fraction whose minimal eps is larger, so the (upper) median is read off
     the curve and needs no per-sample flags. ``inf`` when the curve never
     reaches 0.5.

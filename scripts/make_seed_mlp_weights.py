@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from bench.data import load_dataset
 from model_zoo import get_model
 from model_zoo.external import linear_layers
 
@@ -50,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT, help=f"where to write the .npz (default {OUT})")
     args = parser.parse_args()
-    trained = get_model("mlp", "mnist5k", seed=0)
+    trained = get_model("mlp", "mnist5k", train=load_dataset("mnist5k", "train"), seed=0)
     shapes = export_npz(trained.model, args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): {shapes}")
 

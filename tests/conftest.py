@@ -97,6 +97,17 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
 
 
 @pytest.fixture
+def killable_mlflow_server(mlflow_server: MlflowServer) -> Iterator[MlflowServer]:
+    """The session's server, for a test that kills it (an outage) and restarts it on the same store and port.
+
+    Reusing it saves a server start; if the test leaves it dead, it is restarted for the tests after it.
+    """
+    yield mlflow_server
+    if mlflow_server.proc is None or mlflow_server.proc.poll() is not None:
+        mlflow_server.start()
+
+
+@pytest.fixture
 def mlflow_uri(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> str:
     """``MLFLOW_TRACKING_URI`` pointed at the session's real server for one test."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
@@ -105,9 +116,10 @@ def mlflow_uri(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> 
 
 def trained(name: str, dataset: str = "digits", **recipe: object) -> torch.nn.Module:
     """A zoo model trained (once per session, then cached) on ``dataset``'s train split."""
+    from bench.data import load_dataset
     from model_zoo import get_model
 
-    return get_model(name, dataset, recipe=dict(recipe) or None).model
+    return get_model(name, dataset, train=load_dataset(dataset, "train"), recipe=dict(recipe) or None).model
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +155,7 @@ def mlp_mnist() -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def report_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run directory (with its report): mlp and lenet on 120 digits, FGSM untargeted and targeted."""
-    from bench.engine.runner import run_suite
+    from bench.engine import run_suite
     from bench.suite import validate
 
     suite = validate(

@@ -104,7 +104,7 @@ def test_art_attack_passes_true_labels_not_predictions(lenet_digits: torch.nn.Mo
 
 
 def test_art_attacks_in_a_suite_give_the_native_results_schema(tmp_path, lenet_digits) -> None:
-    from bench.engine.runner import run_suite
+    from bench.engine import run_suite
 
     suite = validate(
         _suite(

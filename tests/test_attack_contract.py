@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.attacks import ATTACKS, AttackContext, make_attack, perturbation_norms
-from bench.engine.runner import evaluate_cell, tidy
+from bench.engine import evaluate_cell, tidy
 from bench.types import Norm
 
 # One budget per norm, in the norm's own units (pixels of [0, 1]; l0: fraction of pixels; patch: side).

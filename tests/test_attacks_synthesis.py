@@ -18,15 +18,16 @@ def test_fooling_images_reach_confidence_for_nine_of_ten_classes(lenet_mnist, mn
     x, y = mnist_test.x[:10], mnist_test.y[:10]
     attack = make_attack("fooling_images", target_mode="given")
     ctx = AttackContext(seed=0)
-    images = attack(lenet_mnist, x, y, 0.0, target=classes, ctx=ctx)
+    sweep = attack.sweep(lenet_mnist, x, y, [0.0], target=classes, ctx=ctx)
+    ((_, images),) = list(sweep)
     with torch.no_grad():
         probs = lenet_mnist(images).softmax(1)[classes, classes]
     reached = probs >= 0.99
     assert int(reached.sum()) >= 9
-    per_class = ctx.extras["per_class"]
+    per_class = sweep.extras["per_class"]
     assert sorted(per_class) == [str(c) for c in range(10)]
     assert [per_class[str(c)]["success_rate"] == 1.0 for c in range(10)] == reached.tolist()
-    assert ctx.extras["success_rate"] == pytest.approx(float(reached.float().mean()))
+    assert sweep.extras["success_rate"] == pytest.approx(float(reached.float().mean()))
     # The images come from the seeded noise, not from the inputs (up to the rounding of the base class's
     # re-projection x + (x_adv - x)).
     other = attack(lenet_mnist, mnist_test.x[10:20], y, 0.0, target=classes, ctx=AttackContext(seed=0))
@@ -45,16 +46,17 @@ def test_targeted_ascent_reaches_targets_and_reports_distances(lenet_mnist, mnis
     x, y = mnist_batch
     target = (y + 1) % 10
     ctx = AttackContext()
-    x_adv = make_attack("targeted_ascent", target_mode="given")(lenet_mnist, x, y, 0.0, target=target, ctx=ctx)
+    sweep = make_attack("targeted_ascent", target_mode="given").sweep(lenet_mnist, x, y, [0.0], target=target, ctx=ctx)
+    ((_, x_adv),) = list(sweep)
     with torch.no_grad():
         p_target = lenet_mnist(x_adv).softmax(1).gather(1, target[:, None]).squeeze(1)
     assert float((p_target >= 0.99).float().mean()) >= 0.8
-    assert ctx.extras["success_rate"] == pytest.approx(float((p_target >= 0.99).float().mean()))
+    assert sweep.extras["success_rate"] == pytest.approx(float((p_target >= 0.99).float().mean()))
     norms = perturbation_norms(x_adv, x)
-    assert ctx.extras["mean_l2"] == pytest.approx(float(norms["l2"].mean()), rel=1e-5)
-    assert ctx.extras["mean_linf"] == pytest.approx(float(norms["linf"].mean()), rel=1e-5)
+    assert sweep.extras["mean_l2"] == pytest.approx(float(norms["l2"].mean()), rel=1e-5)
+    assert sweep.extras["mean_linf"] == pytest.approx(float(norms["linf"].mean()), rel=1e-5)
     mse = (x_adv - x).pow(2).mean(dim=(1, 2, 3))
-    assert ctx.extras["median_mse"] == pytest.approx(float(mse.median()), rel=1e-5)
+    assert sweep.extras["median_mse"] == pytest.approx(float(mse.median()), rel=1e-5)
 
 
 def test_a_stronger_prior_keeps_images_closer(lenet_mnist, mnist_batch):
@@ -71,7 +73,8 @@ def test_adversarial_noise_is_one_perturbation_and_reports_transfer(lenet_mnist,
     x, y = mnist_test.x[:200], mnist_test.y[:200]
     eps = 0.2
     ctx = AttackContext()
-    x_adv = make_attack("adversarial_noise", source_size=64)(lenet_mnist, x, y, eps, ctx=ctx)
+    sweep = make_attack("adversarial_noise", source_size=64).sweep(lenet_mnist, x, y, [eps], ctx=ctx)
+    ((_, x_adv),) = list(sweep)
     delta = x_adv - x
     # Wherever no clipping happened, every sample got the same delta.
     interior = (x_adv > 0) & (x_adv < 1)
@@ -79,7 +82,7 @@ def test_adversarial_noise_is_one_perturbation_and_reports_transfer(lenet_mnist,
     assert reference.shape[1] > 0
     assert float((reference - reference[:1]).abs().max()) < 1e-6
     assert float(delta.abs().max()) <= eps + 1e-6
-    report = ctx.extras["fooling"]["0.2"]
+    report = sweep.extras["fooling"]["0.2"]
     assert report["source_size"] == 64 and report["heldout_size"] == 136
     with torch.no_grad():
         clean, adv = lenet_mnist(x).argmax(1), lenet_mnist(x_adv).argmax(1)

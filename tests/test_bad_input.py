@@ -97,9 +97,10 @@ def _mnist_root_without_files(tmp: Path) -> None:
 
 def _corrupt_cached_checkpoint(tmp: Path) -> None:
     """Train a one-epoch MLP into this test's own cache, then truncate its checkpoint."""
+    from bench.data import load_dataset
     from model_zoo import get_model
 
-    trained = get_model("mlp", "digits", recipe={"epochs": 1})
+    trained = get_model("mlp", "digits", train=load_dataset("digits", "train"), recipe={"epochs": 1})
     data = trained.checkpoint.read_bytes()
     trained.checkpoint.write_bytes(data[: len(data) // 3])
 

@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from bench.cli import app
+from bench.engine import run_suite
 from bench.gate.baseline import (
     BaselineError,
     baseline_from_run,
@@ -24,10 +26,8 @@ from bench.gate.baseline import (
     read_baseline,
     write_baseline,
 )
-from bench.cli import app
-from bench.stats import curve_auc
 from bench.rundir import RunDir
-from bench.engine.runner import run_suite
+from bench.stats import curve_auc
 from bench.suite import validate
 
 

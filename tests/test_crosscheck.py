@@ -13,10 +13,10 @@ import pytest
 from conftest import trained
 from typer.testing import CliRunner
 
+from bench.attacks.fgsm import FGSM_TOLERANCE
+from bench.attacks.pgd import ITERATIVE_TOLERANCE
 from bench.crosscheck import (
     CROSSCHECK_COLUMNS,
-    FGSM_TOLERANCE,
-    ITERATIVE_TOLERANCE,
     crosscheck_models,
     default_pairs,
     metric_name,
@@ -88,7 +88,7 @@ def test_suite_crosscheck_goes_to_the_run_dir_and_mlflow(tmp_path, mlflow_uri) -
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from bench.engine.runner import run_suite
+    from bench.engine import run_suite
 
     suite = validate(
         {
@@ -132,7 +132,7 @@ def test_suite_crosscheck_goes_to_the_run_dir_and_mlflow(tmp_path, mlflow_uri) -
 
 
 def test_suite_without_crosscheck_writes_no_table(tmp_path) -> None:
-    from bench.engine.runner import run_suite
+    from bench.engine import run_suite
 
     suite = validate(
         {

@@ -58,7 +58,7 @@ def test_bad_requests_are_clear() -> None:
 
 def test_suite_seed_does_not_move_the_split(tmp_path) -> None:
     """Models train on the split-seed-0 train split; a suite with another seed must evaluate disjoint images."""
-    from bench.engine.runner import run_suite
+    from bench.engine import run_suite
     from bench.suite import validate
 
     suite = validate(

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import DATASETS, DataError, load_dataset
-from bench.data.common import cifar, mnist
+from bench.data import DATASETS, DataError, cifar, load_dataset
+from bench.data import files as mnist
 
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes
 

@@ -218,7 +218,7 @@ def _suite(folder: Path, models: str, name: str = "ext") -> Path:
 
 
 def test_suite_weights_relative_to_suite_file_and_run(tmp_path: Path, lenet_digits: nn.Module, digits_test) -> None:
-    from bench.engine.runner import run_suite
+    from bench.engine import run_suite
 
     (tmp_path / "suites" / "w").mkdir(parents=True)
     torch.save(lenet_digits.state_dict(), tmp_path / "suites" / "w" / "lenet.pt")

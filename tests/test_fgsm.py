@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.attacks import AttackContext, AttackError, make_attack, project
-from bench.attacks.base import Attack
+from bench.attacks.base import Attack, Ray
 from bench.attacks.fgsm import FGSM
 from bench.types import Bounds, Norm
 
@@ -106,10 +106,10 @@ class _WildRay(Attack):
     def allowed_norms(cls) -> tuple[Norm, ...]:
         return (Norm.LINF, Norm.L2)
 
-    def _ray(self, model, x, y, *, target, ctx):
+    def run(self, model, x, y, eps, *, target, bounds, ctx):
         gen = torch.Generator().manual_seed(0)
         d = self.scale * torch.randn(x.shape, generator=gen)
-        return d if self.shape_ok else d[:, :, :-1]
+        return Ray(d if self.shape_ok else d[:, :, :-1])
 
 
 def test_ray_attacks_get_their_direction_checked_and_projected_once() -> None:

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from bench.attacks import AttackContext, AttackError, make_attack
-from bench.minimal_eps import minimal_eps, robust_curve, summarize
-from bench.engine.runner import evaluate_cell, run_suite, tidy
+from bench.engine import evaluate_cell, run_suite, tidy
+from bench.minimal_eps import bisect_minimal_eps, robust_curve, summarize
 from bench.suite import SuiteError, validate
 
 META = dict(suite="t", dataset="mnist5k", split="test", model="lenet", attack="a", attack_name="a",
@@ -29,7 +29,7 @@ def test_fgsm_minimal_eps_matches_the_linear_oracle():
     w = model[1].weight.detach()
     margin = (logits.gather(1, y[:, None]) - logits.gather(1, (1 - y)[:, None])).squeeze(1)
     oracle = margin / (w[0] - w[1]).abs().sum()
-    found = minimal_eps(make_attack("fgsm"), model, x, y, max_eps=0.4, iterations=20)
+    found = bisect_minimal_eps(make_attack("fgsm"), model, x, y, max_eps=0.4, iterations=20)
     reachable = oracle.numpy() < 0.4
     assert reachable.sum() > 10
     np.testing.assert_allclose(found[reachable], oracle.numpy()[reachable], atol=0.4 / 2**20 + 1e-6)
@@ -46,7 +46,7 @@ def test_curve_from_minimal_eps_agrees_with_fixed_eps_runs(name, params, grid, t
     data = mnist_test.subset(100)
     attack = make_attack(name, **params)
     ctx = AttackContext(seed=3)
-    min_eps = minimal_eps(attack, lenet_mnist, data.x, data.y, max_eps=max(grid), iterations=8, ctx=ctx)
+    min_eps = bisect_minimal_eps(attack, lenet_mnist, data.x, data.y, max_eps=max(grid), iterations=8, ctx=ctx)
     arrays, _ = evaluate_cell(lenet_mnist, attack, data, grid, seed=3, device=torch.device("cpu"), batch_size=500)
     rows, _ = tidy(arrays, data=data, epsilons=grid, attack=attack, meta=META)
     clean_correct = arrays["clean_pred"] == data.y.numpy()
@@ -71,7 +71,9 @@ def test_summary_of_a_known_distribution():
 
 def test_minimal_eps_refuses_other_attacks(lenet_digits, digits_test):
     with pytest.raises(AttackError, match=r"not available for attack 'uniform_noise' \(allowed: fgsm, bim, pgd\)"):
-        minimal_eps(make_attack("uniform_noise"), lenet_digits, digits_test.x[:4], digits_test.y[:4], max_eps=0.1)
+        bisect_minimal_eps(
+            make_attack("uniform_noise"), lenet_digits, digits_test.x[:4], digits_test.y[:4], max_eps=0.1
+        )
 
 
 def _suite(attack: dict) -> dict:

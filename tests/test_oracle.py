@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.attacks import Attack, make_attack
-from bench.minimal_eps import minimal_eps
+from bench.minimal_eps import bisect_minimal_eps
 from bench.types import Bounds
 
 DIM = (1, 4, 4)
@@ -73,7 +73,7 @@ def test_minimal_eps_matches_the_closed_form_to_1e_4(norm: str, p: float) -> Non
     star = _closed_form(model, x, y, p)
     keep = (star > 1e-3) & (star < 0.3)
     x, y, star = x[keep], y[keep], star[keep]
-    found = minimal_eps(make_attack("fgsm", norm=norm), model, x, y, max_eps=0.5, iterations=30)
+    found = bisect_minimal_eps(make_attack("fgsm", norm=norm), model, x, y, max_eps=0.5, iterations=30)
     assert found.shape == star.shape
     np.testing.assert_allclose(found, star, atol=1e-4, rtol=0)
     # Bisection reports a budget at which the label really flipped: never below the boundary.

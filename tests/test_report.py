@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy import stats
+from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
 from bench import stats
 from bench.cli import app
 from bench.rundir import RESULT_COLUMNS, RunDir
-from reports.compare import compare_runs, mcnemar
+from bench.stats import mcnemar
+from reports.compare import compare_runs
 from reports.flags import sanity_flags
 from reports.render import render_report
 from reports.sources import ReportError, load_run
@@ -87,7 +88,7 @@ def test_worst_case_and_median_minimal_eps_agree_with_per_sample_flags(report_ru
             assert robust.mean() <= part.groupby("attack")["correct"].mean().min() + 1e-12
         for _, cell in mine.groupby("attack"):
             flags = cell.pivot(index="eps", columns="index", values="correct").sort_index()
-            minimal = stats.minimal_eps(flags.to_numpy(), flags.index.to_numpy())
+            minimal = stats.first_fooled_eps(flags.to_numpy(), flags.index.to_numpy())
             upper_median = np.sort(minimal)[len(minimal) // 2]
             curve = cell.groupby("eps")["correct"].mean()
             assert median_minimal_eps(curve.index.to_numpy(), curve.to_numpy()) == upper_median
@@ -146,7 +147,9 @@ def test_flags_for_eps0_budget_family_and_model_problems(report_run: Path) -> No
         "mlp": {**run.models["mlp"], "output_warnings": ["model 'mlp' outputs look like probabilities"]},
         "lenet": {**run.models["lenet"], "zero_gradient_fraction": 0.4},
     }
-    flags = sanity_flags(pd.concat([broken, pgd, noise], ignore_index=True), models=models)
+    families = {"fgsm": "one_step", "fgsm_t": "one_step", "pgd": "iterative", "uniform_noise": "noise"}
+    attacks = {attack: {"family": family} for attack, family in families.items()}
+    flags = sanity_flags(pd.concat([broken, pgd, noise], ignore_index=True), models=models, attacks=attacks)
     codes = {f.code for f in flags}
     assert codes == {
         "eps0-accuracy",
@@ -178,7 +181,7 @@ class _Saturated(torch.nn.Module):
 
 
 def test_zero_gradient_fraction_detects_saturated_softmax(lenet_digits: torch.nn.Module, digits_test) -> None:
-    from bench.engine.runner import zero_gradient_fraction
+    from bench.engine import zero_gradient_fraction
 
     data = digits_test.subset(200)
     plain = zero_gradient_fraction(lenet_digits, data, torch.device("cpu"), 100)
@@ -195,7 +198,7 @@ def test_mcnemar_exact_test() -> None:
     cand = np.array([False] * 10 + [True] * 5 + [True] * 20)
     result = mcnemar(base, cand)
     assert (result.b, result.c) == (10, 5)
-    assert result.p_value == pytest.approx(stats.binomtest(5, 15, 0.5).pvalue)
+    assert result.p_value == pytest.approx(scipy_stats.binomtest(5, 15, 0.5).pvalue)
     lopsided = mcnemar(np.ones(12, bool), np.zeros(12, bool))
     assert lopsided.p_value == pytest.approx(2 * 0.5**12)  # all 12 discordant pairs one way
     assert mcnemar(base, base).p_value == 1.0
@@ -206,7 +209,7 @@ def test_mcnemar_exact_test() -> None:
 @pytest.fixture(scope="module")
 def candidate_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same suite and data as ``report_run`` with shorter training (weaker models)."""
-    from bench.engine.runner import run_suite
+    from bench.engine import run_suite
     from bench.suite import validate
 
     suite = validate(
@@ -294,7 +297,6 @@ def test_load_run_names_the_missing_column(report_run: Path, tmp_path: Path) -> 
         load_run(broken)
 
 
-@pytest.mark.slow
 @pytest.mark.mlflow_server
 def test_report_from_mlflow_runs(report_run: Path, mlflow_uri: str, tmp_path: Path) -> None:
     from bench.tracking import sync_run_dir

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.engine import RunError, run_suite
 from bench.rundir import RESULT_COLUMNS
-from bench.engine.runner import RunError, run_suite
 from bench.suite import load_suite
 
 # 20 epsilons make every cell take a noticeable moment, so the kill lands between cells.

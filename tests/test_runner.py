@@ -11,8 +11,8 @@ from conftest import trained
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.engine import ModelOutputError, RunError, check_logits, run_suite
 from bench.rundir import RESULT_COLUMNS, SAMPLE_COLUMNS
-from bench.engine.runner import ModelOutputError, RunError, check_logits, run_suite
 from bench.suite import load_suite
 
 TINY = """
@@ -224,7 +224,7 @@ class _CallSizes(torch.nn.Module):
 def test_pooled_attacks_get_several_batches_but_model_calls_stay_within_the_batch_size(digits_test) -> None:
     """PGD (pooled) is handed 8 batches at once: after early exit the survivors still fill whole model calls."""
     from bench.attacks import AttackContext, make_attack
-    from bench.engine.runner import POOL_BATCHES, evaluate_cell, pool_size
+    from bench.engine import POOL_BATCHES, evaluate_cell, pool_size
 
     pgd, fgsm = make_attack("pgd", steps=5, random_start=False), make_attack("fgsm")
     assert pool_size(fgsm, 16, (1, 8, 8)) == 16

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.data.mnist import DEBIAN_FASHION_MNIST
+from bench.data.files import DEBIAN_FASHION_MNIST
 from bench.suite import load_suite
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"

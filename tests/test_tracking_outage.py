@@ -7,6 +7,9 @@
 2. The server is killed (SIGKILL) half-way through a ``bench sync``: the
    parent run is left without ``bench.sync_complete``; the next sync deletes
    that partial mirror and redoes it whole.
+
+1 needs cells that outlast a server restart (``slow``); 2 runs by default, on the
+session's server (``killable_mlflow_server`` restarts it if the test leaves it dead).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.tracking import COMPLETE_TAG, UID_TAG
 
-pytestmark = [pytest.mark.mlflow_server, pytest.mark.slow]
+pytestmark = pytest.mark.mlflow_server
 
 TESTS = Path(__file__).resolve().parent
 EXPERIMENT = "outage-test"
@@ -82,6 +85,7 @@ def _suite(path: Path, attacks: str, n: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_server_stopped_mid_run_then_sync_is_idempotent(tmp_path: Path) -> None:
     server = MlflowServer(tmp_path)
     server.start()
@@ -127,7 +131,7 @@ def test_server_stopped_mid_run_then_sync_is_idempotent(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_sync_interrupted_half_way_is_redone_whole(tmp_path: Path) -> None:
+def test_sync_interrupted_half_way_is_redone_whole(tmp_path: Path, killable_mlflow_server: MlflowServer) -> None:
     attacks = "[" + ", ".join(f"{{name: fgsm, label: f{i}}}" for i in range(6)) + "]"
     suite = _suite(tmp_path / "suite.yaml", attacks, n=40)
     run = tmp_path / "run"
@@ -136,38 +140,34 @@ def test_sync_interrupted_half_way_is_redone_whole(tmp_path: Path) -> None:
     uid = json.loads((run / "manifest.json").read_text())["run_uid"]
     cells = sorted(f"{m}/f{i}" for m in ("lin", "lin2") for i in range(6))
 
-    server = MlflowServer(tmp_path)
+    server = killable_mlflow_server
+    client = MlflowClient(tracking_uri=server.uri)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "sync", str(run)],
+        env=_env(server.uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Kill the server as soon as the parent run exists, while the nested runs are being logged.
+    _wait_for(lambda: bool(_parents(client, uid)) or proc.poll() is not None, 120, "the parent run")
+    _kill(server)
+    out, errout = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out + errout
+    assert "MLflow tracking failed" in errout and "Traceback" not in out + errout
+
     server.start()
-    try:
-        client = MlflowClient(tracking_uri=server.uri)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.cli", "sync", str(run)],
-            env=_env(server.uri),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        # Kill the server as soon as the parent run exists, while the nested runs are being logged.
-        _wait_for(lambda: bool(_parents(client, uid)) or proc.poll() is not None, 120, "the parent run")
-        _kill(server)
-        out, errout = proc.communicate(timeout=300)
-        assert proc.returncode == 1, out + errout
-        assert "MLflow tracking failed" in errout and "Traceback" not in out + errout
+    (partial,) = _parents(client, uid)
+    assert COMPLETE_TAG not in partial.data.tags  # the interrupted mirror is recognisably incomplete
+    assert len(_children(client, partial.info.run_id)) < len(cells)
 
-        server.start()
-        (partial,) = _parents(client, uid)
-        assert COMPLETE_TAG not in partial.data.tags  # the interrupted mirror is recognisably incomplete
-        assert len(_children(client, partial.info.run_id)) < len(cells)
+    result = CliRunner().invoke(app, ["sync", str(run)], env={"MLFLOW_TRACKING_URI": server.uri})
+    assert result.exit_code == 0, result.output
+    (parent,) = _parents(client, uid)
+    assert parent.info.run_id != partial.info.run_id and parent.data.tags[COMPLETE_TAG] == "true"
+    assert sorted(c.info.run_name for c in _children(client, parent.info.run_id)) == cells
+    assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
 
-        result = CliRunner().invoke(app, ["sync", str(run)], env={"MLFLOW_TRACKING_URI": server.uri})
-        assert result.exit_code == 0, result.output
-        (parent,) = _parents(client, uid)
-        assert parent.info.run_id != partial.info.run_id and parent.data.tags[COMPLETE_TAG] == "true"
-        assert sorted(c.info.run_name for c in _children(client, parent.info.run_id)) == cells
-        assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
-
-        again = CliRunner().invoke(app, ["sync", str(run)], env={"MLFLOW_TRACKING_URI": server.uri})
-        assert again.exit_code == 0 and parent.info.run_id in again.output
-        assert len(_parents(client, uid)) == 1 and len(_parents(client, uid, ViewType.ALL)) == 2
-    finally:
-        server.stop()
+    again = CliRunner().invoke(app, ["sync", str(run)], env={"MLFLOW_TRACKING_URI": server.uri})
+    assert again.exit_code == 0 and parent.info.run_id in again.output
+    assert len(_parents(client, uid)) == 1 and len(_parents(client, uid, ViewType.ALL)) == 2

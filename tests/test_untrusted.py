@@ -92,10 +92,11 @@ def test_malicious_checkpoint_is_never_unpickled(tmp_path: Path) -> None:
 
 def test_malicious_cached_checkpoint_is_never_unpickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A checkpoint swapped in the cache: `bench run` refuses it and names the file."""
+    from bench.data import load_dataset
     from model_zoo import get_model
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    path = get_model("mlp", "digits", recipe={"epochs": 1}).checkpoint
+    path = get_model("mlp", "digits", train=load_dataset("digits", "train"), recipe={"epochs": 1}).checkpoint
     marker = tmp_path / "pwned"
     torch.save({"0.weight": _Payload(marker)}, path)
     suite = tmp_path / "s.yaml"

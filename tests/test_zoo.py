@@ -11,6 +11,11 @@ from model_zoo.training import accuracy, load_state_dict
 ARCHS = ["mlp", "mlp3", "lenet", "cnn", "convnet", "convnet_bn"]
 
 
+def zoo_model(name: str, dataset: str, **kwargs: object):
+    """``get_model`` on ``dataset``'s train split (the zoo never loads data: the caller hands it over)."""
+    return get_model(name, dataset, train=load_dataset(dataset, "train"), **kwargs)
+
+
 @pytest.mark.parametrize("name", ARCHS)
 @pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8)])
 def test_output_shape_and_normalize_first(name: str, shape: tuple[int, int, int]) -> None:
@@ -31,31 +36,31 @@ def test_cifar_cnn_shape_and_size() -> None:
 )
 def test_training_floor_on_digits(name: str, floor: float) -> None:
     test = load_dataset("digits", "test")
-    trained = get_model(name, "digits")
+    trained = zoo_model(name, "digits")
     assert not trained.model.training
     assert accuracy(trained.model, test.x, test.y, device=torch.device("cpu")) >= floor
 
 
 def test_cache_second_call_trains_nothing_and_key_tracks_recipe(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
-    first = get_model("mlp", "digits", recipe={"epochs": 2})
+    first = zoo_model("mlp", "digits", recipe={"epochs": 2})
     assert first.trained_now and first.checkpoint.exists() and first.checkpoint.parent == tmp_path / "models"
-    second = get_model("mlp", "digits", recipe={"epochs": 2})
+    second = zoo_model("mlp", "digits", recipe={"epochs": 2})
     assert not second.trained_now and second.key == first.key
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    third = get_model("mlp", "digits", recipe={"epochs": 3})
+    third = zoo_model("mlp", "digits", recipe={"epochs": 3})
     assert third.trained_now and third.key != first.key
 
 
 def test_training_is_deterministic(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "a"))
     torch.manual_seed(123)  # the global generator's state must not leak into the initial weights
-    a = get_model("lenet", "digits", recipe={"epochs": 1})
+    a = zoo_model("lenet", "digits", recipe={"epochs": 1})
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "b"))
     torch.manual_seed(456)
     torch.rand(1000)
-    b = get_model("lenet", "digits", recipe={"epochs": 1})
+    b = zoo_model("lenet", "digits", recipe={"epochs": 1})
     for ta, tb in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
         assert torch.equal(ta, tb)
 
@@ -94,10 +99,18 @@ def test_zoo_entries_describe_their_recipes() -> None:
         assert MODELS.get(name).recipe.epochs > 0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("name", "floor"), [("mlp", 0.90), ("lenet", 0.95), ("cnn", 0.95), ("convnet", 0.95)])
+@pytest.mark.parametrize(("name", "floor"), [("mlp", 0.90), ("lenet", 0.95), ("cnn", 0.95)])
 def test_mnist5k_accuracy_floors(name: str, floor: float) -> None:
-    """The issue's floors on mnist5k's 1,000 test digits with the zoo recipes."""
+    """The issue's floors on mnist5k's 1,000 test digits with the zoo recipes (the quickstart's models,
+    trained once into the shared test cache and reused by the other tests)."""
     test = load_dataset("mnist5k", "test")
-    trained = get_model(name, "mnist5k")
+    trained = zoo_model(name, "mnist5k")
     assert accuracy(trained.model, test.x, test.y, device=torch.device("cpu")) >= floor
+
+
+@pytest.mark.slow
+def test_mnist5k_accuracy_floor_convnet() -> None:
+    """convnet's floor: 15 epochs of a wider net, too long for the default run."""
+    test = load_dataset("mnist5k", "test")
+    trained = zoo_model("convnet", "mnist5k")
+    assert accuracy(trained.model, test.x, test.y, device=torch.device("cpu")) >= 0.95

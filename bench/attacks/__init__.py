@@ -1,52 +1,46 @@
-"""Native attacks, one per module, registered in :data:`ATTACKS`.
+"""Attacks, one family per module, registered in :data:`ATTACKS` with what each can do.
 
-Importing this package registers every built-in attack. A suite may also name
-an explicit plugin class as ``"package.module:Class"``.
+Importing this package registers every built-in attack (in this order, which
+fixes the order of the cross-check matrix) and the ``art:`` namespace. A suite
+may also name an explicit plugin class as ``"package.module:Class"``.
+
+Adding an attack is one module plus its registration::
+
+    @ATTACKS.register("my_attack", abilities=Abilities(family=AttackFamily.ITERATIVE, no_art="..."))
+    @dataclass(frozen=True, kw_only=True)
+    class MyAttack(Attack):
+        def run(self, model, x, y, eps, *, target, bounds, ctx): ...
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from bench.attacks import adversarial_noise as _adversarial_noise  # noqa: F401  (registers)
-from bench.attacks import bim as _bim  # noqa: F401  (registers)
-from bench.attacks import fgsm as _fgsm  # noqa: F401  (registers)
+from bench.attacks import art as _art  # noqa: F401  (registers the art: namespace; ART itself loads lazily)
+from bench.attacks import fgsm as _fgsm  # noqa: F401  (registers first: the cross-check matrix's order)
 from bench.attacks import fooling_images as _fooling_images  # noqa: F401  (registers)
-from bench.attacks import gaussian_noise as _gaussian_noise  # noqa: F401  (registers)
+from bench.attacks import noise as _noise  # noqa: F401  (registers uniform_noise, gaussian_noise, salt_pepper)
 from bench.attacks import occlusion as _occlusion  # noqa: F401  (registers)
-from bench.attacks import pgd as _pgd  # noqa: F401  (registers)
-from bench.attacks import salt_pepper as _salt_pepper  # noqa: F401  (registers)
+from bench.attacks import pgd as _pgd  # noqa: F401  (registers bim, pgd)
 from bench.attacks import targeted_ascent as _targeted_ascent  # noqa: F401  (registers)
-from bench.attacks import uniform_noise as _uniform_noise  # noqa: F401  (registers)
-from bench.attacks.base import Attack, AttackContext, AttackError, perturbation_norms, project
-from bench.attacks.registry import ATTACKS
+from bench.attacks.abilities import Abilities, ArtCounterpart, MinimalEpsMethod
+from bench.attacks.base import Attack, AttackContext, AttackError, Ray, Sweep, TargetedAttack, derive_seed
+from bench.attacks.geometry import perturbation_norms, project
+from bench.attacks.registry import ATTACKS, attack_record, make_attack
 
-
-def make_attack(name: str, **params: Any) -> Attack:
-    """Instantiate the registered attack ``name`` with keyword hyperparameters.
-
-    Unknown parameters raise :class:`AttackError` naming the allowed ones.
-    """
-    import dataclasses
-
-    if name.startswith("art:"):  # any ART evasion attack, through the PyTorchClassifier adapter
-        from bench.attacks.art import make_art_attack
-
-        return make_art_attack(name, **params)
-    cls = ATTACKS.get(name)
-    if not (isinstance(cls, type) and issubclass(cls, Attack)):
-        raise AttackError(f"attack {name!r} is not an Attack subclass")
-    allowed = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise AttackError(
-            f"attack {name!r} has no parameter {', '.join(repr(u) for u in unknown)} "
-            f"(allowed: {', '.join(sorted(allowed))})"
-        )
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise AttackError(f"attack {name!r}: {exc}") from None
-
-
-__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackError", "make_attack", "perturbation_norms", "project"]
+__all__ = [
+    "ATTACKS",
+    "Abilities",
+    "ArtCounterpart",
+    "Attack",
+    "AttackContext",
+    "AttackError",
+    "MinimalEpsMethod",
+    "Ray",
+    "Sweep",
+    "TargetedAttack",
+    "attack_record",
+    "derive_seed",
+    "make_attack",
+    "perturbation_norms",
+    "project",
+]

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode
+from bench.attacks.abilities import Abilities
+from bench.attacks.base import AttackContext, AttackError, Extras, SweepSteps, TargetedAttack
 from bench.attacks.registry import ATTACKS
 from bench.attacks.synthesis import check_positive, check_steps
-from bench.types import Norm, eps_label
+from bench.types import AttackFamily, Bounds, eps_label
+
+TRANSFER = Abilities(
+    family=AttackFamily.TRANSFER,
+    no_art=(
+        "only loosely UniversalPerturbation(attacker='fgsm', eps=eps, norm=np.inf): ART builds delta from "
+        "per-sample DeepFool/FGSM steps over the whole set, we take sign steps on the summed source loss, "
+        "so results differ"
+    ),
+)
 
 
-@ATTACKS.register("adversarial_noise")
+@ATTACKS.register("adversarial_noise", abilities=TRANSFER)
 @dataclass(frozen=True, kw_only=True)
-class AdversarialNoise(Attack):
+class AdversarialNoise(TargetedAttack):
     """One perturbation ``delta`` (``||delta||_inf <= eps``) shared by every sample of the batch.
 
     ``delta`` starts at 0 and takes ``steps`` sign-gradient steps of
@@ -36,24 +47,13 @@ class AdversarialNoise(Attack):
         steps: sign-gradient steps (default 40).
         rel_step_size: step as a fraction of eps (default 0.1).
 
-    Reports (``ctx.extras``, per eps): ``source_fooling_rate`` and
+    Reports (``Sweep.extras["fooling"]``, per eps): ``source_fooling_rate`` and
     ``transfer_fooling_rate`` (among clean-correct samples; targeted: reached
     target), and ``source_size``/``heldout_size``.
 
     Cost: ``steps * source_size`` gradients per batch and eps.
     """
 
-    name: ClassVar[str] = "adversarial_noise"
-    art_counterpart: ClassVar[str | None] = "UniversalPerturbation"
-    art_mapping: ClassVar[str] = (
-        "loosely UniversalPerturbation(attacker='fgsm', eps=eps, norm=np.inf); ART builds delta from per-sample "
-        "DeepFool/FGSM steps over the whole set, we take sign steps on the summed source loss, so results differ"
-    )
-    supports_targeted: ClassVar[bool] = True
-
-    norm: Norm = Norm.LINF
-    targeted: bool = False
-    target_mode: TargetMode = "random"
     source_size: int = 64
     steps: int = 40
     rel_step_size: float = 0.1
@@ -68,10 +68,17 @@ class AdversarialNoise(Attack):
         return pred == target if self.targeted and target is not None else pred != y
 
     def learn(
-        self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: float, *, ctx: AttackContext
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        eps: float,
+        *,
+        bounds: Bounds,
+        ctx: AttackContext,
     ) -> torch.Tensor:
         """The shared perturbation ``(1, C, H, W)`` learned on ``x`` ``(S, C, H, W)``."""
-        low, high = ctx.bounds.low, ctx.bounds.high
+        low, high = bounds.low, bounds.high
         delta = torch.zeros_like(x[:1])
         direction = -1.0 if self.targeted else 1.0
         for _ in range(self.steps):
@@ -79,7 +86,25 @@ class AdversarialNoise(Attack):
             delta = (delta + direction * self.rel_step_size * eps * grad.sum(0, keepdim=True).sign()).clamp(-eps, eps)
         return delta
 
-    def _run(
+    def run_sweep(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epsilons: Sequence[float],
+        *,
+        target: torch.Tensor | None,
+        bounds: Bounds,
+        ctx: AttackContext,
+    ) -> SweepSteps:
+        """One independent perturbation per eps; returns ``{"fooling": {eps label: rates}}`` for non-zero eps."""
+        fooling: dict[str, Any] = {}
+        for eps in epsilons:
+            yield eps, self.perturb(model, x, y, eps, target=target, bounds=bounds, ctx=ctx, report=fooling)
+        extras: Extras = {"fooling": fooling} if fooling else {}
+        return extras
+
+    def perturb(
         self,
         model: nn.Module,
         x: torch.Tensor,
@@ -87,20 +112,22 @@ class AdversarialNoise(Attack):
         eps: float,
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
+        report: dict[str, Any],
     ) -> torch.Tensor:
+        """``clip(x + delta)`` at ``eps``, with ``delta`` learned on the source part; adds its rates to ``report``."""
         n = x.shape[0]
         s = max(1, min(self.source_size, n // 2))
         if eps == 0:
             return x.clone()
         labels = target if self.targeted and target is not None else y
-        delta = self.learn(model, x[:s], labels[:s], eps, ctx=ctx)
-        x_adv = (x + delta).clamp(ctx.bounds.low, ctx.bounds.high)
+        delta = self.learn(model, x[:s], labels[:s], eps, bounds=bounds, ctx=ctx)
+        x_adv = (x + delta).clamp(bounds.low, bounds.high)
         clean_pred = ctx.logits(model, x).argmax(1)
         adv_pred = ctx.logits(model, x_adv).argmax(1)
         eligible = clean_pred == y
         fooled = self._fooled(adv_pred, y, target) & eligible
-        report = ctx.extras.setdefault("fooling", {})
         src, held = eligible[:s], eligible[s:]
         report[eps_label(eps)] = {
             "source_size": s,

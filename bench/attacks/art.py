@@ -1,5 +1,9 @@
 """Any ART evasion attack as a harness attack: ``art:<ClassName>`` in a suite.
 
+Registered like any other attack, as the ``art:`` namespace of :data:`ATTACKS`
+(``make_attack("art:DeepFool", max_iter=50)``). ART is a heavy optional
+dependency: it is imported inside the functions that need it, never at module level.
+
 The zoo model is wrapped in ART's ``PyTorchClassifier`` (cross-entropy loss
 with ``reduction="sum"``, like :meth:`AttackContext.loss_gradient`;
 ``clip_values`` from the data bounds; ``input_shape`` and ``nb_classes`` from
@@ -37,8 +41,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode, derive_seed
-from bench.types import Bounds, Norm
+from bench.attacks.abilities import Abilities
+from bench.attacks.base import AttackContext, AttackError, SweepSteps, TargetedAttack, derive_seed
+from bench.attacks.registry import ATTACKS
+from bench.types import AttackFamily, Bounds, Norm
 
 ART_PREFIX = "art:"
 
@@ -49,6 +55,7 @@ _RESERVED = ("estimator", "classifier", "eps")
 @cache
 def evasion_attack_names() -> tuple[str, ...]:
     """Names of every ``EvasionAttack`` subclass exported by ``art.attacks.evasion``."""
+    # ART is heavy and optional: imported only when an ART attack is named.
     import art.attacks.evasion as evasion
     from art.attacks.attack import EvasionAttack
 
@@ -63,6 +70,7 @@ def evasion_attack_names() -> tuple[str, ...]:
 
 def art_evasion_class(class_name: str) -> type:
     """The ART evasion attack class ``class_name``; unknown names raise with close matches."""
+    # ART is heavy and optional: imported only when an ART attack is named.
     import art.attacks.evasion as evasion
 
     names = evasion_attack_names()
@@ -89,6 +97,7 @@ class CountingClassifier:
     @classmethod
     def get(cls) -> type:
         if cls._cls is None:
+            # ART is heavy and optional: imported only when an ART attack runs.
             from art.estimators.classification import PyTorchClassifier
 
             class _Counting(PyTorchClassifier):  # type: ignore[misc]
@@ -187,7 +196,7 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ArtAttack(Attack):
+class ArtAttack(TargetedAttack):
     """An ART evasion attack run through a ``PyTorchClassifier`` wrapper of the model.
 
     Args:
@@ -203,15 +212,10 @@ class ArtAttack(Attack):
     """
 
     name: ClassVar[str] = "art"
-    art_counterpart: ClassVar[str | None] = None
-    art_mapping: ClassVar[str] = "is ART itself"
-    supports_targeted: ClassVar[bool] = True
 
     attack_class: str
     options: Mapping[str, Any] = field(default_factory=dict)
     norm: Norm = Norm.NONE
-    targeted: bool = False
-    target_mode: TargetMode = "random"
 
     @classmethod
     def allowed_norms(cls) -> tuple[Norm, ...]:
@@ -312,7 +316,7 @@ class ArtAttack(Attack):
             x_adv = attack.generate(x=x.detach().cpu().numpy().astype(np.float32), y=one_hot)
         return torch.as_tensor(np.asarray(x_adv, dtype=np.float32)).to(device=x.device, dtype=x.dtype)
 
-    def _sweep(
+    def run_sweep(
         self,
         model: nn.Module,
         x: torch.Tensor,
@@ -320,19 +324,21 @@ class ArtAttack(Attack):
         epsilons: Sequence[float],
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
-    ) -> Iterator[tuple[float, torch.Tensor]]:
-        bounds = ctx.bounds  # ART clips to clip_values inside the algorithm
+    ) -> SweepSteps:
+        # ART clips to clip_values (the bounds) inside the algorithm.
         if not self.bounded:
             x_adv = self.generate(model, x, y, None, target=target, bounds=bounds, ctx=ctx)
             for eps in epsilons:
                 yield eps, x_adv
-            return
+            return None
         for eps in epsilons:
             if eps == 0:
                 yield eps, x
                 continue
             yield eps, self.generate(model, x, y, eps, target=target, bounds=bounds, ctx=ctx)
+        return None
 
 
 def make_art_attack(name: str, **params: Any) -> ArtAttack:
@@ -342,3 +348,19 @@ def make_art_attack(name: str, **params: Any) -> ArtAttack:
         raise AttackError(f"attack {name!r}: give an ART class after 'art:', e.g. 'art:DeepFool'")
     target_mode = params.pop("target_mode", "random")
     return ArtAttack(attack_class=class_name, options=params, target_mode=target_mode)
+
+
+def _check_art_name(name: str) -> None:
+    class_name = name.removeprefix(ART_PREFIX)
+    if not class_name:
+        raise AttackError(f"attack {name!r}: give an ART class after 'art:', e.g. 'art:DeepFool'")
+    art_evasion_class(class_name)
+
+
+ATTACKS.register_attack_namespace(
+    ART_PREFIX,
+    ArtAttack,
+    make=make_art_attack,
+    validate=_check_art_name,
+    abilities=Abilities(family=AttackFamily.EXTERNAL, no_art="it is ART itself"),
+)

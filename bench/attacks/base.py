@@ -1,22 +1,28 @@
-"""The attack contract (DESIGN.md, convention 3).
+"""The attack contract (DESIGN.md, convention 3), in the spirit of foolbox.
 
 An attack is a frozen, keyword-only dataclass: its fields are its
 hyperparameters, ``repr(attack)`` is its identity in logs and :meth:`Attack.params`
-is what MLflow records. A subclass implements only the algorithm:
+is what results and MLflow record. A subclass implements one algorithm hook:
 
-* :meth:`Attack._run` maps ``(model, x, y, eps, target, ctx)`` to adversarial
-  inputs of the same shape, or
-* :meth:`Attack._sweep`, for attacks whose cost does not grow with the number of
-  epsilons, yielding ``(eps, x_adv)``, or
-* :meth:`Attack._ray` with ``ray = True``, for attacks whose example at every
-  eps is ``clip(x + eps * d)`` along one direction ``d`` (FGSM/FGM): one gradient
-  serves every eps and the base builds the examples.
+* :meth:`Attack.run` maps ``(model, x, y, eps, target, bounds, ctx)`` to
+  adversarial inputs of the same shape (or, for a *ray* attack, to a :class:`Ray`);
+* optionally :meth:`Attack.run_sweep`, for attacks whose cost does not grow
+  with the number of epsilons: a generator of ``(eps, x_adv)`` that may
+  ``return`` a dict of extras (JSON-able reports, e.g. steps used per eps).
 
-The public :meth:`Attack.__call__` and :meth:`Attack.sweep` do the bookkeeping,
-as foolbox's ``__call__`` does: they validate epsilons, resolve targets, and
-whatever the subclass returned, check its shape and dtype, project it onto the
-epsilon ball and clip it to the data bounds (a ray's direction is checked and
-projected onto the unit ball once, so every ``x + eps * d`` is in its ball).
+Two class attributes are performance properties, not hooks:
+
+* ``ray = True``: the example at every eps is ``clip(x + eps * d)`` for one
+  direction ``d`` (FGSM/FGM): :meth:`run` returns ``Ray(d)`` once, and the base
+  checks ``d``, projects it onto the unit ball and builds every example itself;
+* ``pooled = True``: every model call goes through ``ctx.logits``/``ctx.loss_gradient``,
+  so the runner may hand the attack several batches at once (``ctx.batch_size``
+  splits the model calls) and early exit keeps model batches full.
+
+The final public :meth:`Attack.__call__` and :meth:`Attack.sweep` do the
+bookkeeping: they validate epsilons and shapes, resolve targets once, and
+whatever the subclass returned, check its shape, dtype and finiteness, project
+it onto the epsilon ball and clip it to the data bounds.
 
 Shapes and ranges: ``x`` is ``(N, C, H, W)`` float in ``bounds`` (pixel space,
 normally [0, 1]); ``y`` and ``target`` are int64 ``(N,)``; ``eps`` is in pixel
@@ -26,244 +32,67 @@ units of the bounds, measured in :attr:`Attack.norm`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import math
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, final
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from bench.attacks.abilities import Abilities
+from bench.attacks.context import AttackContext, AttackError, derive_seed
+from bench.attacks.geometry import along_ray, perturbation_norms, project, unit_direction
+from bench.attacks.targets import TARGET_MODES, TargetMode, choose_targets, resolve_targets
 from bench.types import Bounds, Norm, parse_eps
 
-TargetMode = Literal["random", "least_likely", "given"]
-TARGET_MODES: tuple[str, ...] = ("random", "least_likely", "given")
+Extras = dict[str, Any]
+"""Attack-specific reports of one sweep (JSON-able), keyed by name."""
+
+SweepSteps = Generator[tuple[float, "torch.Tensor | Ray"], None, Extras | None]
+"""What :meth:`Attack.run_sweep` is: yields ``(eps, x_adv)``, returns extras (or ``None``)."""
 
 
-class AttackError(ValueError):
-    """Bad attack parameters or inputs, or an attack that broke its contract."""
+@dataclass(frozen=True)
+class Ray:
+    """A ray attack's answer: the example at eps is ``clip(x + eps * direction)``; ``direction`` shaped like ``x``."""
+
+    direction: torch.Tensor
 
 
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed derived from any JSON-able parts (suite seed, model, attack, eps...)."""
-    digest = hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-@dataclass
-class AttackContext:
-    """Per-call state an attack may use: seeded randomness and cost counters.
-
-    Random numbers are drawn on the CPU from generators seeded by
-    ``(seed, *key)`` and then moved to the device, so CPU and CUDA runs draw the
-    same noise.
+class Sweep(Iterator[tuple[float, torch.Tensor]]):
+    """The public sweep: iterate ``(eps, x_adv)``; then read :attr:`extras`.
 
     Attributes:
-        seed: base seed (normally derived from suite seed, model and attack).
-        grad_evals: number of per-sample input gradients computed so far.
-        forward_evals: number of per-sample forward passes so far.
-        extras: attack-specific reports (e.g. steps used per class), JSON-able.
-        bounds: the data bounds of the current call (set by :meth:`Attack.sweep`), for
-            iterative attacks that must clip at every step as ART does.
-        batch_size: the most samples one model call may take; :meth:`logits` and
-            :meth:`loss_gradient` split larger inputs (``None``: never split). A
-            :attr:`Attack.pooled` attack can then be handed many batches at once.
+        targets: the target classes ``(N,)`` this sweep uses (resolved once, before any step), or ``None``.
+        extras: what the attack reported, complete once the iteration is exhausted.
     """
 
-    seed: int = 0
-    grad_evals: int = 0
-    forward_evals: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
-    bounds: Bounds = field(default_factory=Bounds)
-    batch_size: int | None = None
+    def __init__(self, steps: Generator[tuple[float, torch.Tensor], None, Extras | None], targets: Any) -> None:
+        self._steps = steps
+        self.targets: torch.Tensor | None = targets
+        self.extras: Extras = {}
 
-    def _chunks(self, n: int) -> list[slice]:
-        """Row ranges of at most ``batch_size`` covering ``n`` rows (one range, possibly empty, if unsplit)."""
-        if not self.batch_size or self.batch_size >= n:
-            return [slice(0, n)]
-        return [slice(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
-
-    def generator(self, *key: object) -> torch.Generator:
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(derive_seed(self.seed, *key))
-        return gen
-
-    def randn_like(self, x: torch.Tensor, *key: object) -> torch.Tensor:
-        return torch.randn(x.shape, generator=self.generator(*key), dtype=x.dtype).to(x.device)
-
-    def rand_like(self, x: torch.Tensor, *key: object) -> torch.Tensor:
-        return torch.rand(x.shape, generator=self.generator(*key), dtype=x.dtype).to(x.device)
-
-    def randint(self, low: int, high: int, size: tuple[int, ...], device: torch.device, *key: object) -> torch.Tensor:
-        return torch.randint(low, high, size, generator=self.generator(*key)).to(device)
-
-    @torch.no_grad()
-    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, K)`` of ``x`` without gradient (model calls of at most ``batch_size``); counts N forwards."""
-        self.forward_evals += int(x.shape[0])
-        parts = self._chunks(int(x.shape[0]))
-        if len(parts) == 1:
-            return model(x)
-        return torch.cat([model(x[part]) for part in parts])
-
-    def loss_gradient(
-        self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, reduction: str = "sum"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradient of the cross-entropy loss w.r.t. ``x`` and the logits.
-
-        The loss is summed over the batch by default, so each sample's
-        gradient does not shrink with the batch size (a mean makes near-zero
-        gradients underflow to exactly zero more often). Counts N gradient and
-        N forward evaluations.
-
-        Returns ``(grad, logits)`` with ``grad`` shaped like ``x``. With a
-        ``batch_size`` below N and the summed loss, the model is called on
-        chunks (each sample's gradient does not depend on the others).
-        """
-        n = int(x.shape[0])
-        self.grad_evals += n
-        self.forward_evals += n
-        parts = self._chunks(n) if reduction == "sum" else [slice(0, n)]
-        grads, all_logits = [], []
-        for part in parts:  # row slices are views: an unsplit call copies nothing
-            xp = x[part].detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = model(xp)
-                loss = F.cross_entropy(logits, labels[part], reduction=reduction)
-                (grad,) = torch.autograd.grad(loss, xp)
-            grads.append(grad.detach())
-            all_logits.append(logits.detach())
-        if len(parts) == 1:
-            return grads[0], all_logits[0]
-        return torch.cat(grads), torch.cat(all_logits)
-
-    def objective_gradient(self, x: torch.Tensor, objective: torch.Tensor) -> torch.Tensor:
-        """Gradient of a scalar ``objective`` built from ``x`` (which requires grad)."""
-        (grad,) = torch.autograd.grad(objective, x)
-        self.grad_evals += int(x.shape[0])
-        return grad.detach()
-
-
-# -- norms and projections ---------------------------------------------------------
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1)
-
-
-def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-sample ``linf``, ``l2`` and ``l0`` (fraction of changed pixels) of ``x_adv - x``; each ``(N,)``."""
-    delta = (x_adv - x).detach()
-    flat = _flat(delta)
-    pixel_changed = delta.abs().amax(dim=1) > 0 if delta.ndim == 4 else flat != 0
-    return {
-        "linf": flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(flat.shape[0]),
-        "l2": flat.norm(p=2, dim=1),
-        "l0": _flat(pixel_changed.float()).mean(dim=1),
-    }
-
-
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm, bounds: Bounds) -> torch.Tensor:
-    """Project ``x_adv`` onto the ``eps`` ball around ``x`` in ``norm``, then clip to ``bounds``.
-
-    Clipping after the projection keeps the ball constraint because the box
-    contains ``x`` (projection onto a convex set containing ``x`` never moves
-    a point away from ``x``).
-    """
-    # One new tensor, then in-place passes: on a CPU a fresh batch-sized allocation costs about
-    # as much as an element-wise pass, and this runs once per epsilon of every sweep.
-    delta = x_adv - x
-    if norm is Norm.LINF:
-        delta.clamp_(-eps, eps)
-    elif norm is Norm.L2:
-        norms = _flat(delta).norm(p=2, dim=1).clamp_min(1e-12)
-        delta.mul_((eps / norms).clamp(max=1.0).view(-1, *([1] * (x.ndim - 1))))
-    elif norm is Norm.L0:
-        delta = _project_l0(delta, eps)
-    # PATCH and NONE budgets are enforced by the attack itself; only bounds here.
-    return delta.add_(x).clamp_(bounds.low, bounds.high)
-
-
-def _project_l0(delta: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Keep the ``floor(fraction * H * W)`` pixels with the largest change per sample."""
-    n = delta.shape[0]
-    magnitude = delta.abs().amax(dim=1) if delta.ndim == 4 else delta.abs()
-    flat = magnitude.reshape(n, -1)
-    k = math.floor(min(fraction, 1.0) * flat.shape[1] + 1e-9)
-    if k >= flat.shape[1]:
-        return delta
-    keep = torch.zeros_like(flat, dtype=torch.bool)
-    if k > 0:
-        top = flat.topk(k, dim=1).indices
-        keep.scatter_(1, top, True)
-    keep = keep & (flat > 0)
-    mask = keep.reshape(magnitude.shape)
-    if delta.ndim == 4:
-        mask = mask.unsqueeze(1)
-    return delta * mask
-
-
-# -- targets -----------------------------------------------------------------------
-
-
-def resolve_targets(
-    logits: torch.Tensor,
-    y: torch.Tensor,
-    mode: TargetMode,
-    *,
-    given: torch.Tensor | None,
-    ctx: AttackContext,
-) -> torch.Tensor:
-    """Target classes ``(N,)`` for a targeted attack.
-
-    ``given``: the caller's targets (validated against the number of classes);
-    ``least_likely``: the class with the lowest clean logit;
-    ``random``: a seeded uniform class other than the true one.
-    """
-    num_classes = int(logits.shape[1])
-    if given is not None:
-        target = given.to(device=y.device, dtype=torch.long)
-        if target.shape != y.shape:
-            raise AttackError(f"target shape {tuple(target.shape)} does not match labels {tuple(y.shape)}")
-        if bool(((target < 0) | (target >= num_classes)).any()):
-            bad = int(target[(target < 0) | (target >= num_classes)][0])
-            raise AttackError(f"target class {bad} does not exist: the model has classes 0..{num_classes - 1}")
-        return target
-    if mode == "given":
-        raise AttackError("target mode 'given' needs explicit target classes (none were passed)")
-    if mode == "least_likely":
-        return logits.argmin(dim=1)
-    if mode == "random":
-        offset = ctx.randint(1, num_classes, tuple(y.shape), y.device, "target")
-        return (y + offset) % num_classes
-    raise AttackError(f"unknown target mode {mode!r} (allowed: random, least_likely, given)")
-
-
-# -- the contract --------------------------------------------------------------------
+    def __next__(self) -> tuple[float, torch.Tensor]:
+        try:
+            return next(self._steps)
+        except StopIteration as stop:
+            self.extras = dict(stop.value or {})
+            raise
 
 
 @dataclass(frozen=True, kw_only=True)
 class Attack:
-    """Base class of every native attack.
+    """Base class of every attack.
 
     Class attributes a subclass sets:
-        name: the registry name.
-        art_counterpart: ART class that implements the same attack, or ``None``.
-        art_mapping: how our parameters map onto ART's, or why there is none.
         uses_gradients: whether :attr:`AttackContext.grad_evals` is meaningful.
-        ray: the example at every eps is ``clip(x + eps * d)`` for one direction ``d``
-            that :meth:`_ray` returns (FGSM/FGM); the base then builds every example itself.
-        pooled: every model call goes through ``ctx.logits``/``ctx.loss_gradient``, so the
-            runner may hand the attack several batches at once (``ctx.batch_size`` splits
-            the model calls): early exit then keeps model batches full.
+        supports_targeted: whether ``targeted=True`` is allowed (see :class:`TargetedAttack`).
+        ray, pooled: performance properties (module docstring).
+    Set at registration (``@ATTACKS.register(name, abilities=...)``): ``name`` and ``abilities``.
     """
 
     name: ClassVar[str] = ""
-    art_counterpart: ClassVar[str | None] = None
-    art_mapping: ClassVar[str] = ""
+    abilities: ClassVar[Abilities | None] = None
     uses_gradients: ClassVar[bool] = True
     supports_targeted: ClassVar[bool] = False
     ray: ClassVar[bool] = False
@@ -276,8 +105,8 @@ class Attack:
         object.__setattr__(self, "norm", _coerce_norm(self.norm, self.allowed_norms()))
         if self.targeted and not self.supports_targeted:
             raise AttackError(f"{self.name}: targeted mode is not supported")
-        mode = getattr(self, "target_mode", None)
-        if mode is not None and mode not in TARGET_MODES:
+        mode = self.target_selection
+        if mode not in TARGET_MODES:
             raise AttackError(f"{self.name}: target_mode {mode!r} is not allowed (allowed: {', '.join(TARGET_MODES)})")
         self.check_params()
 
@@ -289,7 +118,12 @@ class Attack:
     def check_params(self) -> None:
         """Raise :class:`AttackError` for invalid hyperparameters (ART's ``_check_params``)."""
 
-    def _run(
+    @property
+    def target_selection(self) -> TargetMode:
+        """How targets are chosen when none are given (:class:`TargetedAttack` declares a field)."""
+        return "random"
+
+    def run(
         self,
         model: nn.Module,
         x: torch.Tensor,
@@ -297,23 +131,13 @@ class Attack:
         eps: float,
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
-    ) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} implements neither _run nor _sweep")
+    ) -> torch.Tensor | Ray:
+        """The algorithm: adversarial inputs like ``x`` at ``eps`` (a ray attack: ``Ray(d)``, eps unused)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither run nor run_sweep")
 
-    def _ray(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        target: torch.Tensor | None,
-        ctx: AttackContext,
-    ) -> torch.Tensor:
-        """Direction ``d`` ``(N, C, H, W)`` of a ray attack (``ray = True``), in the unit ball of ``norm``."""
-        raise NotImplementedError(f"{type(self).__name__} sets ray = True but does not implement _ray")
-
-    def _sweep(
+    def run_sweep(
         self,
         model: nn.Module,
         x: torch.Tensor,
@@ -321,11 +145,13 @@ class Attack:
         epsilons: Sequence[float],
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
-    ) -> Iterator[tuple[float, torch.Tensor]]:
-        """Default sweep: one independent :meth:`_run` per epsilon."""
+    ) -> SweepSteps:
+        """Default sweep: one independent :meth:`run` per epsilon, no extras."""
         for eps in epsilons:
-            yield eps, self._run(model, x, y, eps, target=target, ctx=ctx)
+            yield eps, self.run(model, x, y, eps, target=target, bounds=bounds, ctx=ctx)
+        return None
 
     # -- identity ---------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -343,9 +169,11 @@ class Attack:
     @property
     def bounded(self) -> bool:
         """Whether eps bounds the perturbation (eps = 0 must return the input)."""
-        return self.norm not in (Norm.NONE,)
+        declared = self.abilities.bounded if self.abilities is not None else True
+        return declared and self.norm is not Norm.NONE
 
     # -- public calls: bookkeeping around the algorithm ----------------------------
+    @final
     def __call__(
         self,
         model: nn.Module,
@@ -361,6 +189,7 @@ class Attack:
         ((_, x_adv),) = list(self.sweep(model, x, y, [eps], target=target, bounds=bounds, ctx=ctx))
         return x_adv
 
+    @final
     def sweep(
         self,
         model: nn.Module,
@@ -371,14 +200,15 @@ class Attack:
         target: torch.Tensor | None = None,
         bounds: Bounds = Bounds(),
         ctx: AttackContext | None = None,
-    ) -> Iterator[tuple[float, torch.Tensor]]:
-        """Yield ``(eps, x_adv)`` for each epsilon, in the order given.
+    ) -> Sweep:
+        """``(eps, x_adv)`` for each epsilon, in the order given, as a :class:`Sweep`.
 
-        Whatever the algorithm returned is checked for shape, dtype and
-        finiteness, projected onto the eps ball and clipped to ``bounds``.
+        Targets are resolved here, once (``target``: explicit classes, else the
+        attack's ``target_mode``), and exposed as ``Sweep.targets``. Whatever the
+        algorithm returns is checked for shape, dtype and finiteness, projected
+        onto the eps ball and clipped to ``bounds``.
         """
         ctx = ctx if ctx is not None else AttackContext()
-        ctx.bounds = bounds
         eps_list = [parse_eps(e) for e in epsilons]
         if not eps_list:
             raise AttackError(f"{self.name}: empty epsilon list")
@@ -387,17 +217,36 @@ class Attack:
         x = x.detach()
         y = y.to(device=x.device, dtype=torch.long)
         resolved = self.targets(model, x, y, target=target, ctx=ctx)
+        return Sweep(self._steps(model, x, y, eps_list, target=resolved, bounds=bounds, ctx=ctx), resolved)
+
+    def _steps(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        eps_list: list[float],
+        *,
+        target: torch.Tensor | None,
+        bounds: Bounds,
+        ctx: AttackContext,
+    ) -> Generator[tuple[float, torch.Tensor], None, Extras | None]:
         if self.ray:
             # One direction serves every eps. It is checked (shape, finite) and projected onto the
             # unit ball once; then ``x + eps * d`` lies in the eps ball by construction, and each
             # example costs two element-wise passes (build, clip) instead of a re-projection.
-            d = self.ray_direction(model, x, y, target=resolved, ctx=ctx)
+            d = self.ray_direction(model, x, y, target=target, bounds=bounds, ctx=ctx)
             for eps in eps_list:
                 yield eps, along_ray(x, d, eps, bounds)
-            return
-        for eps, x_adv in self._sweep(model, x, y, eps_list, target=resolved, ctx=ctx):
+            return None
+        steps = self.run_sweep(model, x, y, eps_list, target=target, bounds=bounds, ctx=ctx)
+        while True:
+            try:
+                eps, x_adv = next(steps)
+            except StopIteration as stop:
+                return stop.value
             yield eps, self._checked(x_adv, x, eps, bounds)
 
+    @final
     def targets(
         self,
         model: nn.Module,
@@ -407,16 +256,14 @@ class Attack:
         target: torch.Tensor | None,
         ctx: AttackContext,
     ) -> torch.Tensor | None:
-        """The target classes this call will use (``None`` when untargeted)."""
+        """The target classes ``(N,)`` a call will use (``None`` when untargeted); given ones are validated."""
         if not self.targeted:
             return None
-        mode: TargetMode = getattr(self, "target_mode", "random")
-        logits = (
-            ctx.logits(model, x) if target is None and mode == "least_likely" else _num_classes_probe(model, x, ctx)
-        )
-        return resolve_targets(logits, y, mode, given=target, ctx=ctx)
+        return choose_targets(model, x, y, self.target_selection, given=target, ctx=ctx)
 
-    def _checked(self, x_adv: torch.Tensor, x: torch.Tensor, eps: float, bounds: Bounds) -> torch.Tensor:
+    def _checked(self, x_adv: torch.Tensor | Ray, x: torch.Tensor, eps: float, bounds: Bounds) -> torch.Tensor:
+        if isinstance(x_adv, Ray):
+            return along_ray(x, unit_direction(x_adv.direction, x, self.norm, who=repr(self)), eps, bounds)
         if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
             shape = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
             raise AttackError(f"{self!r} returned {shape}, expected shape {tuple(x.shape)}")
@@ -429,6 +276,7 @@ class Attack:
             raise AttackError(f"{self!r} returned NaN values at eps={eps}")
         return out
 
+    @final
     def ray_direction(
         self,
         model: nn.Module,
@@ -436,45 +284,27 @@ class Attack:
         y: torch.Tensor,
         *,
         target: torch.Tensor | None,
+        bounds: Bounds = Bounds(),
         ctx: AttackContext,
     ) -> torch.Tensor:
-        """A ray attack's direction ``(N, C, H, W)``, checked and projected onto the unit ball of ``norm``."""
-        return self._checked_direction(self._ray(model, x, y, target=target, ctx=ctx), x)
-
-    def _checked_direction(self, d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """A ray attack's direction, checked for shape and finiteness, projected onto the unit ball of ``norm``."""
-        if not isinstance(d, torch.Tensor) or d.shape != x.shape:
-            shape = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
-            raise AttackError(f"{self!r} returned a direction of shape {shape}, expected {tuple(x.shape)}")
-        d = d.detach().to(x.dtype)
-        # A unit-ball direction sums to at most numel in magnitude: inf or NaN anywhere shows in the sum.
-        if not bool(torch.isfinite(d.sum())):
-            raise AttackError(f"{self!r} returned a direction with NaN or infinite values")
-        if self.norm is Norm.LINF:
-            return d.clamp(-1.0, 1.0)
-        if self.norm is Norm.L2:
-            norms = _flat(d).norm(p=2, dim=1)
-            over = norms > 1.0
-            if bool(over.any()):  # rows already in the ball keep their bits
-                scale = torch.where(over, 1.0 / norms, torch.ones_like(norms))
-                d = d * scale.view(-1, *([1] * (d.ndim - 1)))
-            return d
-        raise AttackError(f"{self!r}: a ray attack needs a linf or l2 norm, got {self.norm.value!r}")
+        """A ray attack's direction ``(N, C, H, W)``: :meth:`run` once, checked and projected onto the unit ball."""
+        out = self.run(model, x, y, 1.0, target=target, bounds=bounds, ctx=ctx)
+        if not isinstance(out, Ray):
+            raise AttackError(f"{self!r} sets ray = True but its run returned {type(out).__name__}, not a Ray")
+        return unit_direction(out.direction, x, self.norm, who=repr(self))
 
 
-def along_ray(x: torch.Tensor, d: torch.Tensor, eps: float, bounds: Bounds) -> torch.Tensor:
-    """``clip(x + eps * d)``: ``x`` ``(N, ...)`` in ``bounds``, ``d`` in the unit ball; a new tensor.
+@dataclass(frozen=True, kw_only=True)
+class TargetedAttack(Attack):
+    """An attack that can be targeted: declares ``target_mode`` ("random", "least_likely" or "given")."""
 
-    ``x + eps * d`` is one pass (a single rounding, as ART's FGSM for ``d`` in {-1, 0, 1});
-    clipping to a box that contains ``x`` only moves a point toward ``x``, so the
-    result stays in the eps ball.
-    """
-    return torch.add(x, d, alpha=eps).clamp_(bounds.low, bounds.high)
+    supports_targeted: ClassVar[bool] = True
 
+    target_mode: TargetMode = "random"
 
-def _num_classes_probe(model: nn.Module, x: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
-    """Logits of one sample, enough to learn the number of classes."""
-    return ctx.logits(model, x[:1]).expand(x.shape[0], -1)
+    @property
+    def target_selection(self) -> TargetMode:
+        return self.target_mode
 
 
 def _coerce_norm(value: object, allowed: tuple[Norm, ...]) -> Norm:
@@ -485,3 +315,20 @@ def _coerce_norm(value: object, allowed: tuple[Norm, ...]) -> Norm:
     if norm not in allowed:
         raise AttackError(f"norm {norm.value!r} is not supported here (allowed: {', '.join(n.value for n in allowed)})")
     return norm
+
+
+__all__ = [
+    "Attack",
+    "AttackContext",
+    "AttackError",
+    "Extras",
+    "Ray",
+    "Sweep",
+    "SweepSteps",
+    "TargetMode",
+    "TargetedAttack",
+    "derive_seed",
+    "perturbation_norms",
+    "project",
+    "resolve_targets",
+]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from bench.attacks.base import Attack, AttackContext, TargetMode
+from bench.attacks.abilities import Abilities, ArtCounterpart
+from bench.attacks.base import Attack, AttackContext, Ray, TargetedAttack
 from bench.attacks.registry import ATTACKS
-from bench.types import Norm
+from bench.types import AttackFamily, Bounds, Norm
+
+FGSM_TOLERANCE = 1e-6
+"""Max ``|native - ART|`` of an FGSM pair (pixels): one step, the same single rounding as ART."""
 
 
 def fgm_direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
@@ -26,9 +30,30 @@ def fgm_direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     return torch.where(norms > 0, grad / norms.clamp_min(1e-30), torch.zeros_like(grad))
 
 
-@ATTACKS.register("fgsm")
+def fgsm_to_art(attack: Attack, eps: float) -> tuple[str, dict[str, Any]]:
+    """ART's ``FastGradientMethod`` with our norm and targeting, no random init, not minimal."""
+    return "FastGradientMethod", {
+        "norm": attack.norm.value,
+        "targeted": attack.targeted,
+        "num_random_init": 0,
+        "minimal": False,
+    }
+
+
+FGSM_ABILITIES = Abilities(
+    family=AttackFamily.ONE_STEP,
+    art=ArtCounterpart(
+        to_art=fgsm_to_art,
+        description="FastGradientMethod(norm=np.inf|2, eps=eps, targeted=targeted, minimal=False)",
+        tolerance=FGSM_TOLERANCE,
+    ),
+    minimal_eps="ray",
+)
+
+
+@ATTACKS.register("fgsm", abilities=FGSM_ABILITIES)
 @dataclass(frozen=True, kw_only=True)
-class FGSM(Attack):
+class FGSM(TargetedAttack):
     """Fast gradient sign method (linf) / fast gradient method (l2): one gradient step of size eps.
 
     ``x_adv = clip(x + eps * d)``, with ``d = sign(grad)`` (linf) or the
@@ -43,19 +68,11 @@ class FGSM(Attack):
             (default; a seeded class other than the true one), "least_likely"
             (the lowest clean logit) or "given" (targets must be passed).
 
-    Cost: one gradient per sample, whatever the number of epsilons; a sweep
-    over E epsilons adds E forward passes (done by the caller to score them).
+    Cost: one gradient per sample, whatever the number of epsilons (a ray
+    attack); a sweep over E epsilons adds E forward passes (done by the caller to score them).
     """
 
-    name: ClassVar[str] = "fgsm"
-    art_counterpart: ClassVar[str | None] = "FastGradientMethod"
-    art_mapping: ClassVar[str] = "FastGradientMethod(norm=np.inf|2, eps=eps, targeted=targeted, minimal=False)"
-    supports_targeted: ClassVar[bool] = True
     ray: ClassVar[bool] = True
-
-    norm: Norm = Norm.LINF
-    targeted: bool = False
-    target_mode: TargetMode = "random"
 
     @classmethod
     def allowed_norms(cls) -> tuple[Norm, ...]:
@@ -70,14 +87,16 @@ class FGSM(Attack):
         d = fgm_direction(grad, self.norm)
         return -d if self.targeted else d
 
-    def _ray(
+    def run(
         self,
         model: nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
+        eps: float,
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
-    ) -> torch.Tensor:
-        """The base builds ``clip(x + eps * d)`` at every eps from this one direction."""
-        return self.direction(model, x, y, target=target, ctx=ctx)
+    ) -> Ray:
+        """One direction for every eps: the base builds ``clip(x + eps * d)``."""
+        return Ray(self.direction(model, x, y, target=target, ctx=ctx))

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 
-from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode
+from bench.attacks.abilities import Abilities
+from bench.attacks.base import AttackContext, AttackError, Extras, SweepSteps, TargetedAttack
 from bench.attacks.registry import ATTACKS
 from bench.attacks.synthesis import check_confidence, check_positive, check_steps, per_class_report, sign_ascent
-from bench.types import Norm
+from bench.types import AttackFamily, Bounds, Norm
 
 
-@ATTACKS.register("fooling_images")
+@ATTACKS.register(
+    "fooling_images",
+    abilities=Abilities(
+        family=AttackFamily.SYNTHESIS,
+        no_art="ART has no logit ascent from noise (its attacks start from an input)",
+        bounded=False,
+    ),
+)
 @dataclass(frozen=True, kw_only=True)
-class FoolingImages(Attack):
+class FoolingImages(TargetedAttack):
     """Start from seeded Gaussian noise and ascend the target class's logit until the model is confident.
 
     Each sample's target (the class to synthesise) comes from ``target_mode``;
@@ -37,20 +44,14 @@ class FoolingImages(Attack):
         noise_mean: mean of the starting noise (default 0.5, mid-grey).
         noise_std: standard deviation of the starting noise (default 0.25), clipped to the bounds.
 
-    Reports (``ctx.extras``): ``success_rate``, ``mean_steps`` and, per
+    Reports (``Sweep.extras``): ``success_rate``, ``mean_steps`` and, per
     target class, ``n``, ``success_rate`` and ``mean_steps``.
 
     Cost: at most ``steps`` gradients per sample for the whole sweep.
     """
 
-    name: ClassVar[str] = "fooling_images"
-    art_counterpart: ClassVar[str | None] = None
-    art_mapping: ClassVar[str] = "none: ART has no logit ascent from noise (its attacks start from an input)"
-    supports_targeted: ClassVar[bool] = True
-
     norm: Norm = Norm.NONE
     targeted: bool = True
-    target_mode: TargetMode = "random"
     confidence: float = 0.99
     steps: int = 200
     step_size: float = 0.01
@@ -72,11 +73,11 @@ class FoolingImages(Attack):
             raise AttackError(f"{self.name}: noise_mean must be a number, got {self.noise_mean!r}")
 
     def synthesise(
-        self, model: nn.Module, shape: torch.Size, target: torch.Tensor, *, ctx: AttackContext
+        self, model: nn.Module, shape: torch.Size, target: torch.Tensor, *, bounds: Bounds, ctx: AttackContext
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images ``(N, C, H, W)`` for the classes ``target`` ``(N,)``; returns ``(x, success, steps_used)``."""
         device = target.device
-        low, high = ctx.bounds.low, ctx.bounds.high
+        low, high = bounds.low, bounds.high
         noise = torch.randn(shape, generator=ctx.generator("fooling_noise")).to(device)
         x = (self.noise_mean + self.noise_std * noise).clamp(low, high)
 
@@ -84,10 +85,18 @@ class FoolingImages(Attack):
             return logits.gather(1, target[active].unsqueeze(1)).sum()
 
         return sign_ascent(
-            model, x, target, logit, steps=self.steps, step_size=self.step_size, confidence=self.confidence, ctx=ctx
+            model,
+            x,
+            target,
+            logit,
+            steps=self.steps,
+            step_size=self.step_size,
+            confidence=self.confidence,
+            bounds=bounds,
+            ctx=ctx,
         )
 
-    def _sweep(
+    def run_sweep(
         self,
         model: nn.Module,
         x: torch.Tensor,
@@ -95,13 +104,17 @@ class FoolingImages(Attack):
         epsilons: Sequence[float],
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
-    ) -> Iterator[tuple[float, torch.Tensor]]:
+    ) -> SweepSteps:
         assert target is not None  # targeted is enforced in check_params
-        images, success, used = self.synthesise(model, x.shape, target, ctx=ctx)
+        images, success, used = self.synthesise(model, x.shape, target, bounds=bounds, ctx=ctx)
         images = images.to(x.dtype)
-        ctx.extras["success_rate"] = float(success.float().mean())
-        ctx.extras["mean_steps"] = float(used.float().mean())
-        ctx.extras["per_class"] = per_class_report(target, success, used)
+        extras: Extras = {
+            "success_rate": float(success.float().mean()),
+            "mean_steps": float(used.float().mean()),
+            "per_class": per_class_report(target, success, used),
+        }
         for eps in epsilons:
             yield eps, images.clone()
+        return extras

@@ -1,4 +1,4 @@
-"""The iterative gradient core shared by BIM and PGD, sweep-aware and with early exit.
+"""The iterative gradient core shared by BIM and PGD (:mod:`bench.attacks.pgd`), sweep-aware and with early exit.
 
 One iteration follows ART's ``FastGradientMethod._compute`` exactly, so that
 with ``random_start=False`` and ``early_stop=False`` our BIM/PGD reproduce
@@ -27,8 +27,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode
-from bench.types import Norm, eps_label
+from bench.attacks.base import AttackContext, AttackError, Extras, SweepSteps, TargetedAttack
+from bench.types import Bounds, Norm, eps_label
 
 
 def _col(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -102,8 +102,10 @@ def random_unit_start(shape: torch.Size, norm: Norm, ctx: AttackContext, *key: o
 
 
 @dataclass(frozen=True, kw_only=True)
-class IterativeGradientAttack(Attack):
-    """Shared hyperparameters and algorithm of :class:`~bench.attacks.bim.BIM` and :class:`~bench.attacks.pgd.PGD`.
+class IterativeGradientAttack(TargetedAttack):
+    """Shared hyperparameters and algorithm of :class:`~bench.attacks.pgd.BIM` and :class:`~bench.attacks.pgd.PGD`.
+
+    The defaults are BIM's; PGD states only the defaults it changes.
 
     Args:
         norm: "linf" or "l2".
@@ -111,7 +113,7 @@ class IterativeGradientAttack(Attack):
         target_mode: "random", "least_likely" or "given" (see :class:`~bench.attacks.fgsm.FGSM`).
         steps: gradient steps per sample and restart (>= 1).
         step_size: absolute step in pixel units of the norm; ``None`` uses ``rel_step_size * eps``.
-        rel_step_size: step as a fraction of eps when ``step_size`` is ``None``.
+        rel_step_size: step as a fraction of eps when ``step_size`` is ``None`` (default 0.15).
         random_start: start each restart at a seeded uniform point of the eps ball.
         restarts: number of runs (>= 1); a later run re-attacks only samples that are still robust.
         early_stop: a sample stops as soon as it is fooled (or reaches its target), keeping that example.
@@ -121,15 +123,11 @@ class IterativeGradientAttack(Attack):
     sweep a sample fooled at a smaller eps is not attacked again.
     """
 
-    supports_targeted: ClassVar[bool] = True
     pooled: ClassVar[bool] = True
 
-    norm: Norm = Norm.LINF
-    targeted: bool = False
-    target_mode: TargetMode = "random"
     steps: int = 10
     step_size: float | None = None
-    rel_step_size: float = 0.1
+    rel_step_size: float = 0.15
     random_start: bool = False
     restarts: int = 1
     early_stop: bool = True
@@ -162,6 +160,7 @@ class IterativeGradientAttack(Attack):
         eps: torch.Tensor,
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
         key: tuple[object, ...],
         rows: torch.Tensor | None = None,
@@ -169,6 +168,7 @@ class IterativeGradientAttack(Attack):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attack every sample of ``x`` ``(n, C, H, W)`` inside its own radius ``eps`` ``(n,)``.
 
+        ``bounds``: the data bounds every step clips to.
         ``rows``: the positions of these samples in a batch of ``full_n``
         samples; random starts are drawn for the full batch and indexed, so a
         sample gets the same start whichever subset it is attacked in.
@@ -196,7 +196,7 @@ class IterativeGradientAttack(Attack):
                 full_shape = torch.Size((full_n if rows is not None and full_n else n, *x.shape[1:]))
                 unit = random_unit_start(full_shape, self.norm, ctx, *key, restart).to(x.device, x.dtype)
                 unit = unit[rows[todo]] if rows is not None else take(unit)
-                start = (x_todo + unit * _col(take(eps), x.ndim)).clamp(ctx.bounds.low, ctx.bounds.high)
+                start = (x_todo + unit * _col(take(eps), x.ndim)).clamp(bounds.low, bounds.high)
             adv, ok, used = self._ascend(
                 model,
                 x_todo,
@@ -204,6 +204,7 @@ class IterativeGradientAttack(Attack):
                 take(y),
                 None if target is None else take(target),
                 take(eps),
+                bounds=bounds,
                 ctx=ctx,
             )
             steps_used[todo] += used
@@ -226,6 +227,7 @@ class IterativeGradientAttack(Attack):
         target: torch.Tensor | None,
         eps: torch.Tensor,
         *,
+        bounds: Bounds,
         ctx: AttackContext,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``steps`` projected steps from ``start``; returns ``(x_adv, success, steps_used)``.
@@ -241,7 +243,7 @@ class IterativeGradientAttack(Attack):
         # Multiplying by -1 is exact, so folding the targeted sign into the step changes no bit.
         step = _col(self.step_size_for(eps) * (-1.0 if self.targeted else 1.0), ndim)
         uniform_step = _uniform(step)
-        low, high = ctx.bounds.low, ctx.bounds.high
+        low, high = bounds.low, bounds.high
         n = x0.shape[0]
         x_adv = torch.empty_like(start)  # every row is written when its sample stops or at the end
         success = torch.zeros(n, dtype=torch.bool, device=x0.device)
@@ -302,20 +304,7 @@ class IterativeGradientAttack(Attack):
         return eps * self.rel_step_size
 
     # -- the contract -------------------------------------------------------------------
-    def _run(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        eps: float,
-        *,
-        target: torch.Tensor | None,
-        ctx: AttackContext,
-    ) -> torch.Tensor:
-        ((_, x_adv),) = list(self._sweep(model, x, y, [eps], target=target, ctx=ctx))
-        return x_adv
-
-    def _sweep(
+    def run_sweep(
         self,
         model: nn.Module,
         x: torch.Tensor,
@@ -323,23 +312,28 @@ class IterativeGradientAttack(Attack):
         epsilons: Sequence[float],
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
-    ) -> Iterator[tuple[float, torch.Tensor]]:
+    ) -> SweepSteps:
         """Sweep-aware: ascending eps, each attacking only the samples no smaller eps has fooled.
 
         A sample fooled at a smaller eps keeps that example (it lies inside
         every larger ball), so the result per sample is never weaker than an
         independent run at each eps, and costs nothing more once fooled.
         Epsilons not given in ascending order are computed ascending and
-        yielded in the order given.
+        yielded in the order given. Returns extras: ``mean_steps`` and
+        ``attacked`` (samples attacked) per eps label.
         """
         ascending = sorted(set(epsilons))
+        extras: Extras = {}
+        steps = self._ascending_sweep(model, x, y, ascending, target=target, bounds=bounds, ctx=ctx, extras=extras)
         if list(epsilons) == ascending:
-            yield from self._ascending_sweep(model, x, y, ascending, target=target, ctx=ctx)
-            return
-        results = dict(self._ascending_sweep(model, x, y, ascending, target=target, ctx=ctx))
+            yield from steps
+            return extras
+        results = dict(steps)
         for eps in epsilons:
             yield eps, results[eps]
+        return extras
 
     def _ascending_sweep(
         self,
@@ -349,8 +343,11 @@ class IterativeGradientAttack(Attack):
         epsilons: Sequence[float],
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
+        extras: Extras,
     ) -> Iterator[tuple[float, torch.Tensor]]:
+        """The sweep over ascending ``epsilons``; fills ``extras`` once done."""
         best = x.clone()
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         mean_steps: dict[str, float] = {}
@@ -366,6 +363,7 @@ class IterativeGradientAttack(Attack):
                     y if every else y[rows],
                     radii,
                     target=target if target is None or every else target[rows],
+                    bounds=bounds,
                     ctx=ctx,
                     key=(float(eps),),
                     rows=rows,
@@ -379,8 +377,8 @@ class IterativeGradientAttack(Attack):
                 mean_steps[eps_label(eps)] = float(used.float().mean())
                 attacked[eps_label(eps)] = int(rows.numel())
             yield eps, best.clone()
-        ctx.extras["mean_steps"] = mean_steps
-        ctx.extras["attacked"] = attacked
+        extras["mean_steps"] = mean_steps
+        extras["attacked"] = attacked
 
 
 def _positive(value: object) -> bool:

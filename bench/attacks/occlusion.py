@@ -9,10 +9,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from bench.attacks.abilities import Abilities
 from bench.attacks.base import Attack, AttackContext, AttackError
 from bench.attacks.registry import ATTACKS
 from bench.attacks.worst_case import worst_of
-from bench.types import Norm
+from bench.types import AttackFamily, Bounds, Norm
 
 
 def patch_positions(size: int, side: int, stride: int) -> list[int]:
@@ -23,7 +24,7 @@ def patch_positions(size: int, side: int, stride: int) -> list[int]:
     return positions
 
 
-@ATTACKS.register("occlusion")
+@ATTACKS.register("occlusion", abilities=Abilities(family=AttackFamily.OCCLUSION, no_art="ART has no occlusion attack"))
 @dataclass(frozen=True, kw_only=True)
 class Occlusion(Attack):
     """Cover a ``side x side`` square with ``value`` at every position of a sliding window.
@@ -44,9 +45,6 @@ class Occlusion(Attack):
     ``ceil((H - eps) / stride + 1) * ceil((W - eps) / stride + 1)`` positions.
     """
 
-    name: ClassVar[str] = "occlusion"
-    art_counterpart: ClassVar[str | None] = None
-    art_mapping: ClassVar[str] = "none: ART has no occlusion attack"
     uses_gradients: ClassVar[bool] = False
 
     norm: Norm = Norm.PATCH
@@ -63,7 +61,7 @@ class Occlusion(Attack):
         if isinstance(self.value, bool) or not isinstance(self.value, int | float):
             raise AttackError(f"{self.name}: value must be a number (a pixel value), got {self.value!r}")
 
-    def _run(
+    def run(
         self,
         model: nn.Module,
         x: torch.Tensor,
@@ -71,6 +69,7 @@ class Occlusion(Attack):
         eps: float,
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
     ) -> torch.Tensor:
         side = round(eps)
@@ -81,7 +80,7 @@ class Occlusion(Attack):
             raise AttackError(f"{self.name}: patch side {side} is larger than the {h}x{w} image")
         if side == 0:
             return x.clone()
-        fill = min(max(float(self.value), ctx.bounds.low), ctx.bounds.high)
+        fill = min(max(float(self.value), bounds.low), bounds.high)
 
         def candidates() -> Iterator[torch.Tensor]:
             for top in patch_positions(h, side, self.stride):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from bench.attacks.base import AttackContext, AttackError
+from bench.types import Bounds
 
 
 def check_positive(name: str, field: str, value: object) -> None:
@@ -55,16 +56,17 @@ def sign_ascent(
     steps: int,
     step_size: float,
     confidence: float,
+    bounds: Bounds,
     ctx: AttackContext,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sign-gradient ascent of ``objective`` until ``p(target) >= confidence`` or ``steps`` run out.
 
     Shared by fooling images (the target's logit from noise) and targeted ascent
     (the target's logit minus an MSE pull). Each sample stops as soon as it is
-    confident; steps stay in ``ctx.bounds``. Returns ``(x, success, steps_used)``
+    confident; steps stay in ``bounds``. Returns ``(x, success, steps_used)``
     with ``x`` shaped like ``start``.
     """
-    low, high = ctx.bounds.low, ctx.bounds.high
+    low, high = bounds.low, bounds.high
     x = start.clone()
     n = x.shape[0]
     active = torch.arange(n, device=x.device)

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 
-from bench.attacks.base import Attack, AttackContext, AttackError, TargetMode, perturbation_norms
+from bench.attacks.abilities import Abilities
+from bench.attacks.base import AttackContext, AttackError, Extras, SweepSteps, TargetedAttack, perturbation_norms
 from bench.attacks.registry import ATTACKS
 from bench.attacks.synthesis import check_confidence, check_positive, check_steps, per_class_report, sign_ascent
-from bench.types import Norm
+from bench.types import AttackFamily, Bounds, Norm
 
 
-@ATTACKS.register("targeted_ascent")
+@ATTACKS.register(
+    "targeted_ascent",
+    abilities=Abilities(
+        family=AttackFamily.SYNTHESIS, no_art="ART has no logit ascent with an MSE prior", bounded=False
+    ),
+)
 @dataclass(frozen=True, kw_only=True)
-class TargetedAscent(Attack):
+class TargetedAscent(TargetedAttack):
     """Ascend ``logit_target(x) - beta * MSE(x, x_original)`` with sign steps until ``p(target) >= confidence``.
 
     ``MSE`` is the mean squared pixel difference per image (pixel units,
@@ -36,21 +41,15 @@ class TargetedAscent(Attack):
         steps: maximum sign-gradient steps (default 200).
         step_size: step in pixel units (default 0.005).
 
-    Reports (``ctx.extras``): ``success_rate``, ``mean_steps``, the mean and
+    Reports (``Sweep.extras``): ``success_rate``, ``mean_steps``, the mean and
     median final ``l2``, ``linf`` and ``mse`` distances to the original, and per
     target class ``n``, ``success_rate``, ``mean_steps``.
 
     Cost: at most ``steps`` gradients per sample for the whole sweep.
     """
 
-    name: ClassVar[str] = "targeted_ascent"
-    art_counterpart: ClassVar[str | None] = None
-    art_mapping: ClassVar[str] = "none: ART has no logit ascent with an MSE prior"
-    supports_targeted: ClassVar[bool] = True
-
     norm: Norm = Norm.NONE
     targeted: bool = True
-    target_mode: TargetMode = "random"
     confidence: float = 0.99
     beta: float = 100.0
     steps: int = 200
@@ -70,7 +69,7 @@ class TargetedAscent(Attack):
             raise AttackError(f"{self.name}: beta must be a number >= 0, got {self.beta!r}")
 
     def ascend(
-        self, model: nn.Module, x0: torch.Tensor, target: torch.Tensor, *, ctx: AttackContext
+        self, model: nn.Module, x0: torch.Tensor, target: torch.Tensor, *, bounds: Bounds, ctx: AttackContext
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Ascended images like ``x0`` ``(N, C, H, W)``; returns ``(x, success, steps_used)``."""
 
@@ -87,10 +86,11 @@ class TargetedAscent(Attack):
             steps=self.steps,
             step_size=self.step_size,
             confidence=self.confidence,
+            bounds=bounds,
             ctx=ctx,
         )
 
-    def _sweep(
+    def run_sweep(
         self,
         model: nn.Module,
         x: torch.Tensor,
@@ -98,17 +98,18 @@ class TargetedAscent(Attack):
         epsilons: Sequence[float],
         *,
         target: torch.Tensor | None,
+        bounds: Bounds,
         ctx: AttackContext,
-    ) -> Iterator[tuple[float, torch.Tensor]]:
+    ) -> SweepSteps:
         assert target is not None  # targeted is enforced in check_params
-        x_adv, success, used = self.ascend(model, x, target, ctx=ctx)
+        x_adv, success, used = self.ascend(model, x, target, bounds=bounds, ctx=ctx)
         norms = perturbation_norms(x_adv, x)
         mse = (x_adv - x).pow(2).reshape(x.shape[0], -1).mean(dim=1)
-        ctx.extras["success_rate"] = float(success.float().mean())
-        ctx.extras["mean_steps"] = float(used.float().mean())
+        extras: Extras = {"success_rate": float(success.float().mean()), "mean_steps": float(used.float().mean())}
         for key, values in (("l2", norms["l2"]), ("linf", norms["linf"]), ("mse", mse)):
-            ctx.extras[f"mean_{key}"] = float(values.mean())
-            ctx.extras[f"median_{key}"] = float(values.median())
-        ctx.extras["per_class"] = per_class_report(target, success, used)
+            extras[f"mean_{key}"] = float(values.mean())
+            extras[f"median_{key}"] = float(values.median())
+        extras["per_class"] = per_class_report(target, success, used)
         for eps in epsilons:
             yield eps, x_adv.clone()
+        return extras

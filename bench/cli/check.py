@@ -1,4 +1,4 @@
-"""``bench baseline`` and ``bench check``: the robustness regression gate (bench/check.py).
+"""``bench baseline`` and ``bench check``: the robustness regression gate (bench/gate/).
 
 Exit codes of ``bench check``: 0 pass, 1 a regression or a floor not met, 2 bad
 usage, configuration or baseline (the message names the file and field).
@@ -7,22 +7,20 @@ usage, configuration or baseline (the message names the file and field).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 
-from bench.cli import app, console, err, user_errors
-
-if TYPE_CHECKING:
-    from bench.gate.compare import CheckReport, Floor, MaxDrop
+from bench.cli.app import app, console, err, fail, user_errors
+from bench.gate.baseline import Baseline, baseline_from_run, read_baseline, write_baseline
+from bench.gate.compare import CheckConfigError, CheckReport, Settings, compare
+from bench.gate.render import markdown, write_junit
+from bench.rundir import atomic_write_text, open_run_dir
+from bench.suite import Floor, MaxDrop, parse_floor, parse_rules, read_yaml
+from bench.tracking import fetch_baseline_run, publish_baseline, resolve_alias
 
 STATUS_STYLE = {"ok": "green", "improved": "cyan", "new": "yellow", "regressed": "bold red", "below floor": "bold red"}
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    return typer.Exit(2)
 
 
 @app.command("baseline")
@@ -40,27 +38,21 @@ def baseline_command(
         str | None,
         typer.Option(
             "--mlflow-alias",
-            help="also name it: experiment tag bench.gate.baseline.NAME = run id (implies --mlflow)",
+            help="also name it: experiment tag bench.baseline.NAME = run id (implies --mlflow)",
         ),
     ] = None,
 ) -> None:
     """Freeze a run directory into a baseline for `bench check` (file and/or MLflow)."""
-    from bench.gate.baseline import BaselineError, baseline_from_run, publish_baseline, write_baseline
-    from bench.tracking import TrackingUnavailable
-
     if output is None and not mlflow and mlflow_alias is None:
-        raise _fail("say where the baseline goes: -o FILE, --mlflow or --mlflow-alias NAME")
-    try:
-        baseline = baseline_from_run(run_dir, with_flags=not no_flags)
-        if output is not None:
-            write_baseline(baseline, output)
-            console.print(f"baseline of {run_dir} ({len(baseline.cells)} cells, n={baseline.data.n}) -> {output}")
-        if mlflow or mlflow_alias is not None:
-            run_id = publish_baseline(run_dir, baseline, alias=mlflow_alias)
-            named = f", alias {mlflow_alias!r}" if mlflow_alias else ""
-            console.print(f"baseline logged to MLflow run {run_id}{named}")
-    except (BaselineError, TrackingUnavailable) as exc:
-        raise _fail(str(exc)) from None
+        raise fail("say where the baseline goes: -o FILE, --mlflow or --mlflow-alias NAME")
+    baseline = baseline_from_run(run_dir, with_flags=not no_flags)
+    if output is not None:
+        write_baseline(baseline, output)
+        console.print(f"baseline of {run_dir} ({len(baseline.cells)} cells, n={baseline.data.n}) -> {output}")
+    if mlflow or mlflow_alias is not None:
+        run_id = publish_baseline(run_dir, baseline, alias=mlflow_alias)
+        named = f", alias {mlflow_alias!r}" if mlflow_alias else ""
+        console.print(f"baseline logged to MLflow run {run_id}{named}")
 
 
 @app.command("check")
@@ -94,44 +86,25 @@ def check_command(
     junit_path: Annotated[Path | None, typer.Option("--junit", help="write JUnit XML here (one case per item)")] = None,
 ) -> None:
     """Compare a run with a baseline and rules; exit 0 pass, 1 regression, 2 bad usage/config/baseline."""
-    from bench.gate import compare as gate
-    from bench.gate.baseline import BaselineError, baseline_from_run, fetch_baseline_run, read_baseline, resolve_alias
-    from bench.rundir import open_run_dir
-    from bench.suite import read_yaml
-
     sources = [s for s in (baseline, baseline_run, baseline_alias) if s is not None]
     if len(sources) > 1:
-        raise _fail("give at most one of --baseline, --baseline-run, --baseline-alias")
+        raise fail("give at most one of --baseline, --baseline-run, --baseline-alias")
     if correction not in ("holm", "none"):
-        raise _fail(f"--correction: {correction!r} is not allowed (allowed: holm, none)")
-    try:
-        run = open_run_dir(run_dir)
-        suite_raw = read_yaml(run.suite) or {}
-        rules = _rules(run.suite, suite_raw, floor or [], max_drop, max_auc_drop)
-        settings = gate.Settings(
-            alpha=alpha,
-            correction=_correction(correction),
-            mid_p=not exact,
-            allow_other_data=allow_other_data,
+        raise fail(f"--correction: {correction!r} is not allowed (allowed: holm, none)")
+    run = open_run_dir(run_dir)
+    suite_raw = read_yaml(run.suite) or {}
+    rules = _rules(run.suite, suite_raw, floor or [], max_drop, max_auc_drop)
+    settings = Settings(
+        alpha=alpha, correction=_correction(correction), mid_p=not exact, allow_other_data=allow_other_data
+    )
+    current = baseline_from_run(run)
+    reference, source = _reference(baseline, baseline_run, baseline_alias, suite_raw)
+    if reference is None and not rules:
+        raise CheckConfigError(
+            "nothing to check: give a baseline (--baseline, --baseline-run, --baseline-alias) or floors "
+            "(--floor, or 'checks:' in the suite)"
         )
-        current = baseline_from_run(run)
-        reference, source = None, None
-        if baseline is not None:
-            reference, source = read_baseline(baseline), str(baseline)
-        elif baseline_run is not None:
-            reference, source = fetch_baseline_run(baseline_run), f"MLflow run {baseline_run}"
-        elif baseline_alias is not None:
-            experiment = (suite_raw.get("tracking") or {}).get("experiment") or suite_raw.get("name", "")
-            run_id = resolve_alias(baseline_alias, experiment)
-            reference, source = fetch_baseline_run(run_id), f"MLflow alias {baseline_alias!r} (run {run_id})"
-        if reference is None and not rules:
-            raise gate.CheckConfigError(
-                "nothing to check: give a baseline (--baseline, --baseline-run, --baseline-alias) or floors "
-                "(--floor, or 'checks:' in the suite)"
-            )
-        report = gate.compare(current, reference, rules, settings=settings, baseline_source=source or "baseline")
-    except (BaselineError, gate.CheckConfigError) as exc:
-        raise _fail(str(exc)) from None
+    report = compare(current, reference, rules, settings=settings, baseline_source=source or "baseline")
 
     for note in report.notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
@@ -139,18 +112,32 @@ def check_command(
     style = "bold green" if report.passed else "bold red"
     console.print(f"[{style}]{report.verdict}[/] ({len(report.items)} items checked)", highlight=False)
     if markdown_path is not None:
-        from bench.rundir import atomic_write_text
-
-        atomic_write_text(markdown_path, gate.markdown(report))
+        atomic_write_text(markdown_path, markdown(report))
         console.print(f"Markdown summary: {markdown_path}")
     if junit_path is not None:
-        gate.write_junit(report, junit_path)
+        write_junit(report, junit_path)
         console.print(f"JUnit XML: {junit_path}")
     raise typer.Exit(report.exit_code)
 
 
 def _correction(value: str) -> Literal["holm", "none"]:
     return "holm" if value == "holm" else "none"
+
+
+def _reference(
+    path: Path | None, run_id: str | None, alias: str | None, suite_raw: dict[str, object]
+) -> tuple[Baseline | None, str | None]:
+    """The baseline named on the command line (a file, an MLflow run or an alias) and how to name it."""
+    if path is not None:
+        return read_baseline(path), str(path)
+    if run_id is not None:
+        return fetch_baseline_run(run_id), f"MLflow run {run_id}"
+    if alias is not None:
+        tracking = suite_raw.get("tracking")
+        experiment = (tracking.get("experiment") if isinstance(tracking, dict) else None) or suite_raw.get("name", "")
+        aliased = resolve_alias(alias, str(experiment))
+        return fetch_baseline_run(aliased), f"MLflow alias {alias!r} (run {aliased})"
+    return None, None
 
 
 def _rules(
@@ -161,17 +148,8 @@ def _rules(
     max_auc_drop: float | None,
 ) -> list[tuple[str, Floor | MaxDrop]]:
     """Suite rules first, then command-line rules (the last matching tolerance wins)."""
-    from pydantic import ValidationError
-
-    from bench.gate.compare import RULES, CheckConfigError, MaxDrop, parse_floor
-
     rules: list[tuple[str, Floor | MaxDrop]] = []
-    try:
-        parsed = RULES.validate_python(suite_raw.get("checks") or [])
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-        raise CheckConfigError(f"{suite_path}: checks{loc}: {first['msg'].removeprefix('Value error, ')}") from None
+    parsed = parse_rules(suite_raw.get("checks"), source=str(suite_path))
     rules += [(f"{suite_path}: checks[{i}]", rule) for i, rule in enumerate(parsed)]
     rules += [(f"--floor {text!r}", parse_floor(text)) for text in floors]
     for option, value, metric in (("--max-drop", max_drop, "robust_accuracy"), ("--max-auc-drop", max_auc_drop, "auc")):

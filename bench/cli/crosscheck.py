@@ -5,18 +5,24 @@ Exit codes: 0 every pair agrees, 1 a pair disagrees beyond its tolerance, 2 bad 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.table import Table
 
-from bench.cli import app, console, err, user_errors
+from bench.cli.app import app, console, err, user_errors
+from bench.crosscheck import CROSSCHECK_COLUMNS, crosscheck_models, pair_results
+from bench.data import load_dataset, select
+from bench.engine import prepare_models, resolve_device, zoo_model
+from bench.registry import RegistryError
+from bench.suite import load_suite
+from model_zoo import MODELS
 
 
 def _table(rows: object, title: str) -> Table:
-    import pandas as pd
-
     assert isinstance(rows, pd.DataFrame)
     table = Table(title=title)
     for column in ("pair", "model", "eps", "max abs diff", "labels agree", "robust native", "robust ART", "tol", ""):
@@ -49,21 +55,15 @@ def crosscheck_command(
     csv_path: Annotated[Path | None, typer.Option("--csv", help="write the table as CSV here")] = None,
 ) -> None:
     """Run every native attack and its ART counterpart on the same models, inputs and labels; compare."""
-    import json
-
-    from bench.crosscheck import CROSSCHECK_COLUMNS, crosscheck_models, pair_results
-    from bench.data import load_dataset
-    from bench.engine.runner import prepare_models, resolve_device
-    from bench.suite import load_suite
-
     if (suite is None) == (not model and data is None):
         err.print("[bold red]error:[/] give a SUITE, or --model M --data D (not both)", highlight=False)
         raise typer.Exit(2)
     if suite is not None:
         spec = load_suite(suite)
         device = resolve_device(spec.device)
-        split_data = load_dataset(spec.dataset.name, spec.dataset.split, **spec.dataset.options)
-        split_data = split_data.subset(min(limit, spec.dataset.n or limit))
+        full = load_dataset(spec.dataset.name, spec.dataset.split, **spec.dataset.options)
+        # The suite's own samples (dataset.offset, dataset.n), at most --limit of them.
+        split_data = select(full, offset=spec.dataset.offset, n=spec.dataset.n, limit=limit)
         refs, _ = prepare_models(spec, split_data, device)
         models = {model_id: ref.load(device) for model_id, ref in refs.items()}
         seed = spec.seed
@@ -71,15 +71,12 @@ def crosscheck_command(
         if not model or data is None:
             err.print("[bold red]error:[/] --model and --data go together", highlight=False)
             raise typer.Exit(2)
-        from bench.registry import RegistryError
-        from model_zoo import MODELS, get_model
-
         device = resolve_device("auto")
         for name in model:
             if name not in MODELS:
                 raise RegistryError(f"--model: {MODELS.unknown_message(name)}")
-        split_data = load_dataset(data, split).subset(limit)
-        models = {name: get_model(name, data, seed=seed, device=device).model for name in model}
+        split_data = select(load_dataset(data, split), limit=limit)
+        models = {name: zoo_model(name, data, seed=seed, device=device).model for name in model}
     table = crosscheck_models(models, split_data, seed=seed, n=limit)
     title = f"native attacks vs ART: {split_data.name} {split_data.split}, {min(limit, len(split_data))} samples"
     console.print(_table(table, title))

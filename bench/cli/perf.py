@@ -9,7 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli import app, console, err, user_errors
+from bench.cli.app import app, console, err, user_errors
+from bench.data import DATASETS
+from bench.perf import QUICKSTART, PerfConfig, run_perf
+from bench.registry import RegistryError
+from bench.tracking import log_perf_run, tracking_uri
+from model_zoo import MODELS
 
 
 @app.command("perf")
@@ -33,11 +38,6 @@ def perf_command(
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="do not log to the MLflow 'perf' experiment")] = False,
 ) -> None:
     """Measure forward/backward bounds, native FGSM/PGD sweeps and ART's loops in one process; print the ratios."""
-    from bench.data import DATASETS
-    from bench.perf import QUICKSTART, PerfConfig, log_to_mlflow, run_perf
-    from bench.registry import RegistryError
-    from model_zoo import MODELS
-
     models = tuple(model or ("lenet", "mlp"))
     for name in models:
         if name not in MODELS:
@@ -69,9 +69,7 @@ def perf_command(
         json_path.write_text(json.dumps(doc, indent=2) + "\n")
         console.print(f"measurements: {json_path}")
     if not no_mlflow:
-        from bench.tracking import tracking_uri
-
-        run_id = log_to_mlflow(doc)
+        run_id = log_perf_run(doc)
         console.print(f"MLflow run {run_id} in experiment 'perf' at {tracking_uri()}")
 
 

@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from bench.data import SPLITS, DataError, DataSplit
-from bench.data.common import check_options, resolve_root
+from bench.data.files import check_options, resolve_root
+from bench.data.split import SPLITS, DataError, DataSplit
 from bench.types import Bounds
 
 FOLDER = "cifar-10-batches-py"
@@ -35,7 +35,7 @@ OPTIONS = ("root", "download", "verify")
 
 
 def _cifar10_class(verify: bool) -> type:
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10  # torchvision: heavy, only for file-backed data sets
 
     if verify:
         return CIFAR10

@@ -30,7 +30,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import re
 import zlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,6 +39,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench import stats
+from bench.errors import describe_validation_error
 from bench.rundir import RunDir, atomic_write_text, open_run_dir
 
 FORMAT = "bench-baseline"
@@ -334,13 +334,6 @@ def _cell_record(
     )
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
 def parse_baseline(text: str, *, source: str) -> Baseline:
     """Validate baseline JSON text; errors name ``source`` and the field path."""
     try:
@@ -359,17 +352,8 @@ def parse_baseline(text: str, *, source: str) -> Baseline:
     try:
         return Baseline.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors(include_url=False):
-            msg = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                msg = "unknown field"
-            elif error["type"] == "literal_error":
-                msg = msg.replace("Input should be", "allowed values are")
-            loc = tuple(error["loc"])
-            # Cross-field checks report their own path inside the message.
-            lines.append(f"{source}: {_where(loc)}: {msg}" if loc else f"{source}: {msg}")
-        raise BaselineError("\n".join(lines)) from None
+        # Cross-field checks (no location) name their field in the message.
+        raise BaselineError(describe_validation_error(exc, source=source, top_level=None)) from None
 
 
 def read_baseline(path: str | Path) -> Baseline:
@@ -386,86 +370,3 @@ def read_baseline(path: str | Path) -> Baseline:
 
 def write_baseline(baseline: Baseline, path: str | Path) -> None:
     atomic_write_text(Path(path), baseline.to_json())
-
-
-# -- MLflow ---------------------------------------------------------------------------------------
-
-ARTIFACT = "bench_baseline/baseline.json"
-ALIAS_TAG = "bench.baseline.{alias}"
-_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-def _check_alias(alias: str) -> str:
-    if not _ALIAS.match(alias):
-        raise BaselineError(f"alias {alias!r}: use letters, digits, '_', '.', '-' (it becomes an MLflow tag key)")
-    return alias
-
-
-def publish_baseline(run_dir: str | Path, baseline: Baseline, *, alias: str | None = None) -> str:
-    """Log ``baseline`` as the artifact ``bench_baseline/baseline.json`` of the run's MLflow parent run.
-
-    The run directory is mirrored first if it is not yet (``bench sync`` is
-    idempotent). With ``alias``, the experiment tag ``bench.gate.baseline.<alias>``
-    is set to the parent run's id, so ``bench check --baseline-alias <alias>``
-    finds it. Returns the MLflow run id.
-    """
-    from mlflow.tracking import MlflowClient
-
-    from bench.tracking import sync_run_dir
-
-    if alias is not None:
-        _check_alias(alias)
-    from mlflow.exceptions import MlflowException
-
-    from bench.tracking import TrackingUnavailable
-
-    run_id = sync_run_dir(run_dir)
-    client = MlflowClient()
-    try:
-        client.log_text(run_id, baseline.to_json(), ARTIFACT)
-        client.set_tag(run_id, "bench.gate.baseline", "true")
-        if alias is not None:
-            experiment_id = client.get_run(run_id).info.experiment_id
-            client.set_experiment_tag(experiment_id, ALIAS_TAG.format(alias=alias), run_id)
-    except (MlflowException, OSError) as exc:
-        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise TrackingUnavailable(f"logging the baseline to MLflow run {run_id} failed: {first}") from None
-    return run_id
-
-
-def fetch_baseline_run(run_id: str) -> Baseline:
-    """The baseline logged to MLflow run ``run_id`` by :func:`publish_baseline`."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{ARTIFACT}")
-    except (MlflowException, OSError) as exc:
-        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise BaselineError(
-            f"MLflow run {run_id}: no baseline artifact {ARTIFACT} ({first}); "
-            "log one with `bench baseline RUN_DIR --mlflow`"
-        ) from None
-    return parse_baseline(text, source=f"MLflow run {run_id} ({ARTIFACT})")
-
-
-def resolve_alias(alias: str, experiment: str) -> str:
-    """The MLflow run id the experiment tag ``bench.gate.baseline.<alias>`` of ``experiment`` points at."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    _check_alias(alias)
-    try:
-        exp = MlflowClient().get_experiment_by_name(experiment)
-    except MlflowException as exc:
-        raise BaselineError(f"MLflow: cannot read experiment {experiment!r} ({str(exc).splitlines()[0]})") from None
-    if exp is None:
-        raise BaselineError(f"MLflow: experiment {experiment!r} not found; no baseline alias {alias!r} to resolve")
-    run_id = exp.tags.get(ALIAS_TAG.format(alias=alias))
-    if run_id is None:
-        known = sorted(k.removeprefix("bench.gate.baseline.") for k in exp.tags if k.startswith("bench.gate.baseline."))
-        raise BaselineError(
-            f"MLflow experiment {experiment!r}: no baseline alias {alias!r} "
-            f"(known: {', '.join(known) or 'none'}); set one with `bench baseline RUN_DIR --mlflow-alias {alias}`"
-        )
-    return str(run_id)

@@ -21,155 +21,36 @@ Tests (one-sided, H0: no drop):
   compared with a paired t-test on the same samples, else Welch's t-test from
   the stored means and standard deviations.
 
-Rules are pydantic models, written in a suite's ``checks:`` list or on the command line.
+Rules are pydantic models (:mod:`bench.suite.rules`), written in a suite's ``checks:`` list or on
+the command line; the Markdown and JUnit renderings are :mod:`bench.gate.render`.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
-import re
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
 
 from bench import stats
 from bench.gate.baseline import Baseline, BaselineError, CellRecord, sample_areas
-from bench.types import Epsilon, eps_label
+from bench.suite.rules import Floor, MaxDrop, RuleError
+from bench.types import eps_label
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_MAX_DROP = 0.02
 DEFAULT_MAX_AUC_DROP = 0.02
 
 
-class CheckConfigError(ValueError):
+class CheckConfigError(RuleError):
     """Rules or settings that cannot be applied (a rule that matches nothing, a bad option)."""
 
 
 class BaselineMismatch(BaselineError):
     """A baseline that measured something else than the run (other suite, data or eps grid)."""
-
-
-# -- rules ----------------------------------------------------------------------------------------
-
-
-Unit = Annotated[float, Field(ge=0.0, le=1.0)]
-
-
-class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = "*"
-    attack: str = "*"
-    eps: Epsilon | None = None
-
-    def matches(self, item: Item) -> bool:
-        if not (fnmatch.fnmatchcase(item.model, self.model) and fnmatch.fnmatchcase(item.attack, self.attack)):
-            return False
-        return self.eps is None or (item.eps is not None and math.isclose(item.eps, self.eps, abs_tol=1e-12))
-
-
-class Floor(_Rule):
-    """An absolute floor: ``metric`` of the matching cells must be at least ``min``.
-
-    ``model``/``attack`` are names or shell patterns (default ``*``); ``eps``
-    (pixel units, a float or ``"k/255"``) picks one point of the grid and
-    applies to ``robust_accuracy`` only; without it the floor holds at every eps.
-    """
-
-    metric: Literal["robust_accuracy", "auc"] = "robust_accuracy"
-    min: Unit
-
-    @model_validator(mode="after")
-    def _auc_has_no_eps(self) -> Floor:
-        if self.metric == "auc" and self.eps is not None:
-            raise ValueError("eps: an 'auc' floor covers the whole curve; drop 'eps' or use metric robust_accuracy")
-        return self
-
-    def describe(self) -> str:
-        at = "" if self.eps is None else f"@{eps_label(self.eps)}"
-        what = "AUC" if self.metric == "auc" else "robust accuracy"
-        return f"{self.model}/{self.attack}{at} {what} >= {self.min:g}"
-
-    def applies_to(self, item: Item) -> bool:
-        return (item.eps is None) == (self.metric == "auc") and self.matches(item)
-
-
-class MaxDrop(_Rule):
-    """A tolerance: a drop larger than ``max_drop`` (absolute, in accuracy units) may count as a regression.
-
-    ``metric: robust_accuracy`` (default) applies to robust accuracy at each
-    eps (or only at ``eps``), ``metric: auc`` to the cell's curve AUC. The last
-    matching rule wins. (Not ``on:``: YAML 1.1 reads that key as ``true``.)
-    """
-
-    metric: Literal["robust_accuracy", "auc"] = "robust_accuracy"
-    max_drop: Unit
-
-    @model_validator(mode="after")
-    def _auc_has_no_eps(self) -> MaxDrop:
-        if self.metric == "auc" and self.eps is not None:
-            raise ValueError("eps: an 'auc' tolerance covers the whole curve; drop 'eps' or use metric robust_accuracy")
-        return self
-
-    def describe(self) -> str:
-        at = "" if self.eps is None else f"@{eps_label(self.eps)}"
-        what = "AUC" if self.metric == "auc" else "robust accuracy"
-        return f"{self.model}/{self.attack}{at} {what} drop <= {self.max_drop:g}"
-
-    def applies_to(self, item: Item) -> bool:
-        return (item.eps is None) == (self.metric == "auc") and self.matches(item)
-
-
-def _rule_kind(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return "floor" if "min" in value else "max_drop" if "max_drop" in value else None
-    return {Floor: "floor", MaxDrop: "max_drop"}.get(type(value))
-
-
-CheckRule = Annotated[
-    Annotated[Floor, Tag("floor")] | Annotated[MaxDrop, Tag("max_drop")],
-    Discriminator(
-        _rule_kind,
-        custom_error_type="check_rule",
-        custom_error_message="a check needs 'min' (a floor) or 'max_drop' (a tolerance)",
-    ),
-]
-"""One entry of a suite's ``checks:`` list: a :class:`Floor` or a :class:`MaxDrop`."""
-
-RULES: TypeAdapter[list[Floor | MaxDrop]] = TypeAdapter(list[CheckRule])
-
-_FLOOR = re.compile(
-    r"^(?P<model>[^/@:>=\s]+)/(?P<attack>[^/@:>=\s]+)(?:@(?P<eps>[^:>=\s]+))?(?::(?P<metric>\w+))?>=(?P<min>\S+)$"
-)
-
-
-def parse_floor(text: str) -> Floor:
-    """A command-line floor ``MODEL/ATTACK@EPS>=MIN`` or ``MODEL/ATTACK:auc>=MIN`` (patterns allowed)."""
-    match = _FLOOR.match(text.replace(" ", ""))
-    if not match:
-        raise CheckConfigError(
-            f"--floor {text!r}: expected MODEL/ATTACK@EPS>=MIN or MODEL/ATTACK:auc>=MIN, e.g. 'lenet/fgsm@0.1>=0.6'"
-        )
-    raw: dict[str, Any] = {k: v for k, v in match.groupdict().items() if v is not None}
-    try:
-        return Floor.model_validate(raw)
-    except ValueError as exc:
-        raise CheckConfigError(f"--floor {text!r}: {_first_error(exc)}") from None
-
-
-def _first_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors(include_url=False)[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        return f"{loc + ': ' if loc else ''}{first['msg'].removeprefix('Value error, ')}"
-    return str(exc)
 
 
 # -- comparison -----------------------------------------------------------------------------------
@@ -333,33 +214,6 @@ def _grid(values: list[float]) -> str:
     return ", ".join(eps_label(v) for v in values)
 
 
-def mcnemar_p(losses: int, gains: int, *, mid_p: bool = True) -> float:
-    """One-sided McNemar p-value for "more samples lost than gained" (mid-p by default; see bench.stats)."""
-    return stats.mcnemar_p(losses, gains, mid_p=mid_p)
-
-
-def two_proportion_p(x_before: int, n_before: int, x_now: int, n_now: int) -> float:
-    """One-sided pooled two-proportion z-test p-value for "the proportion dropped"."""
-    pooled = (x_before + x_now) / (n_before + n_now)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n_before + 1 / n_now))
-    if se == 0:
-        return 1.0
-    z = (x_before / n_before - x_now / n_now) / se
-    return 0.5 * math.erfc(z / math.sqrt(2))  # the normal survival function
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (family-wise error control), in the input order."""
-    m = len(pvalues)
-    order = np.argsort(pvalues, kind="stable")
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted.tolist()
-
-
 def _nan_to_one(p: float) -> float:
     return 1.0 if not math.isfinite(p) else float(p)
 
@@ -385,13 +239,13 @@ def _point_items(
                 gains = int((~base_flags[i] & cur_flags[i]).sum())
                 item.test = "McNemar mid-p" if mid_p else "McNemar exact"
                 item.detail = f"lost {losses}, gained {gains}"
-                item.p_drop = mcnemar_p(losses, gains, mid_p=mid_p)
-                item.p_rise = mcnemar_p(gains, losses, mid_p=mid_p)
+                item.p_drop = stats.mcnemar_p(losses, gains, mid_p=mid_p)
+                item.p_rise = stats.mcnemar_p(gains, losses, mid_p=mid_p)
             else:
                 item.test = "two-proportion z"
                 item.detail = f"{old.robust}/{old.n} -> {point.robust}/{point.n}"
-                item.p_drop = two_proportion_p(old.robust, old.n, point.robust, point.n)
-                item.p_rise = two_proportion_p(point.robust, point.n, old.robust, old.n)
+                item.p_drop = stats.two_proportion_p(old.robust, old.n, point.robust, point.n)
+                item.p_rise = stats.two_proportion_p(point.robust, point.n, old.robust, old.n)
         items.append(item)
     return items
 
@@ -403,7 +257,7 @@ def _auc_item(
     item = Item(cur.model, cur.attack, None, cur.auc, n)
     if base is None:
         return item
-    from scipy import stats  # imported here: `bench.suite` imports this module, and scipy.stats costs 0.6 s
+    from scipy import stats as scipy_stats  # heavy (0.6 s): only a comparison with a baseline pays for it
 
     item.baseline, item.n_baseline = base.auc, base.points[0].n
     if paired and base_flags is not None:
@@ -412,13 +266,15 @@ def _auc_item(
         if np.allclose(before, now):
             item.p_drop = item.p_rise = 1.0
         else:
-            item.p_drop = _nan_to_one(stats.ttest_rel(before, now, alternative="greater").pvalue)
-            item.p_rise = _nan_to_one(stats.ttest_rel(before, now, alternative="less").pvalue)
+            item.p_drop = _nan_to_one(scipy_stats.ttest_rel(before, now, alternative="greater").pvalue)
+            item.p_rise = _nan_to_one(scipy_stats.ttest_rel(before, now, alternative="less").pvalue)
     else:
         item.test = "Welch t"
         args = (base.auc, base.auc_sd, item.n_baseline, cur.auc, cur.auc_sd, n)
-        item.p_drop = _nan_to_one(stats.ttest_ind_from_stats(*args, equal_var=False, alternative="greater").pvalue)
-        item.p_rise = _nan_to_one(stats.ttest_ind_from_stats(*args, equal_var=False, alternative="less").pvalue)
+        item.p_drop = _nan_to_one(
+            scipy_stats.ttest_ind_from_stats(*args, equal_var=False, alternative="greater").pvalue
+        )
+        item.p_rise = _nan_to_one(scipy_stats.ttest_ind_from_stats(*args, equal_var=False, alternative="less").pvalue)
     item.detail = f"sd {base.auc_sd:.3f} -> {cur.auc_sd:.3f}"
     return item
 
@@ -472,7 +328,7 @@ def _apply_rules(items: list[Item], rules: list[Floor | MaxDrop], settings: Sett
     drops = [item.p_drop for item in compared if item.p_drop is not None]
     rises = [item.p_rise for item in compared if item.p_rise is not None]
     if settings.correction == "holm":
-        drops, rises = holm(drops), holm(rises)
+        drops, rises = stats.holm(drops), stats.holm(rises)
     for item, p_drop, p_rise in zip(compared, drops, rises, strict=True):
         item.p_drop_adjusted, item.p_rise_adjusted = p_drop, p_rise
     for item in items:
@@ -503,86 +359,3 @@ def _status(item: Item, alpha: float) -> tuple[str, str]:
     if change > tol and p_rise < alpha:
         return "improved", f"rise {change:.3f}, p={p_rise:.2g}"
     return "ok", ""
-
-
-# -- output ---------------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
-
-
-def _signed(value: float | None) -> str:
-    return "" if value is None else f"{value:+.3f}"
-
-
-def _p(value: float | None) -> str:
-    return "" if value is None else f"{value:.2g}"
-
-
-ICONS = {"ok": "✅", "improved": "⬆️", "regressed": "❌", "below floor": "❌", "new": "🆕"}
-
-
-def markdown(report: CheckReport) -> str:
-    """A Markdown summary for a pull-request comment: verdict, notes, then one table row per item."""
-    s = report.settings
-    lines = [
-        f"## bench check: {report.suite}: {'✅' if report.passed else '❌'} {report.verdict}",
-        "",
-        f"{len(report.items)} checked items; {report.count('regressed')} regressed, "
-        f"{report.count('below floor')} below floor, {report.count('improved')} improved, {report.count('new')} new.",
-        f"Baseline: {report.baseline_source or 'none (floors only)'}; "
-        f"tests: {'paired (same samples)' if report.paired else 'unpaired'}, one-sided, alpha {s.alpha:g}"
-        f"{', Holm-corrected' if s.correction == 'holm' else ''}; default tolerances: "
-        f"cell drop {s.max_drop:g}, AUC drop {s.max_auc_drop:g}.",
-        "",
-    ]
-    lines += [f"> {note}" for note in report.notes]
-    if report.notes:
-        lines.append("")
-    lines += [
-        "| | model | attack | point | baseline | current | change | tolerance | p (adj.) | test | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    order = {"regressed": 0, "below floor": 0, "improved": 1}
-    for item in sorted(report.items, key=lambda it: order.get(it.status, 2)):
-        lines.append(
-            f"| {ICONS[item.status]} | {item.model} | {item.attack} | {item.name} | {_fmt(item.baseline)} | "
-            f"{_fmt(item.current)} | {_signed(item.change)} | {_fmt(item.tolerance, 2)} | "
-            f"{_p(item.p_drop_adjusted)} | {item.test} | {item.note} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def junit_xml(report: CheckReport) -> ET.ElementTree:
-    """JUnit XML: one ``testcase`` per checked item (class ``<suite>.<model>.<attack>``, name ``eps=...``/``auc``)."""
-    root = ET.Element("testsuites", name="bench check")
-    suite = ET.SubElement(
-        root,
-        "testsuite",
-        name=f"bench check {report.suite}",
-        tests=str(len(report.items)),
-        failures=str(sum(item.failed for item in report.items)),
-        errors="0",
-        skipped="0",
-    )
-    for item in report.items:
-        case = ET.SubElement(suite, "testcase", classname=f"{report.suite}.{item.model}.{item.attack}", name=item.name)
-        summary = (
-            f"{item.model}/{item.attack} {item.name}: current {_fmt(item.current)}, baseline {_fmt(item.baseline)}, "
-            f"change {_signed(item.change) or 'n/a'}, tolerance {_fmt(item.tolerance, 2) or 'n/a'}, "
-            f"p (adjusted) {_p(item.p_drop_adjusted) or 'n/a'}, test {item.test or 'none'}"
-            + (f" ({item.detail})" if item.detail else "")
-        )
-        if item.failed:
-            failure = ET.SubElement(case, "failure", message=f"{item.status}: {item.note}", type=item.status)
-            failure.text = summary
-        ET.SubElement(case, "system-out").text = summary + (f"; {item.note}" if item.note else "")
-    ET.indent(root)
-    return ET.ElementTree(root)
-
-
-def write_junit(report: CheckReport, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    junit_xml(report).write(path, encoding="utf-8", xml_declaration=True)

@@ -20,48 +20,21 @@ mirror (tracking failed mid-way) is deleted and redone.
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench import stats
+from bench.crosscheck import metric_name, pair_results
+from bench.data import load_dataset, select
 from bench.rundir import RunDir, RunDirError, open_run_dir
+from bench.tracking.client import COMPLETE_TAG, UID_TAG, TrackingUnavailable, check_reachable, fail_fast, tracking_uri
 from bench.types import eps_label, eps_step
-
-UID_TAG = "bench.run_uid"
-COMPLETE_TAG = "bench.sync_complete"
-
-
-class TrackingUnavailable(RuntimeError):
-    """MLflow could not be reached or refused a write; the run directory is unaffected."""
-
-
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else MLflow's own default (sqlite ``mlflow.db`` here)."""
-    import mlflow
-
-    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
-
-
-def fail_fast() -> None:
-    """Fail fast instead of MLflow's default minutes of retries when a server is down (user settings win)."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-
-
-def _check_reachable(uri: str) -> None:
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
-    except requests.RequestException as exc:
-        raise TrackingUnavailable(f"MLflow server {uri} is unreachable: {type(exc).__name__}") from None
+from reports.figures import curve_figure, example_grid
 
 
 def sync_run_dir(path: str | Path, *, uri: str | None = None) -> str:
@@ -71,12 +44,12 @@ def sync_run_dir(path: str | Path, *, uri: str | None = None) -> str:
     reached or fails during the sync.
     """
     fail_fast()
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    import mlflow  # heavy optional (about 1 s), as in every function here: runs without tracking never load it
+    from mlflow.exceptions import MlflowException  # heavy optional (about 1 s): runs without tracking never load it
 
     run = open_run_dir(path)
     uri = uri or tracking_uri()
-    _check_reachable(uri)
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     try:
         return _sync(run)
@@ -94,8 +67,8 @@ def sync_run_dir(path: str | Path, *, uri: str | None = None) -> str:
 
 
 def _sync(run: RunDir) -> str:
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    import mlflow  # heavy optional (about 1 s): runs without tracking never load it
+    from mlflow.tracking import MlflowClient  # heavy optional (about 1 s): runs without tracking never load it
 
     manifest = run.read_manifest()
     if manifest.get("status") != "finished":
@@ -164,14 +137,12 @@ def _sync(run: RunDir) -> str:
 
 def _log_extra_parent(run: RunDir) -> None:
     """Extra parent artifacts written by later features (cross-check tables and the like)."""
-    import mlflow
+    import mlflow  # heavy optional (about 1 s): runs without tracking never load it
 
     for extra in sorted(run.root.glob("crosscheck.*")):
         mlflow.log_artifact(str(extra))
     table_path = run.root / "crosscheck.csv"
     if table_path.exists():
-        from bench.crosscheck import metric_name, pair_results
-
         table = pd.read_csv(table_path)
         mlflow.log_table(table, "crosscheck_table.json")
         verdicts = pair_results(table)
@@ -181,19 +152,15 @@ def _log_extra_parent(run: RunDir) -> None:
 
 def _log_dataset(manifest: dict[str, Any], suite: dict[str, Any]) -> None:
     """``log_input`` of the evaluated samples (the same slice of the split the run used)."""
-    import mlflow
-    import numpy as np
+    import mlflow  # heavy optional (about 1 s), as in every function here: runs without tracking never load it
 
     data = manifest.get("data", {})
     spec = suite.get("dataset") or {}
     try:
-        from bench.data import load_dataset
-
         options = spec.get("options") or {}
         full = load_dataset(data["name"], data["split"], **options)
-        start = int(spec.get("offset") or 0)
-        features = full.x[start : start + int(data["n"])].numpy()
-        targets = full.y[start : start + int(data["n"])].numpy()
+        evaluated = select(full, offset=int(spec.get("offset") or 0), n=int(data["n"]))
+        features, targets = evaluated.x.numpy(), evaluated.y.numpy()
     except Exception:  # data no longer available where the sync runs: log its description only
         features, targets = np.zeros((0,), dtype=np.float32), None
     with warnings.catch_warnings():
@@ -212,10 +179,8 @@ def _log_dataset(manifest: dict[str, Any], suite: dict[str, Any]) -> None:
 def _log_cell(
     client: Any, run: RunDir, model: str, attack: str, rows: pd.DataFrame, model_info: dict[str, Any]
 ) -> None:
-    import mlflow
-    from mlflow.entities import Metric
-
-    from reports.figures import curve_figure, example_grid
+    import mlflow  # heavy optional (about 1 s): runs without tracking never load it
+    from mlflow.entities import Metric  # heavy optional (about 1 s): runs without tracking never load it
 
     first = rows.iloc[0]
     params = json.loads(first["attack_params"])
@@ -272,8 +237,8 @@ def _log_cell(
 
 def _log_and_close(fig: Any, name: str) -> None:
     """``log_figure``, then close it: pyplot keeps every open figure alive, one per cell and kind otherwise."""
-    import matplotlib.pyplot as plt
-    import mlflow
+    import matplotlib.pyplot as plt  # heavy optional, like mlflow: only a sync draws
+    import mlflow  # heavy optional (about 1 s): runs without tracking never load it
 
     try:
         mlflow.log_figure(fig, name)

@@ -1,5 +1,12 @@
-"""MNIST and Fashion-MNIST from IDX files, read by torchvision's ``MNIST`` / ``FashionMNIST``.
+"""Data sets read from local files: MNIST and Fashion-MNIST (IDX files) and the helpers file-backed sets share.
 
+They register themselves lazily in :data:`bench.data.DATASETS`, so importing
+the harness never imports torchvision's data code. Each yields a
+:class:`~bench.data.split.DataSplit` in [0, 1], in the order the split ships (no
+shuffle: the first ``n`` samples of a split are always the same ones). Nothing
+is downloaded unless a suite sets ``download: true``.
+
+MNIST and Fashion-MNIST are read by torchvision's ``MNIST`` / ``FashionMNIST``.
 Where the four IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
 ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``)
 are looked for, first match wins:
@@ -23,14 +30,89 @@ Both splits keep the order they ship in (60,000 train / 10,000 test), values
 from __future__ import annotations
 
 import functools
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.data import SPLITS, DataError, DataSplit
-from bench.data.common import atomic_gunzip, check_options, data_cache_dir, resolve_root, source_key
+from bench.data.split import SPLITS, DataError, DataSplit
 from bench.types import Bounds
+
+
+def data_cache_dir() -> Path:
+    """Where decompressed data files go: ``$BENCH_CACHE/data`` (default ``~/.cache/bench/data``)."""
+    root = os.environ.get("BENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "bench")
+    return Path(root) / "data"
+
+
+def check_options(name: str, options: dict[str, Any], allowed: Iterable[str]) -> None:
+    """Raise :class:`DataError` naming unknown options and the allowed ones."""
+    allowed = sorted(allowed)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise DataError(
+            f"data set {name!r}: unknown option(s) {', '.join(unknown)} in dataset.options "
+            f"(allowed: {', '.join(allowed)})"
+        )
+    for key in ("download", "verify"):
+        if key in options and not isinstance(options[key], bool):
+            raise DataError(f"data set {name!r}: dataset.options.{key} must be true or false, got {options[key]!r}")
+    if "root" in options and not isinstance(options["root"], str | os.PathLike):
+        raise DataError(f"data set {name!r}: dataset.options.root must be a folder path, got {options['root']!r}")
+
+
+def resolve_root(name: str, options: dict[str, Any], env: str) -> Path | None:
+    """``dataset.options.root``, else the environment variable ``env``, else ``None``.
+
+    ``~`` and environment variables are expanded; a relative path is relative
+    to the current directory.
+    """
+    raw = options.get("root") or os.environ.get(env)
+    if not raw:
+        return None
+    return Path(os.path.expandvars(os.path.expanduser(str(raw)))).resolve()
+
+
+def atomic_gunzip(src: Path, dst: Path) -> None:
+    """Decompress ``src`` (or copy it, when it is not gzipped) to ``dst`` through a temporary file.
+
+    Concurrent processes may race here: each writes its own temporary file and
+    ``os.replace`` makes the last one win with identical content.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    try:
+        opener = gzip.open if src.suffix == ".gz" else open
+        with os.fdopen(fd, "wb") as out, opener(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, length=1 << 20)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must stay readable
+        os.replace(tmp, dst)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise DataError(f"cannot decompress {src} into {dst}: {exc}") from None
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def source_key(files: Iterable[Path]) -> str:
+    """A short hash of where files are and what they are (path, size, mtime), naming a cache folder."""
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# -- MNIST and Fashion-MNIST --------------------------------------------------------------------
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -83,7 +165,7 @@ def _corrupt(name: str, root: str, folder: str, prefix: str, exc: BaseException)
 
 @functools.lru_cache(maxsize=4)
 def _read(name: str, folder: str, split: str, root: str, download: bool, source: str) -> DataSplit:
-    from torchvision import datasets
+    from torchvision import datasets  # torchvision: heavy, only for file-backed data sets
 
     cls = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}[folder]
     train = split == "train"

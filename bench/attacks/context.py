@@ -1,0 +1,112 @@
+"""Per-call state of an attack: seeded randomness, batched model calls and cost counters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AttackError(ValueError):
+    """Bad attack parameters or inputs, or an attack that broke its contract."""
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed derived from any JSON-able parts (suite seed, model, attack, eps...)."""
+    digest = hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass
+class AttackContext:
+    """Per-call state an attack may use: seeded randomness and cost counters.
+
+    Random numbers are drawn on the CPU from generators seeded by
+    ``(seed, *key)`` and then moved to the device, so CPU and CUDA runs draw the
+    same noise. The context carries no results: bounds come in as arguments and
+    extras go out through :class:`~bench.attacks.base.Sweep`.
+
+    Attributes:
+        seed: base seed (normally derived from suite seed, model and attack).
+        grad_evals: number of per-sample input gradients computed so far.
+        forward_evals: number of per-sample forward passes so far.
+        batch_size: the most samples one model call may take; :meth:`logits` and
+            :meth:`loss_gradient` split larger inputs (``None``: never split). A
+            pooled attack (:attr:`~bench.attacks.base.Attack.pooled`) can then be
+            handed many batches at once.
+    """
+
+    seed: int = 0
+    grad_evals: int = 0
+    forward_evals: int = 0
+    batch_size: int | None = None
+
+    def _chunks(self, n: int) -> list[slice]:
+        """Row ranges of at most ``batch_size`` covering ``n`` rows (one range, possibly empty, if unsplit)."""
+        if not self.batch_size or self.batch_size >= n:
+            return [slice(0, n)]
+        return [slice(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
+
+    def generator(self, *key: object) -> torch.Generator:
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(derive_seed(self.seed, *key))
+        return gen
+
+    def randn_like(self, x: torch.Tensor, *key: object) -> torch.Tensor:
+        return torch.randn(x.shape, generator=self.generator(*key), dtype=x.dtype).to(x.device)
+
+    def rand_like(self, x: torch.Tensor, *key: object) -> torch.Tensor:
+        return torch.rand(x.shape, generator=self.generator(*key), dtype=x.dtype).to(x.device)
+
+    def randint(self, low: int, high: int, size: tuple[int, ...], device: torch.device, *key: object) -> torch.Tensor:
+        return torch.randint(low, high, size, generator=self.generator(*key)).to(device)
+
+    @torch.no_grad()
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, K)`` of ``x`` without gradient (model calls of at most ``batch_size``); counts N forwards."""
+        self.forward_evals += int(x.shape[0])
+        parts = self._chunks(int(x.shape[0]))
+        if len(parts) == 1:
+            return model(x)
+        return torch.cat([model(x[part]) for part in parts])
+
+    def loss_gradient(
+        self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, reduction: str = "sum"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient of the cross-entropy loss w.r.t. ``x`` and the logits.
+
+        The loss is summed over the batch by default, so each sample's
+        gradient does not shrink with the batch size (a mean makes near-zero
+        gradients underflow to exactly zero more often). Counts N gradient and
+        N forward evaluations.
+
+        Returns ``(grad, logits)`` with ``grad`` shaped like ``x``. With a
+        ``batch_size`` below N and the summed loss, the model is called on
+        chunks (each sample's gradient does not depend on the others).
+        """
+        n = int(x.shape[0])
+        self.grad_evals += n
+        self.forward_evals += n
+        parts = self._chunks(n) if reduction == "sum" else [slice(0, n)]
+        grads, all_logits = [], []
+        for part in parts:  # row slices are views: an unsplit call copies nothing
+            xp = x[part].detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xp)
+                loss = F.cross_entropy(logits, labels[part], reduction=reduction)
+                (grad,) = torch.autograd.grad(loss, xp)
+            grads.append(grad.detach())
+            all_logits.append(logits.detach())
+        if len(parts) == 1:
+            return grads[0], all_logits[0]
+        return torch.cat(grads), torch.cat(all_logits)
+
+    def objective_gradient(self, x: torch.Tensor, objective: torch.Tensor) -> torch.Tensor:
+        """Gradient of a scalar ``objective`` built from ``x`` (which requires grad)."""
+        (grad,) = torch.autograd.grad(objective, x)
+        self.grad_evals += int(x.shape[0])
+        return grad.detach()

@@ -1,0 +1,5 @@
+"""`python -m bench.cli`: the same app as the `bench` console script."""
+
+from bench.cli import main
+
+main()

@@ -1,0 +1,143 @@
+"""The phases after the cells: tidy results on disk, the finished manifest, figures, cross-check, report, MLflow.
+
+Each phase reads what the ones before wrote; a failing report or MLflow
+mirror never loses results (they are on disk first).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+
+from bench.crosscheck import CROSSCHECK_SAMPLES, crosscheck_models, pair_results, suite_pairs, write_crosscheck
+from bench.data import DataSplit
+from bench.engine.cell import CellOutcome
+from bench.engine.models import ModelRef
+from bench.fsutil import safe_filename
+from bench.rundir import (
+    OPTIONAL_RESULT_COLUMNS,
+    OPTIONAL_SAMPLE_COLUMNS,
+    RESULT_COLUMNS,
+    SAMPLE_COLUMNS,
+    RunDir,
+    atomic_write_parquet,
+    atomic_write_text,
+    select_columns,
+    write_json,
+)
+from bench.suite import Suite
+from bench.tracking import TrackingUnavailable, sync_run_dir
+from reports.figures import curve_figure, save_figure
+from reports.render import render_run_dir
+
+Echo = Callable[[str], None] | None
+
+
+class TrackingWarning(UserWarning):
+    """MLflow mirroring failed; the run directory is complete and ``bench sync`` can retry."""
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`~bench.engine.runner.run_suite` returns: the run directory, its tidy results and manifest."""
+
+    run_dir: RunDir
+    results: pd.DataFrame
+    manifest: dict[str, Any]
+    mlflow_run_id: str | None = None
+    tracking_warning: str | None = None
+
+
+def write_results(run: RunDir, ordered: list[CellOutcome]) -> pd.DataFrame:
+    """``results.csv``/``.parquet`` and ``samples.parquet`` from the cells, in suite order; returns the results."""
+    results = pd.concat([o.rows for o in ordered], ignore_index=True)
+    results = select_columns(results, RESULT_COLUMNS, OPTIONAL_RESULT_COLUMNS)
+    samples = pd.concat([o.samples for o in ordered], ignore_index=True)
+    samples = select_columns(samples, SAMPLE_COLUMNS, OPTIONAL_SAMPLE_COLUMNS)
+    atomic_write_text(run.results_csv, results.to_csv(index=False))
+    atomic_write_parquet(results, run.results_parquet)
+    atomic_write_parquet(samples, run.samples)
+    return results
+
+
+def finish_manifest(
+    run: RunDir,
+    manifest: dict[str, Any],
+    ordered: list[CellOutcome],
+    model_info: dict[str, Any],
+    *,
+    wall: float,
+    prep_seconds: float,
+    backend: str,
+    scheduler: str | None,
+) -> None:
+    """Mark the manifest finished with timings per cell and clean accuracy per model (``wall``: perf_counter start)."""
+    manifest.update(
+        status="finished",
+        finished=_dt.datetime.now(_dt.UTC).isoformat(),
+        wall_seconds=time.perf_counter() - wall,
+        prepare_seconds=prep_seconds,
+        attack_seconds=sum(o.attack_seconds for o in ordered),
+        cell_seconds={o.cell_id: o.seconds for o in ordered},
+        backend=backend,
+        scheduler=scheduler,
+        cell_extras={o.cell_id: o.extras for o in ordered if o.extras},
+        clean_accuracy={k: v["clean_accuracy"] for k, v in model_info.items()},
+    )
+    write_json(run.manifest, manifest)
+
+
+def write_figures(run: RunDir, results: pd.DataFrame) -> None:
+    """One robust-accuracy curve per attack (a line per model) in ``figures/``."""
+    run.figures.mkdir(exist_ok=True)
+    for attack, rows in results.groupby("attack", sort=False):
+        path = run.figures / f"curve_{safe_filename(str(attack))}.png"
+        save_figure(curve_figure(rows, hue="model", title=f"{attack}"), path)
+
+
+def write_crosscheck_table(
+    run: RunDir, suite: Suite, refs: dict[str, ModelRef], data: DataSplit, device: torch.device, echo: Echo
+) -> None:
+    """``crosscheck.csv``/``.json``: the suite's native attacks vs ART on its models (100 samples, one eps each)."""
+    pairs = suite_pairs(suite.attacks, suite.epsilons_for)
+    if not pairs:
+        if echo:
+            echo("cross-check: no attack of this suite has an ART counterpart (fgsm, bim, pgd); nothing to compare")
+        return
+    models = {model_id: ref.load(device) for model_id, ref in refs.items()}
+    table = crosscheck_models(models, data, pairs=pairs, seed=suite.seed, n=CROSSCHECK_SAMPLES)
+    write_crosscheck(table, run.root, meta={"suite": suite.name, "dataset": data.name, "split": data.split})
+    if echo:
+        failed = [pair for pair, ok in pair_results(table).items() if not ok]
+        verdict = f"{len(failed)} pair(s) FAILED: {', '.join(failed)}" if failed else "all pairs agree"
+        echo(f"cross-check against ART on {min(len(data), CROSSCHECK_SAMPLES)} samples: {verdict}")
+
+
+def write_report(run: RunDir) -> None:
+    """Render ``report/report.html`` and ``report.md`` (logged to MLflow with the run)."""
+    try:
+        render_run_dir(run.root)
+    except Exception as exc:  # the results are already on disk; `bench report` can redo a failed report
+        warnings.warn(
+            f"report rendering failed ({type(exc).__name__}: {exc}); retry with: bench report {run.root}", stacklevel=3
+        )
+
+
+def mirror_to_mlflow(outcome: RunOutcome) -> None:
+    """Mirror the run directory into MLflow; on failure warn (:class:`TrackingWarning`) with the retry command."""
+    run = outcome.run_dir
+    try:
+        outcome.mlflow_run_id = sync_run_dir(run.root)
+    except TrackingUnavailable as exc:
+        outcome.tracking_warning = (
+            f"MLflow tracking failed ({exc}); the results are safe in {run.root}. "
+            f"Mirror them later with: bench sync {run.root}"
+        )
+        warnings.warn(outcome.tracking_warning, TrackingWarning, stacklevel=3)

@@ -1,0 +1,89 @@
+"""What ``bench perf`` measures (:class:`PerfConfig`) and the targets it checks (P1-P4)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "suites" / "quickstart.yaml"
+GIB = 1024**3
+
+# (target id, what, bound, direction, models it applies to (None: all))
+TARGETS: tuple[tuple[str, str, float, str, tuple[str, ...] | None], ...] = (
+    ("P1", "fgsm_sweep / (forward_backward + E forwards)", 1.15, "<=", None),
+    ("P1", "art_fgsm_loop / fgsm_sweep", 3.5, ">=", None),
+    ("P2", "pgd / (steps forward_backward + 1 forward)", 1.10, "<=", None),
+    ("P2", "art_pgd / pgd", 1.4, ">=", ("lenet",)),
+    ("P2", "art_pgd / pgd", 3.0, ">=", ("mlp",)),
+    ("P3", "pgd_sweep / pgd_naive", 0.35, "<=", ("lenet",)),
+)
+
+TIMES = (
+    "forward",
+    "forward_backward",
+    "fgsm_sweep",
+    "art_fgsm_loop",
+    "pgd",
+    "pgd_early_stop",
+    "art_pgd",
+    "pgd_sweep",
+    "pgd_naive",
+)
+RATIOS = (
+    "fgsm_sweep / (forward_backward + E forwards)",
+    "art_fgsm_loop / fgsm_sweep",
+    "pgd / (steps forward_backward + 1 forward)",
+    "art_pgd / pgd",
+    "art_pgd / pgd_early_stop",
+    "pgd_sweep / pgd_naive",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerfConfig:
+    """What ``bench perf`` measures.
+
+    Args:
+        models: zoo models, trained on ``data`` (from the checkpoint cache, or trained first, untimed).
+        data: data set name; ``split`` its split. Inputs are the first ``n`` samples, the split
+            repeated cyclically when it has fewer (timing does not depend on which digits they are).
+        n: number of inputs (default 10,000).
+        batch_size: batch size of every native and ART call (default 500).
+        repeats: timed repetitions per measurement; the median is kept (default 3).
+        threads: torch threads (default: all cores).
+        epsilons: the sweep grid in pixel units of [0, 1] (default 0, 0.05, ..., 0.3: E = 7).
+        pgd_eps: the eps of the single-eps PGD comparison (default 0.1).
+        pgd_steps: PGD iterations (default 10).
+        rel_step_size: PGD step as a fraction of eps (default 0.25 = Madry's 2.5 eps / steps for 10 steps).
+        harness_suite: suite run for P4 (default the quickstart); ``None`` skips P4.
+        harness_override: replace the harness suite's data set (``data``, ``harness_n`` samples) and
+            models (``models``) and switch off its cross-check (the reduced CI mode).
+        harness_n: samples of the overridden harness suite.
+        seed: seed of the models and data split.
+    """
+
+    models: tuple[str, ...] = ("lenet", "mlp")
+    data: str = "mnist5k"
+    split: str = "test"
+    n: int = 10_000
+    batch_size: int = 500
+    repeats: int = 3
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    epsilons: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+    pgd_eps: float = 0.1
+    pgd_steps: int = 10
+    rel_step_size: float = 0.25
+    harness_suite: Path | None = QUICKSTART
+    harness_override: bool = False
+    harness_n: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n", "batch_size", "repeats", "threads", "pgd_steps", "harness_n"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"perf: {name} must be >= 1, got {getattr(self, name)}")
+        if not self.models:
+            raise ValueError("perf: give at least one model")
+        if self.pgd_eps <= 0 or self.rel_step_size <= 0:
+            raise ValueError("perf: pgd_eps and rel_step_size must be > 0")

@@ -1,0 +1,112 @@
+"""P4 of ``bench perf``: a suite run in this process, its wall time split into attacks, clean passes and overhead."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from bench.data import load_dataset, select
+from bench.engine import resolve_device, run_suite, zoo_model
+from bench.perf.config import PerfConfig
+from bench.perf.timing import Bench, peak_rss_bytes, time_interleaved
+from bench.suite import load_suite, validate
+from reports.figures import curve_figure, save_figure
+from reports.render import render_run_dir
+
+
+def measure_harness(cfg: PerfConfig) -> dict[str, Any]:
+    """Run ``cfg.harness_suite`` once (warm checkpoint cache) and split its wall time (P4)."""
+    assert cfg.harness_suite is not None
+    suite = load_suite(cfg.harness_suite)
+    if cfg.harness_override:
+        raw = suite.resolved()
+        raw["dataset"] = {**raw["dataset"], "name": cfg.data, "n": cfg.harness_n, "options": {}}
+        raw["models"] = [{"name": m} for m in cfg.models]
+        raw["crosscheck"] = False
+        suite = validate(raw, source=f"{cfg.harness_suite} (reduced)")
+    device = resolve_device(suite.device)
+    models = {}
+    for spec in suite.models:  # warm cache: train now if needed, untimed
+        models[spec.id] = zoo_model(
+            spec.name,
+            suite.dataset.name,
+            seed=suite.seed,
+            device=device,
+            recipe=dict(spec.recipe),
+            data_options=dict(suite.dataset.options),
+        ).model
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
+        start = time.perf_counter()
+        outcome = run_suite(suite, out=Path(tmp) / "run", track=False, echo=None)
+        total = time.perf_counter() - start
+        peak = peak_rss_bytes()
+        manifest = outcome.manifest
+        # Re-time the steps after the manifest is written, on the finished run directory.
+        tick = time.perf_counter()
+        for attack, rows in outcome.results.groupby("attack", sort=False):
+            save_figure(curve_figure(rows, hue="model", title=str(attack)), Path(tmp) / f"curve_{attack}.png")
+        figures = time.perf_counter() - tick
+        tick = time.perf_counter()
+        render_run_dir(outcome.run_dir.root)
+        report = time.perf_counter() - tick
+        # The cross-check's own attack calls (native and ART) are time inside attacks too.
+        crosscheck_csv = outcome.run_dir.root / "crosscheck.csv"
+        crosscheck_attacks = 0.0
+        if crosscheck_csv.exists():
+            table = pd.read_csv(crosscheck_csv)
+            crosscheck_attacks = float(table["native_seconds"].sum() + table["art_seconds"].sum())
+    split = load_dataset(suite.dataset.name, suite.dataset.split, **suite.dataset.options)
+    data = select(split, offset=suite.dataset.offset, n=suite.dataset.n)
+    clean = 0.0
+    for model in models.values():
+        fwd, _, _ = time_interleaved(
+            {"forward": _forward_all(model, suite.batch_size, device)},
+            data.x,
+            data.y,
+            repeats=3,
+            warmup=min(len(data), suite.batch_size),
+        )
+        # one clean pass in prepare_models and one per cell (clean predictions)
+        clean += fwd["forward"] * (1 + len(suite.attacks))
+    attack = float(manifest["attack_seconds"])
+    cells = float(sum(manifest["cell_seconds"].values()))
+    post = total - float(manifest["wall_seconds"])
+    overhead = total - attack - crosscheck_attacks - clean
+    return {
+        "suite": str(cfg.harness_suite),
+        "reduced": cfg.harness_override,
+        "n": len(data),
+        "models": list(models),
+        "cells": len(manifest["cell_seconds"]),
+        "crosscheck": suite.crosscheck,
+        "wall_seconds": total,
+        "prepare_seconds": float(manifest["prepare_seconds"]),
+        "attack_seconds": attack,
+        "crosscheck_attack_seconds": crosscheck_attacks,
+        "clean_seconds": clean,
+        "cell_seconds": cells,
+        "after_results_seconds": post,
+        "figures_seconds": figures,
+        "report_seconds": report,
+        "crosscheck_and_rest_seconds": max(0.0, post - figures - report),
+        "crosscheck_overhead_seconds": max(0.0, post - figures - report - crosscheck_attacks),
+        "overhead_seconds": overhead,
+        "overhead_fraction": overhead / total,
+        "overhead_fraction_without_report": (overhead - report) / (total - report),
+        "peak_rss_bytes": peak,
+    }
+
+
+def _forward_all(model: nn.Module, batch_size: int, device: torch.device) -> Bench:
+    @torch.no_grad()
+    def run(x: torch.Tensor, y: torch.Tensor) -> None:
+        for i in range(0, len(x), batch_size):
+            model(x[i : i + batch_size].to(device))
+
+    return run

@@ -1,0 +1,148 @@
+"""The regression gate's rule schema: floors and tolerances, as written in a suite's ``checks:`` list.
+
+The gate (:mod:`bench.gate.compare`) applies these rules; they live with the
+suite because a suite file declares them and validating a suite must not
+import the gate. A rule matches checked points by model and attack (names or
+shell patterns) and optionally one eps of the grid.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
+
+from bench.errors import describe_validation_error
+from bench.types import Epsilon, eps_label
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class RuleError(ValueError):
+    """A gate rule that cannot be parsed or applied; the message names where it came from."""
+
+
+class Point(Protocol):
+    """What a rule looks at: one checked number of a (model, attack) cell; ``eps`` None is the curve AUC."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def attack(self) -> str: ...
+    @property
+    def eps(self) -> float | None: ...
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = "*"
+    attack: str = "*"
+    eps: Epsilon | None = None
+
+    def matches(self, item: Point) -> bool:
+        if not (fnmatch.fnmatchcase(item.model, self.model) and fnmatch.fnmatchcase(item.attack, self.attack)):
+            return False
+        return self.eps is None or (item.eps is not None and math.isclose(item.eps, self.eps, abs_tol=1e-12))
+
+
+class Floor(_Rule):
+    """An absolute floor: ``metric`` of the matching cells must be at least ``min``.
+
+    ``model``/``attack`` are names or shell patterns (default ``*``); ``eps``
+    (pixel units, a float or ``"k/255"``) picks one point of the grid and
+    applies to ``robust_accuracy`` only; without it the floor holds at every eps.
+    """
+
+    metric: Literal["robust_accuracy", "auc"] = "robust_accuracy"
+    min: Unit
+
+    @model_validator(mode="after")
+    def _auc_has_no_eps(self) -> Floor:
+        if self.metric == "auc" and self.eps is not None:
+            raise ValueError("eps: an 'auc' floor covers the whole curve; drop 'eps' or use metric robust_accuracy")
+        return self
+
+    def describe(self) -> str:
+        at = "" if self.eps is None else f"@{eps_label(self.eps)}"
+        what = "AUC" if self.metric == "auc" else "robust accuracy"
+        return f"{self.model}/{self.attack}{at} {what} >= {self.min:g}"
+
+    def applies_to(self, item: Point) -> bool:
+        return (item.eps is None) == (self.metric == "auc") and self.matches(item)
+
+
+class MaxDrop(_Rule):
+    """A tolerance: a drop larger than ``max_drop`` (absolute, in accuracy units) may count as a regression.
+
+    ``metric: robust_accuracy`` (default) applies to robust accuracy at each
+    eps (or only at ``eps``), ``metric: auc`` to the cell's curve AUC. The last
+    matching rule wins. (Not ``on:``: YAML 1.1 reads that key as ``true``.)
+    """
+
+    metric: Literal["robust_accuracy", "auc"] = "robust_accuracy"
+    max_drop: Unit
+
+    @model_validator(mode="after")
+    def _auc_has_no_eps(self) -> MaxDrop:
+        if self.metric == "auc" and self.eps is not None:
+            raise ValueError("eps: an 'auc' tolerance covers the whole curve; drop 'eps' or use metric robust_accuracy")
+        return self
+
+    def describe(self) -> str:
+        at = "" if self.eps is None else f"@{eps_label(self.eps)}"
+        what = "AUC" if self.metric == "auc" else "robust accuracy"
+        return f"{self.model}/{self.attack}{at} {what} drop <= {self.max_drop:g}"
+
+    def applies_to(self, item: Point) -> bool:
+        return (item.eps is None) == (self.metric == "auc") and self.matches(item)
+
+
+def _rule_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return "floor" if "min" in value else "max_drop" if "max_drop" in value else None
+    return {Floor: "floor", MaxDrop: "max_drop"}.get(type(value))
+
+
+CheckRule = Annotated[
+    Annotated[Floor, Tag("floor")] | Annotated[MaxDrop, Tag("max_drop")],
+    Discriminator(
+        _rule_kind,
+        custom_error_type="check_rule",
+        custom_error_message="a check needs 'min' (a floor) or 'max_drop' (a tolerance)",
+    ),
+]
+"""One entry of a suite's ``checks:`` list: a :class:`Floor` or a :class:`MaxDrop`."""
+
+RULES: TypeAdapter[list[Floor | MaxDrop]] = TypeAdapter(list[CheckRule])
+
+_FLOOR = re.compile(
+    r"^(?P<model>[^/@:>=\s]+)/(?P<attack>[^/@:>=\s]+)(?:@(?P<eps>[^:>=\s]+))?(?::(?P<metric>\w+))?>=(?P<min>\S+)$"
+)
+
+
+def parse_floor(text: str) -> Floor:
+    """A command-line floor ``MODEL/ATTACK@EPS>=MIN`` or ``MODEL/ATTACK:auc>=MIN`` (patterns allowed)."""
+    match = _FLOOR.match(text.replace(" ", ""))
+    if not match:
+        raise RuleError(
+            f"--floor {text!r}: expected MODEL/ATTACK@EPS>=MIN or MODEL/ATTACK:auc>=MIN, e.g. 'lenet/fgsm@0.1>=0.6'"
+        )
+    raw: dict[str, Any] = {k: v for k, v in match.groupdict().items() if v is not None}
+    try:
+        return Floor.model_validate(raw)
+    except ValidationError as exc:
+        raise RuleError(
+            f"--floor {text!r}: {describe_validation_error(exc, top_level=None, first_only=True)}"
+        ) from None
+
+
+def parse_rules(raw: object, *, source: str) -> list[Floor | MaxDrop]:
+    """A suite's ``checks:`` list (``None`` -> none); errors name ``source`` and the first bad field."""
+    try:
+        return RULES.validate_python(raw or [])
+    except ValidationError as exc:
+        raise RuleError(describe_validation_error(exc, source=source, root=("checks",), first_only=True)) from None
