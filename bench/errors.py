@@ -29,10 +29,30 @@ def field_path(loc: Sequence[int | str], *, root: Sequence[int | str] = ()) -> s
     return out
 
 
+_EXPECTED = {  # strict types: no string coercion ("false" is not a boolean, "1_0" not an integer)
+    "bool_type": "a boolean (true or false)",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+
+
+def expected_type(what: str, value: object) -> str:
+    """``expected an integer, got str '1_0'``: the message of a value of the wrong type."""
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"expected {what}, got {type(value).__name__} {shown}"
+
+
 def _message(error: dict) -> str:  # type: ignore[type-arg]
     msg = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return "unknown field"
+    if error["type"] in _EXPECTED:
+        return expected_type(_EXPECTED[error["type"]], error.get("input"))
     if error["type"] == "literal_error":
         return msg.replace("Input should be", "allowed values are")
     return msg

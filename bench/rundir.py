@@ -3,7 +3,7 @@
 A run directory ``runs/<suite>/<timestamp>/`` holds::
 
     suite.yaml          the resolved suite (includes merged, defaults filled)
-    manifest.json       versions, git commit, data digest, seeds, device, timings
+    manifest.json       status, versions, git commit, data digest, seeds, device, timings, results sha256
     models.json         per model: checkpoint, recipe, clean accuracy, output checks
     results.csv         one tidy row per (model, attack, eps): RESULT_COLUMNS
     results.parquet     the same rows, typed
@@ -31,7 +31,25 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from bench import limits
 from bench.fsutil import atomic_path, atomic_write_text, safe_filename
+
+CELL_SEPARATOR = "__"
+
+
+def cell_id(model: str, attack: str) -> str:
+    """The one name of a (model, attack) cell, ``<model>__<attack>``: every place that names a cell calls this.
+
+    Injective because a suite's model ids hold no ``__`` and do not end in ``_``
+    (:mod:`bench.suite.schema` refuses them), so the first ``__`` is the separator.
+    """
+    return f"{model}{CELL_SEPARATOR}{attack}"
+
+
+def cell_folder(cell: str) -> str:
+    """The folder name of a cell under ``cells/`` (:func:`~bench.fsutil.safe_filename` of its id)."""
+    return safe_filename(cell)
+
 
 RESULT_COLUMNS = [
     "suite",
@@ -157,15 +175,15 @@ class RunDir:
 
     def cell(self, cell_id: str) -> Path:
         """``cells/<cell_id>/``, the id made a safe file name (ids from suites may hold ':' or '/')."""
-        return self.root / "cells" / safe_filename(cell_id)
+        return self.root / "cells" / cell_folder(cell_id)
 
     def cell_done(self, cell_id: str) -> bool:
         return (self.cell(cell_id) / "done.json").exists()
 
     def read_manifest(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.manifest.read_text())
-        except (OSError, ValueError) as exc:
+            data = read_json_capped(self.manifest, what="manifest")
+        except (OSError, ValueError, RecursionError) as exc:
             raise RunDirError(f"{self.manifest}: unreadable manifest ({exc})") from None
         if not isinstance(data, dict):
             raise RunDirError(f"{self.manifest}: a manifest must be a JSON object")
@@ -174,8 +192,8 @@ class RunDir:
     def read_suite(self) -> dict[str, Any]:
         """The resolved suite this run used (``yaml.safe_load``)."""
         try:
-            data = yaml.safe_load(self.suite.read_text())
-        except (OSError, yaml.YAMLError) as exc:
+            data = yaml.safe_load(limits.read_text_capped(self.suite, limits.RUN_JSON_BYTES, what="resolved suite"))
+        except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:
             raise RunDirError(f"{self.suite}: unreadable resolved suite ({exc})") from None
         if not isinstance(data, dict) or "name" not in data:
             raise RunDirError(f"{self.suite}: not a resolved suite (a mapping with a name)")
@@ -190,7 +208,22 @@ class RunDir:
             raise RunDirError(f"{self.root}: unreadable results ({type(exc).__name__}: {exc})") from None
 
     def read_samples(self) -> pd.DataFrame:
-        return pd.read_parquet(self.samples)
+        try:
+            return pd.read_parquet(self.samples)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise RunDirError(f"{self.samples}: unreadable per-sample table ({type(exc).__name__}: {exc})") from None
+
+    def read_models(self) -> dict[str, Any]:
+        """``models.json`` (``{}`` when absent)."""
+        if not self.models.exists():
+            return {}
+        try:
+            data = read_json_capped(self.models, what="models.json")
+        except (OSError, ValueError, RecursionError) as exc:
+            raise RunDirError(f"{self.models}: unreadable ({exc})") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise RunDirError(f"{self.models}: must be a JSON object of models, each an object of fields")
+        return data
 
     def read_examples(self, cell_id: str) -> dict[str, np.ndarray] | None:
         path = self.cell(cell_id) / "examples.npz"
@@ -198,6 +231,12 @@ class RunDir:
             return None
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
+
+
+def read_json_capped(path: Path, *, what: str) -> Any:
+    """A run directory's JSON file, at most :data:`limits.RUN_JSON_BYTES`, integers of bounded size."""
+    text = limits.read_text_capped(path, limits.RUN_JSON_BYTES, what=what)
+    return json.loads(text, parse_int=lambda s: limits.parse_int_capped(s, source=f"{path}"))
 
 
 def open_run_dir(path: str | Path) -> RunDir:

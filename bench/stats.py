@@ -1,7 +1,8 @@
 """Statistics, one function each: Wilson interval, McNemar, two-proportion test, Holm, paired-difference interval.
 
 Also the per-sample robustness bookkeeping (cumulative robust flags, the
-first grid eps that fools a sample, curve AUC). scipy is imported inside the
+first grid eps that fools a sample, curve AUC over the suite's grid and over a fixed
+reference range per norm, :func:`reference_auc`). scipy is imported inside the
 functions that need it: importing ``scipy.stats`` costs about 0.6 s, and most
 callers (suite validation, the CLI's start) never test anything.
 
@@ -77,6 +78,46 @@ def curve_auc(epsilons: Sequence[float], accuracies: Sequence[float]) -> float:
     if len(eps) == 1 or eps[-1] == eps[0]:
         return float(acc[0])
     return float(np.trapezoid(acc, eps) / (eps[-1] - eps[0]))
+
+
+AUC_REFERENCE_RANGE: dict[str, float] = {"linf": 0.3, "l2": 3.0, "l0": 0.1, "patch": 12.0}
+"""The fixed eps range ``[0, end]`` per norm over which :func:`reference_auc` integrates (pixel units;
+``l0``: fraction of pixels; ``patch``: patch side in pixels), the same in every suite."""
+
+REFERENCE_EPS: dict[str, float] = {"linf": 0.1, "l2": 1.0, "l0": 0.05, "patch": 8.0}
+"""The eps per norm at which the leaderboard reads worst-case robust accuracy."""
+
+
+@dataclass(frozen=True)
+class ReferenceAuc:
+    """:func:`reference_auc`'s value; ``partial`` when the grid does not cover ``[0, end]``."""
+
+    value: float
+    partial: bool
+
+
+def reference_auc(epsilons: Sequence[float], accuracies: Sequence[float], norm: str) -> ReferenceAuc:
+    """AUC of the curve over the fixed range ``[0, AUC_REFERENCE_RANGE[norm]]``, normalized to [0, 1].
+
+    Comparable across suites (unlike :func:`curve_auc`, which spans each suite's own
+    grid). Grid points past the range end are dropped after interpolating the curve
+    at the end. A grid that stops short of the end (or starts above 0) is extended
+    flat from its last (first) point and the result is marked ``partial``: past
+    the last grid eps the cumulative robust accuracy can only fall, so a partial
+    value is an upper bound there. ``nan`` for a norm without a range (``none``).
+    """
+    end = AUC_REFERENCE_RANGE.get(str(norm))
+    eps = np.asarray(epsilons, dtype=float)
+    acc = np.asarray(accuracies, dtype=float)
+    if end is None or eps.size == 0:
+        return ReferenceAuc(math.nan, True)
+    order = np.argsort(eps, kind="stable")
+    eps, acc = eps[order], acc[order]
+    partial = bool(eps[0] > 0 or eps[-1] < end)
+    inside = eps <= end
+    grid = np.concatenate([[0.0], eps[inside], [end]])
+    values = np.concatenate([[acc[0]], acc[inside], [np.interp(end, eps, acc)]])
+    return ReferenceAuc(float(np.trapezoid(values, grid) / end), partial)
 
 
 # -- tests on paired and unpaired proportions --------------------------------------------------

@@ -9,15 +9,19 @@ Public API:
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from torch import nn
 
+from bench import progress
 from bench.data import DataSplit
 from bench.registry import Registry
 from model_zoo import architectures as arch
@@ -45,6 +49,7 @@ class ZooModel:
 
 
 MODELS: Registry[ZooModel] = Registry("model")
+log = logging.getLogger(__name__)
 
 
 def _register(name: str, factory: Callable[..., nn.Module], recipe: Recipe, note: str = "") -> None:
@@ -158,17 +163,60 @@ def get_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(name, train.input_shape, train.num_classes)
-    if path.exists():
-        try:
-            load_state_dict(model, path)
-        except CheckpointError as exc:
-            # Not retrained silently: the file may be a model someone trained for hours and can still repair.
-            raise CheckpointError(
-                f"{exc}; it is the cached checkpoint of {name!r} on {dataset!r}: delete {path} "
-                f"(and {path.with_suffix('.json').name}) to retrain it, or restore the file"
-            ) from None
-        info = _read_meta(path)
-        return TrainedModel(name, freeze(model, device), path, key, resolved, False, info)
+    if path.exists():  # written atomically: present means complete (and a read-only cache needs no lock)
+        return _load_cached(model, name, dataset, path, key, resolved, device)
+    # Two runs on one empty cache train each model once: the second waits here, then loads the checkpoint.
+    with _checkpoint_lock(path, name, dataset):
+        if path.exists():
+            return _load_cached(model, name, dataset, path, key, resolved, device)
+        return _train_and_save(model, name, dataset, train, path, key, resolved, seed, device, progress_desc)
+
+
+@contextlib.contextmanager
+def _checkpoint_lock(path: Path, name: str, dataset: str) -> Iterator[None]:
+    """Hold the file lock ``<checkpoint>.lock``; waiting for it says so (the run's progress and the log)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        message = f"waiting for another process training {name!r} on {dataset!r} ({path.name})"
+        log.info(message)
+        progress.note(message)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _load_cached(
+    model: nn.Module, name: str, dataset: str, path: Path, key: str, recipe: Recipe, device: torch.device
+) -> TrainedModel:
+    try:
+        load_state_dict(model, path)
+    except CheckpointError as exc:
+        # Not retrained silently: the file may be a model someone trained for hours and can still repair.
+        raise CheckpointError(
+            f"{exc}; it is the cached checkpoint of {name!r} on {dataset!r}: delete {path} "
+            f"(and {path.with_suffix('.json').name}) to retrain it, or restore the file"
+        ) from None
+    log.info("loaded %s on %s from the cache (%s)", name, dataset, path)
+    return TrainedModel(name, freeze(model, device), path, key, recipe, False, _read_meta(path))
+
+
+def _train_and_save(
+    model: nn.Module,
+    name: str,
+    dataset: str,
+    train: DataSplit,
+    path: Path,
+    key: str,
+    resolved: Recipe,
+    seed: int,
+    device: torch.device,
+    progress_desc: str | None,
+) -> TrainedModel:
     stats = train_model(
         model,
         train.x,
@@ -188,6 +236,7 @@ def get_model(
         **stats,
     }
     save_checkpoint(model, path, info)
+    log.info("trained %s on %s (%s)", name, dataset, path)
     return TrainedModel(name, freeze(model, device), path, key, resolved, True, info)
 
 

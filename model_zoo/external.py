@@ -23,8 +23,14 @@ tensor and a mismatch names the tensor.
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
+import importlib.util
 import inspect
+import os
 import re
+import sys
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,14 +54,92 @@ class ExternalModelError(CheckpointError):
     """An external model whose factory or weights cannot be used (the message says which and why)."""
 
 
-def resolve_factory(target: str) -> Any:
-    """Import ``"package.module:attr"`` and check that it is callable."""
+TRUST_ENV = "BENCH_TRUSTED_MODULES"
+ALWAYS_TRUSTED = ("model_zoo",)
+
+
+def trusted_prefixes(extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """Module prefixes a suite's ``factory:`` may import: the zoo, ``$BENCH_TRUSTED_MODULES`` and ``extra``."""
+    env = [p.strip() for p in os.environ.get(TRUST_ENV, "").split(",")]
+    return tuple(p for p in (*ALWAYS_TRUSTED, *env, *extra) if p)
+
+
+def _trusted_by_name(module: str, prefixes: Sequence[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _file_under(module: str, folder: Path) -> Path | None:
+    """The source file of ``module`` inside ``folder`` (found without running any code), else None."""
+    locations = [str(folder)]
+    found = None
+    for i, _ in enumerate(parts := module.split(".")):
+        found = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), locations)
+        if found is None:
+            return None
+        locations = list(found.submodule_search_locations or [])
+    origin = Path(found.origin).resolve() if found is not None and found.origin else None
+    return origin if origin is not None and origin.is_relative_to(folder.resolve()) else None
+
+
+def check_trusted(target: str, *, base: Path | None = None, trust: Sequence[str] = (), what: str = "factory") -> None:
+    """Refuse, before importing anything, a ``factory:`` from a module the user does not trust.
+
+    Trusted: the zoo (``model_zoo``), prefixes in ``$BENCH_TRUSTED_MODULES``
+    (comma-separated) or ``trust`` (``bench run --trust``), and modules whose
+    file lies under ``base`` (the suite file's own folder), which is then put
+    at the end of ``sys.path`` so that worker processes import it too.
+    """
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        raise ExternalModelError(f"{what} plugin {target!r} must have the form 'package.module:attr'")
+    if _trusted_by_name(module, trusted_prefixes(trust)):
+        return
+    if base is not None and (origin := _file_under(module, base)) is not None:
+        folder = str(base.resolve())
+        if folder not in sys.path:
+            sys.path.append(folder)
+        top = module.split(".")[0]
+        try:  # where `import top` would really go (a top-level name: finding it runs no code)
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            spec = None
+        places = [spec.origin] if spec is not None and spec.origin else []
+        places += list(spec.submodule_search_locations or []) if spec is not None else []
+        if not places or not all(Path(p).resolve().is_relative_to(base.resolve()) for p in places):
+            raise ExternalModelError(
+                f"{what} {target!r}: {origin} has the name of an installed module {top!r}, which an import "
+                "would load instead; rename the file"
+            )
+        return
+    top = module.split(".")[0]
+    raise ExternalModelError(
+        f"{what} {target!r}: module {module!r} is not trusted, so it is not imported (a suite file must not run "
+        f"code). Trusted: model_zoo, modules in the suite's own folder, and what you name: "
+        f"`bench run --trust {top}` or {TRUST_ENV}={top}"
+    )
+
+
+def resolve_factory(target: str, *, base: Path | None = None, trust: Sequence[str] | None = None) -> Any:
+    """Import ``"package.module:attr"`` and check that it is a class or function that can build a model.
+
+    With ``trust`` given (suite validation), the module must be trusted
+    (:func:`check_trusted`) before it is imported; ``None`` (Python callers,
+    and worker processes of a validated suite) skips that check.
+    """
+    if trust is not None:
+        check_trusted(target, base=base, trust=trust)
     try:
         fn = import_object(target)
     except RegistryError as exc:
         raise ExternalModelError(f"factory {exc}") from None
-    if not callable(fn):
-        raise ExternalModelError(f"factory {target!r} is a {type(fn).__name__}, not a callable returning a model")
+    if inspect.isclass(fn):
+        if not issubclass(fn, nn.Module):
+            raise ExternalModelError(f"factory {target!r} is the class {fn.__name__}, not a torch.nn.Module subclass")
+    elif not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+        raise ExternalModelError(
+            f"factory {target!r} is a {type(fn).__name__}, not a callable returning a model "
+            "(a Python function or an nn.Module class)"
+        )
     return fn
 
 
@@ -176,7 +260,7 @@ def load_npz(model: nn.Module, path: Path, *, layout: Layout = "in_out") -> None
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ExternalModelError(f"weights {path}: cannot be read as an .npz of numeric arrays ({exc})") from None
     assign_state_dict(model, npz_state_dict(model, arrays, source=str(path), layout=layout), source=str(path))
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench import progress
 from bench.fsutil import atomic_write_bytes
 
 CACHE_FORMAT = 2  # 2: initial weights seeded (format 1 checkpoints were trained from an unseeded init)
@@ -156,7 +157,7 @@ def train(
     start = time.perf_counter()
     loss_sum, correct = 0.0, 0
     bar = tqdm(range(recipe.epochs), desc=desc, unit="epoch", leave=False, disable=None)
-    for _ in bar:
+    for epoch in bar:
         order = torch.randperm(len(y), generator=gen)
         loss_sum, correct = 0.0, 0
         for i in range(steps_per_epoch):
@@ -172,6 +173,7 @@ def train(
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
         bar.set_postfix(loss=f"{loss_sum / len(y):.4f}", acc=f"{correct / len(y):.3f}")
+        progress.epoch_done(desc, epoch + 1, recipe.epochs, loss_sum / max(len(y), 1), correct / max(len(y), 1))
     model.eval()
     return {
         "train_loss": loss_sum / max(len(y), 1),

@@ -16,8 +16,10 @@ import math
 
 import pandas as pd
 
+from bench import stats
 from bench.stats import McNemar, mcnemar
 from reports.sources import RunData
+from reports.tables import worst_case_at, worst_case_row
 
 KEY = ["model", "attack", "eps"]
 
@@ -27,7 +29,8 @@ def compare_runs(baseline: RunData, candidate: RunData, *, alpha: float = 0.05) 
 
     Columns: ``model, attack, eps, baseline, candidate, delta`` (candidate minus
     baseline robust accuracy, in [-1, 1]), ``b, c, p_value, q_value, significant``
-    (NaN / False where the runs do not share samples), ``paired`` (bool).
+    (NaN / False where the runs do not share samples), ``paired`` (bool). The report shows
+    ``b`` as "robust in baseline only" and ``c`` as "robust in candidate only".
     ``alpha``: significance level of the BH-adjusted q-values (default 0.05).
     """
     left = baseline.results[[*KEY, "robust_accuracy"]].rename(columns={"robust_accuracy": "baseline"})
@@ -66,3 +69,89 @@ def compare_runs(baseline: RunData, candidate: RunData, *, alpha: float = 0.05) 
         table.loc[tested, "q_value"] = stats.false_discovery_control(table.loc[tested, "p_value"].to_numpy())
     table["significant"] = table["q_value"].lt(alpha) & table["paired"]
     return table.reset_index(drop=True)
+
+
+def _paired_flags(run: RunData, model: str, attacks: list[str], eps: float) -> pd.Series | None:
+    """Per-sample worst-case robust flags (index -> bool) at ``eps`` over ``attacks``, or None without samples."""
+    if run.samples is None or run.samples.empty:
+        return None
+    mine = run.samples[(run.samples["model"] == model) & run.samples["attack"].isin(attacks)]
+    mine = mine[(mine["eps"] - eps).abs() <= 1e-12]
+    return mine.groupby("index")["correct"].all() if not mine.empty else None
+
+
+def model_summary(baseline: RunData, candidate: RunData, *, alpha: float = 0.05) -> list[dict[str, object]]:
+    """Per model and bounded norm: worst-case robust accuracy at the norm's reference eps and reference AUC, both runs.
+
+    The worst case is over the attacks of that norm both runs ran (so the two rows
+    compare like with like). Where the runs share samples, an exact two-sided McNemar
+    test on the worst-case per-sample flags tests the robust-accuracy delta; the
+    p-values are Holm-adjusted over the rows and ``significant`` is ``p_holm < alpha``.
+    The AUC delta is descriptive (no test).
+    """
+    rows: list[dict[str, object]] = []
+    same_data = baseline.digest is not None and baseline.digest == candidate.digest
+    base, cand = baseline.results, candidate.results
+    for (model, norm), part in base[base["norm"] != "none"].groupby(["model", "norm"], sort=False):
+        ref_eps = stats.REFERENCE_EPS.get(str(norm))
+        other = cand[(cand["model"] == model) & (cand["norm"] == norm)]
+        attacks = [a for a in part["attack"].unique() if a in set(other["attack"])]
+        if ref_eps is None or not attacks:
+            continue
+        b_cells, c_cells = part[part["attack"].isin(attacks)], other[other["attack"].isin(attacks)]
+        b_worst = worst_case_row(str(model), b_cells, baseline.samples)
+        c_worst = worst_case_row(str(model), c_cells, candidate.samples)
+        b_acc = worst_case_at(str(model), b_cells, baseline.samples, ref_eps).value
+        c_acc = worst_case_at(str(model), c_cells, candidate.samples, ref_eps).value
+        test = None
+        if same_data:
+            left = _paired_flags(baseline, str(model), attacks, ref_eps)
+            right = _paired_flags(candidate, str(model), attacks, ref_eps)
+            if left is not None and right is not None and set(left.index) == set(right.index):
+                test = mcnemar(left.sort_index().to_numpy(), right.sort_index().to_numpy())
+        rows.append(
+            {
+                "model": str(model),
+                "norm": str(norm),
+                "attacks": len(attacks),
+                "eps": ref_eps,
+                "baseline": b_acc,
+                "candidate": c_acc,
+                "delta": c_acc - b_acc,
+                "baseline_only": test.b if test else None,
+                "candidate_only": test.c if test else None,
+                "p_value": test.p_value if test else math.nan,
+                "auc_baseline": b_worst.auc_reference,
+                "auc_candidate": c_worst.auc_reference,
+                "auc_delta": c_worst.auc_reference - b_worst.auc_reference,
+                "auc_partial": b_worst.auc_partial or c_worst.auc_partial,
+            }
+        )
+    tested = [i for i, r in enumerate(rows) if not math.isnan(float(r["p_value"]))]  # type: ignore[arg-type]
+    adjusted = stats.holm([float(rows[i]["p_value"]) for i in tested])  # type: ignore[arg-type]
+    for r in rows:
+        r["p_holm"], r["significant"] = math.nan, False
+    for i, p in zip(tested, adjusted, strict=True):
+        rows[i]["p_holm"], rows[i]["significant"] = p, p < alpha
+    return rows
+
+
+def differences(baseline: RunData, candidate: RunData) -> list[str]:
+    """What differs between the two runs' set-ups (suite, data, seed, model recipes), one line each; [] if nothing."""
+    out: list[str] = []
+    bm, cm = baseline.manifest, candidate.manifest
+    for key, what in (("suite", "suite"), ("suite_digest", "suite file (digest)"), ("seed", "seed")):
+        if bm.get(key) != cm.get(key):
+            out.append(f"{what}: {bm.get(key)} vs {cm.get(key)}")
+    bd, cd = bm.get("data") or {}, cm.get("data") or {}
+    for key in ("name", "split", "n", "digest"):
+        if bd.get(key) != cd.get(key):
+            out.append(f"data {key}: {bd.get(key)} vs {cd.get(key)}")
+    for model in sorted(set(baseline.models) & set(candidate.models)):
+        b, c = baseline.models[model], candidate.models[model]
+        if b.get("recipe") != c.get("recipe") or b.get("cache_key") != c.get("cache_key"):
+            out.append(f"model {model}: recipe or checkpoint differs ({b.get('cache_key')} vs {c.get('cache_key')})")
+    only = sorted(set(baseline.models) ^ set(candidate.models))
+    if only:
+        out.append(f"models in one run only: {', '.join(only)}")
+    return out

@@ -31,21 +31,69 @@ def save_figure(fig: Figure, path: Path, *, dpi: int = 110) -> Path:
     return path
 
 
-def curve_figure(rows: pd.DataFrame, *, hue: str = "model", title: str = "", y: str = "robust_accuracy") -> Figure:
-    """Robust accuracy against eps, one line per ``hue`` value, with the 95% interval as a band."""
+AXIS_LABEL: dict[str, str] = {
+    "linf": "Linf radius eps (pixel units)",
+    "l2": "L2 radius eps (pixel units)",
+    "l0": "fraction of pixels changed",
+    "patch": "patch side (pixels)",
+}
+"""The x-axis label of a curve per norm."""
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def curve_figure(
+    rows: pd.DataFrame,
+    *,
+    hue: str = "model",
+    title: str = "",
+    y: str = "robust_accuracy",
+    style: str | None = None,
+) -> Figure:
+    """Robust accuracy against eps, one colour per ``hue`` value (and line style per ``style`` value), 95% bands.
+
+    Colours are distinct for up to 10 series (the colorblind palette), the legend sits
+    outside the axes on the right, and the x-axis is labelled for the rows' norm.
+    """
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    palette = sns.color_palette("colorblind", n_colors=max(1, rows[hue].nunique()))
-    for color, (name, part) in zip(palette, rows.groupby(hue, sort=False), strict=False):
+    fig, ax = plt.subplots(figsize=(7.4, 4.2))
+    names = list(dict.fromkeys(rows[hue]))
+    palette = sns.color_palette("colorblind" if len(names) <= 10 else "husl", n_colors=max(1, len(names)))
+    colours = dict(zip(names, palette, strict=False))
+    styles = {s: LINE_STYLES[i % len(LINE_STYLES)] for i, s in enumerate(dict.fromkeys(rows[style]))} if style else {}
+    keys = [hue, style] if style else [hue]
+    markers = ("o", "s", "^", "D")
+    for i, (key, part) in enumerate(rows.groupby(keys, sort=False)):
+        key = key if isinstance(key, tuple) else (key,)
         part = part.sort_values("eps")
-        ax.plot(part["eps"], part[y], marker="o", color=color, label=str(name))
+        colour = colours[key[0]]
+        label = " · ".join(str(k) for k in key)
+        line = styles.get(key[1], "-") if style else "-"
+        run = list(styles).index(key[1]) if style else 0
+        # runs after the first: smaller filled markers drawn on top of the first run's hollow ones,
+        # so identical curves stay visible as a filled marker inside a ring
+        face = "white" if style and run == 0 else colour
+        ax.plot(
+            part["eps"],
+            part[y],
+            marker=markers[run % len(markers)],
+            linestyle=line,
+            color=colour,
+            label=label,
+            markersize=8 if style and run == 0 else 5,
+            markerfacecolor=face,
+            zorder=2 + run,
+        )
         if y == "robust_accuracy" and {"ci_low", "ci_high"} <= set(part.columns):
-            ax.fill_between(part["eps"], part["ci_low"], part["ci_high"], color=color, alpha=0.18, linewidth=0)
-    ax.set_xlabel("epsilon (pixel units)")
+            alpha = 0.18 if not style or i == 0 else 0.08
+            ax.fill_between(part["eps"], part["ci_low"], part["ci_high"], color=colour, alpha=alpha, linewidth=0)
+    norms = rows["norm"].unique() if "norm" in rows.columns else []
+    ax.set_xlabel(AXIS_LABEL.get(str(norms[0]), "eps") if len(norms) == 1 else "eps")
     ax.set_ylabel(y.replace("_", " "))
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
-    ax.legend(title=hue, frameon=False)
+    legend_title = f"{hue} · {style}" if style else hue
+    ax.legend(title=legend_title, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -116,8 +164,8 @@ def _to_image(img: np.ndarray) -> np.ndarray:
 def heatmap_figure(table: pd.DataFrame, *, title: str = "") -> Figure:
     """Robust accuracy as a heatmap: ``table`` is models (index) x attacks (columns), values in [0, 1]."""
     sns.set_theme(style="white", context="notebook")
-    width = max(4.0, 1.1 * table.shape[1] + 2.2)
-    height = max(2.2, 0.55 * table.shape[0] + 1.4)
+    width = max(5.0, 1.3 * table.shape[1] + 3.2)  # one attack: still room for the colour bar and its label
+    height = max(2.6, 0.55 * table.shape[0] + 1.6)
     fig, ax = plt.subplots(figsize=(width, height))
     sns.heatmap(
         table.astype(float),
@@ -127,9 +175,10 @@ def heatmap_figure(table: pd.DataFrame, *, title: str = "") -> Figure:
         vmax=1.0,
         cmap="RdYlGn",
         linewidths=0.5,
-        cbar_kws={"label": "robust accuracy"},
+        cbar_kws={"label": "robust accuracy", "shrink": 0.9},
         ax=ax,
     )
+    ax.tick_params(axis="x", labelrotation=30 if table.shape[1] > 3 else 0)
     ax.set_xlabel("attack")
     ax.set_ylabel("model")
     ax.set_title(title)

@@ -26,12 +26,20 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.rundir import atomic_write_text
+from bench.rundir import atomic_write_text, cell_id
 from reports import figures as figs
-from reports.compare import compare_runs
+from reports.compare import compare_runs, differences, model_summary
 from reports.flags import EXPLANATIONS, Flag, sanity_flags
 from reports.sources import ReportError, RunData, load_run, unique_labels
-from reports.tables import SummaryTable, choose_heatmap_eps, summary_tables
+from reports.tables import (
+    CROSSCHECK_VIEW,
+    SummaryTable,
+    choose_heatmap_eps,
+    crosscheck_view,
+    leaderboard,
+    summary_tables,
+    unbounded_rows,
+)
 from reports.templating import environment
 
 FOOLING = frozenset({"fooling_images"})
@@ -75,6 +83,9 @@ class RunSection:
     manifest: list[tuple[str, str]]
     versions: list[tuple[str, str]]
     models: list[dict[str, Any]]
+    leaderboard: list[dict[str, Any]] = field(default_factory=list)
+    reference_eps: dict[str, float] = field(default_factory=dict)
+    unbounded: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -85,6 +96,8 @@ class ComparisonSection:
     paired: bool
     significant: int
     curves: list[RenderedFigure] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    banner: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -202,7 +215,7 @@ def _run_section(
             f"{prefix}-curve-{attack}",
             f"{attack}: robust accuracy against eps, models overlaid, 95% Wilson bands",
         )
-        for attack, rows in results.groupby("attack", sort=False)
+        for attack, rows in results[results["norm"] != "none"].groupby("attack", sort=False)
     ]
     heatmaps = []
     for norm, part in results.groupby("norm", sort=False):
@@ -223,7 +236,7 @@ def _run_section(
         )
     examples, fooling = [], []
     for (model, attack), rows in results.groupby(["model", "attack"], sort=False):
-        cell = f"{model}__{attack}"
+        cell = cell_id(model, attack)
         found = run.examples.get(cell)
         if found is None or found["x_adv"].shape[1] == 0:
             continue
@@ -255,11 +268,8 @@ def _run_section(
                 ),
             )
         )
-    crosscheck = None
-    columns: list[str] = []
-    if run.crosscheck is not None:
-        columns = [str(c) for c in run.crosscheck.columns]
-        crosscheck = run.crosscheck.to_dict("records")
+    crosscheck = None if run.crosscheck is None else crosscheck_view(run.crosscheck)
+    board = leaderboard(results, run.samples)
     return RunSection(
         index=index,
         run=run,
@@ -270,10 +280,13 @@ def _run_section(
         examples=examples,
         fooling=fooling,
         crosscheck=crosscheck,
-        crosscheck_columns=columns,
+        crosscheck_columns=CROSSCHECK_VIEW,
         manifest=_manifest_items(run),
         versions=sorted((str(k), str(v)) for k, v in (run.manifest.get("versions") or {}).items()),
         models=_model_rows(run),
+        leaderboard=board.to_dict("records"),
+        reference_eps=dict(board.attrs.get("reference_eps", {})),
+        unbounded=unbounded_rows(results),
     )
 
 
@@ -344,16 +357,13 @@ def _comparison(baseline: RunData, candidate: RunData, writer: _FigureWriter, *,
             f"runs {baseline.label!r} and {candidate.label!r} share no (model, attack, eps) cell to compare"
         )
     both = pd.concat(
-        [
-            baseline.results.assign(series=lambda d: d["model"] + " · " + baseline.label),
-            candidate.results.assign(series=lambda d: d["model"] + " · " + candidate.label),
-        ],
+        [baseline.results.assign(run=baseline.label), candidate.results.assign(run=candidate.label)],
         ignore_index=True,
     )
-    shared = set(table["attack"])
+    shared = set(table["attack"]) - set(both.loc[both["norm"] == "none", "attack"])
     curves = [
         writer.add(
-            figs.curve_figure(rows, hue="series", title=f"{attack}: baseline vs candidate"),
+            figs.curve_figure(rows, hue="model", style="run", title=f"{attack}: baseline vs candidate"),
             f"compare-{candidate.label}-{attack}",
             f"{attack}: {baseline.label} (baseline) and {candidate.label}, per model",
         )
@@ -366,4 +376,6 @@ def _comparison(baseline: RunData, candidate: RunData, writer: _FigureWriter, *,
         paired=bool(table["paired"].any()),
         significant=int(table["significant"].sum()),
         curves=curves,
+        summary=model_summary(baseline, candidate, alpha=alpha),
+        banner=differences(baseline, candidate),
     )

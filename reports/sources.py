@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.rundir import RESULT_COLUMNS, SAMPLE_COLUMNS, RunDir, open_run_dir
+from bench.rundir import RESULT_COLUMNS, SAMPLE_COLUMNS, RunDir, cell_id, open_run_dir
 
 
 class ReportError(ValueError):
@@ -64,15 +64,15 @@ def load_run(path: str | Path, *, label: str | None = None, mlflow_run_id: str |
     except json.JSONDecodeError as exc:
         raise ReportError(f"{run.manifest}: not valid JSON ({exc})") from None
     suite = run.read_suite()
-    models = json.loads(run.models.read_text()) if run.models.exists() else {}
+    models = run.read_models()
     samples = _read_samples(run)
     crosscheck_csv = run.root / "crosscheck.csv"
     crosscheck = pd.read_csv(crosscheck_csv) if crosscheck_csv.exists() else None
     examples = {}
-    for cell_id in (f"{m}__{a}" for m, a in results[["model", "attack"]].drop_duplicates().itertuples(index=False)):
-        found = run.read_examples(cell_id)
+    for cell in (cell_id(m, a) for m, a in results[["model", "attack"]].drop_duplicates().itertuples(index=False)):
+        found = run.read_examples(cell)
         if found is not None:
-            examples[cell_id] = found
+            examples[cell] = found
     return RunData(
         label=label or _default_label(run, manifest),
         root=run.root,

@@ -9,6 +9,7 @@ the worst case.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +36,11 @@ class SummaryRow:
     targeted: bool
     clean: float
     by_eps: dict[float, Interval]
-    auc: float
+    auc: float  # over the suite's own eps grid ("AUC (grid)")
     median_min_eps: float  # inf: more than half of the samples robust at every grid eps
     attacks_in_worst_case: tuple[str, ...] = ()
+    auc_reference: float = math.nan  # over the fixed range of the norm (stats.AUC_REFERENCE_RANGE): comparable
+    auc_partial: bool = True  # the grid does not cover the reference range (see stats.reference_auc)
 
 
 @dataclass(frozen=True)
@@ -63,17 +66,49 @@ def median_minimal_eps(epsilons: pd.Series | np.ndarray, robust_accuracy: pd.Ser
     return float(eps[below[0]]) if len(below) else math.inf
 
 
-def _cell_median_min_eps(cell: pd.DataFrame) -> float:
-    """The bisected median minimal eps when the suite asked for it (``minimal_eps: true``), else the grid's."""
+def per_sample_minimal_eps(cell_samples: pd.DataFrame) -> pd.Series:
+    """Each sample's minimal eps in one cell, indexed by sample ``index``: the one definition of the report.
+
+    Bisected (the ``min_eps`` column, ``minimal_eps: true``) where the cell has it,
+    else the first grid eps at which the cumulative robust flag is false
+    (:func:`bench.stats.first_fooled_eps`); ``inf``: never fooled.
+    """
+    if "min_eps" in cell_samples.columns and cell_samples["min_eps"].notna().all():
+        return cell_samples.groupby("index", sort=True)["min_eps"].first().astype(float)
+    flags = cell_samples.pivot_table(index="eps", columns="index", values="correct", aggfunc="first").sort_index()
+    robust = stats.cumulative_robust(flags.to_numpy(dtype=bool))
+    return pd.Series(stats.first_fooled_eps(robust, flags.index.to_numpy(dtype=float)), index=flags.columns)
+
+
+def median_of(min_eps: np.ndarray | pd.Series) -> float:
+    """The (lower) median of per-sample minimal epsilons, as :func:`bench.minimal_eps.summarize` takes it."""
+    values = np.asarray(min_eps, dtype=float)
+    return float(np.quantile(values, 0.5, method="lower")) if values.size else math.nan
+
+
+def _cell_median_min_eps(model: str, attack: str, cell: pd.DataFrame, samples: pd.DataFrame | None) -> float:
+    """Median of :func:`per_sample_minimal_eps` with per-sample flags, else the stored (bisected) or grid median."""
+    mine = _cell_samples(samples, model, (attack,))
+    if mine is not None and not mine.empty:
+        return median_of(per_sample_minimal_eps(mine))
     if "median_min_eps" in cell.columns and cell["median_min_eps"].notna().any():
         return float(cell["median_min_eps"].dropna().iloc[0])
     return median_minimal_eps(cell["eps"], cell["robust_accuracy"])
 
 
+def _cell_samples(samples: pd.DataFrame | None, model: str, attacks: tuple[str, ...]) -> pd.DataFrame | None:
+    if samples is None or samples.empty:
+        return None
+    return samples[(samples["model"] == model) & samples["attack"].isin(attacks)]
+
+
 def summary_tables(results: pd.DataFrame, samples: pd.DataFrame | None) -> list[SummaryTable]:
-    """One :class:`SummaryTable` per norm, rows in the order of ``results``, worst case last per model."""
+    """One :class:`SummaryTable` per bounded norm, rows in the order of ``results``, worst case last per model.
+
+    Unbounded attacks (norm ``none``) have no eps axis: :func:`unbounded_rows` describes them.
+    """
     tables = []
-    for norm, part in results.groupby("norm", sort=False):
+    for norm, part in results[results["norm"] != "none"].groupby("norm", sort=False):
         epsilons = tuple(sorted(float(e) for e in part["eps"].unique()))
         rows: list[SummaryRow] = []
         for model, by_model in part.groupby("model", sort=False):
@@ -90,51 +125,70 @@ def summary_tables(results: pd.DataFrame, samples: pd.DataFrame | None) -> list[
                             for r in cell.itertuples()
                         },
                         auc=stats.curve_auc(cell["eps"], cell["robust_accuracy"]),
-                        median_min_eps=_cell_median_min_eps(cell),
+                        median_min_eps=_cell_median_min_eps(str(model), str(attack), cell, samples),
+                        **_reference(cell["eps"], cell["robust_accuracy"], str(norm)),
                     )
                 )
-            if norm != "none" and by_model["attack"].nunique() > 1:
+            if by_model["attack"].nunique() > 1:
                 rows.append(worst_case_row(str(model), by_model, samples))
         tables.append(SummaryTable(str(norm), epsilons, tuple(rows)))
     return tables
+
+
+def _reference(eps: pd.Series | np.ndarray, acc: pd.Series | np.ndarray, norm: str) -> dict[str, float | bool]:
+    ref = stats.reference_auc(np.asarray(eps, dtype=float), np.asarray(acc, dtype=float), norm)
+    return {"auc_reference": ref.value, "auc_partial": ref.partial}
+
+
+def worst_case_at(model: str, cells: pd.DataFrame, samples: pd.DataFrame | None, eps: float) -> Interval:
+    """Robust accuracy of ``model`` at ``eps`` against the best of the attacks with ``eps`` on their grid."""
+    at = cells[np.isclose(cells["eps"].astype(float), eps, rtol=0, atol=1e-12)]
+    if at.empty:
+        return Interval(math.nan, math.nan, math.nan)
+    mine = _cell_samples(samples, model, tuple(str(a) for a in at["attack"].unique()))
+    if mine is not None and not mine.empty:
+        mine = mine[np.isclose(mine["eps"].astype(float), eps, rtol=0, atol=1e-12)]
+        robust = mine.groupby("index")["correct"].all()
+        count, n = int(robust.sum()), len(robust)
+        low, high = stats.wilson_interval(count, n)
+        return Interval(count / n if n else math.nan, low, high)
+    worst = at.loc[at["robust_accuracy"].idxmin()]
+    return Interval(float(worst["robust_accuracy"]), float(worst["ci_low"]), float(worst["ci_high"]))
 
 
 def worst_case_row(model: str, cells: pd.DataFrame, samples: pd.DataFrame | None) -> SummaryRow:
     """Robust accuracy of ``model`` against the best attack *per sample*, at each eps every attack covers.
 
     With per-sample flags a sample counts as robust only if no attack fooled it
-    (at this eps or a smaller one); without them the row falls back to the
-    minimum over attacks, which can only overstate the worst-case accuracy.
+    (at this eps or a smaller one), and its minimal eps is the smallest of its
+    per-attack minimal epsilons (:func:`per_sample_minimal_eps`), so the worst
+    case's median minimal eps is never above any attack's. Without flags the row
+    falls back to the minimum over attacks, which can only overstate the
+    worst-case accuracy, and to the smallest of the attacks' medians.
     """
     attacks = tuple(str(a) for a in cells["attack"].unique())
     grids = [set(cells.loc[cells["attack"] == a, "eps"].astype(float)) for a in attacks]
     common = sorted(set.intersection(*grids))
-    clean = float(cells["clean_accuracy"].iloc[0])
-    by_eps: dict[float, Interval] = {}
-    per_sample = samples is not None and not samples.empty
-    for eps in common:
-        if per_sample:
-            assert samples is not None
-            mine = samples[(samples["model"] == model) & samples["attack"].isin(attacks) & (samples["eps"] == eps)]
-            robust = mine.groupby("index")["correct"].all()
-            count, n = int(robust.sum()), len(robust)
-            low, high = stats.wilson_interval(count, n)
-            by_eps[eps] = Interval(count / n if n else math.nan, low, high)
-        else:
-            at = cells[cells["eps"] == eps]
-            worst = at.loc[at["robust_accuracy"].idxmin()]
-            by_eps[eps] = Interval(float(worst["robust_accuracy"]), float(worst["ci_low"]), float(worst["ci_high"]))
+    by_eps = {eps: worst_case_at(model, cells, samples, eps) for eps in common}
     eps_arr = np.asarray(common, dtype=float)
     acc_arr = np.asarray([by_eps[e].value for e in common], dtype=float)
+    mine = _cell_samples(samples, model, attacks)
+    if mine is not None and not mine.empty:
+        per_attack = [per_sample_minimal_eps(part) for _, part in mine.groupby("attack", sort=False)]
+        median = median_of(pd.concat(per_attack, axis=1).min(axis=1))
+    else:
+        median = min(_cell_median_min_eps(model, a, cells[cells["attack"] == a], None) for a in attacks)
+    norm = str(cells["norm"].iloc[0])
     return SummaryRow(
         model=model,
-        attack=WORST_CASE if per_sample else f"{WORST_CASE} (min over attacks)",
+        attack=WORST_CASE if mine is not None and not mine.empty else f"{WORST_CASE} (min over attacks)",
         targeted=False,
-        clean=clean,
+        clean=float(cells["clean_accuracy"].iloc[0]),
         by_eps=by_eps,
         auc=stats.curve_auc(eps_arr, acc_arr) if len(common) else math.nan,
-        median_min_eps=median_minimal_eps(eps_arr, acc_arr) if len(common) else math.nan,
+        median_min_eps=median,
         attacks_in_worst_case=attacks,
+        **(_reference(eps_arr, acc_arr, norm) if len(common) else {}),
     )
 
 
@@ -153,3 +207,127 @@ def choose_heatmap_eps(results: pd.DataFrame, norm: str, requested: float | None
     positive = [e for e in grid if e > 0] or grid
     means = part.groupby("eps")["robust_accuracy"].mean()
     return min(positive, key=lambda e: (abs(float(means[e]) - 0.5), e))
+
+
+def leaderboard(results: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFrame:
+    """A RobustBench-style table, one row per model, best first.
+
+    Columns: ``model``, ``clean_accuracy``, then per bounded norm of the run
+    (in order of appearance): ``robust_<norm>`` the worst-case robust accuracy
+    over all attacks of that norm at the norm's reference eps
+    (:data:`bench.stats.REFERENCE_EPS`; ``nan`` when no attack has it on its grid),
+    ``auc_<norm>`` the reference-range AUC of the worst-case curve
+    (:func:`bench.stats.reference_auc`) and ``auc_<norm>_partial`` whether the
+    grid falls short of that range. ``attrs["reference_eps"]`` maps each norm to
+    its eps. Sorted by the first norm's robust accuracy, then clean accuracy.
+    """
+    norms = [str(n) for n in results["norm"].unique() if str(n) != "none" and str(n) in stats.REFERENCE_EPS]
+    rows = []
+    for model, by_model in results.groupby("model", sort=False):
+        row: dict[str, object] = {"model": str(model), "clean_accuracy": float(by_model["clean_accuracy"].iloc[0])}
+        for norm in norms:
+            cells = by_model[by_model["norm"] == norm]
+            if cells.empty:
+                row.update({f"robust_{norm}": math.nan, f"auc_{norm}": math.nan, f"auc_{norm}_partial": True})
+                continue
+            worst = worst_case_row(str(model), cells, samples)
+            row[f"robust_{norm}"] = worst_case_at(str(model), cells, samples, stats.REFERENCE_EPS[norm]).value
+            row[f"auc_{norm}"] = worst.auc_reference
+            row[f"auc_{norm}_partial"] = worst.auc_partial
+        rows.append(row)
+    table = pd.DataFrame(
+        rows,
+        columns=["model", "clean_accuracy"]
+        + [
+            f"{kind}_{norm}{tail}"
+            for norm in norms
+            for kind, tail in (("robust", ""), ("auc", ""), ("auc", "_partial"))
+        ],
+    )
+    keys = ([f"robust_{norms[0]}"] if norms else []) + ["clean_accuracy"]
+    table = table.sort_values(keys, ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+    table.attrs["reference_eps"] = {norm: stats.REFERENCE_EPS[norm] for norm in norms}
+    return table
+
+
+def unbounded_rows(results: pd.DataFrame) -> list[dict[str, object]]:
+    """Attacks without a budget (norm ``none``: fooling images, targeted ascent): one row per cell.
+
+    They have no eps axis, so the report shows what they achieved and at what size
+    instead of a curve: success rate (among clean-correct samples), robust accuracy,
+    and the mean and largest Linf and L2 size of what they produced.
+    """
+    rows = []
+    for (model, attack), cell in results[results["norm"] == "none"].groupby(["model", "attack"], sort=False):
+        last = cell.sort_values("eps").iloc[-1]
+        rows.append(
+            {
+                "model": str(model),
+                "attack": str(attack),
+                "targeted": bool(last["targeted"]),
+                "n": int(last["n"]),
+                "clean": float(last["clean_accuracy"]),
+                "success_rate": float(last["attack_success_rate"]),
+                "robust_accuracy": float(last["robust_accuracy"]),
+                "mean_linf": float(last["mean_linf"]),
+                "max_linf": float(last["max_linf"]),
+                "mean_l2": float(last["mean_l2"]),
+                "max_l2": float(last["max_l2"]),
+            }
+        )
+    return rows
+
+
+def compact_call(text: str, width: int = 60) -> str:
+    """An attack's repr in a compact form: ``PGD(eps_step=0.01, max_iter=40, …)``, enum reprs reduced to values."""
+    text = re.sub(r"<(?:\w+\.)+(\w+): '?([^'>]*)'?>", r"\2", str(text))
+    text = re.sub(r"\b(?:[a-z_]\w*\.)+([A-Z]\w*)\(", r"\1(", text)
+    text = re.sub(r"\bestimator=[^,()]*(?:\([^()]*\))?, ", "", text)  # ART's wrapped model: the same on every row
+    if len(text) <= width:
+        return text
+    cut = text[: width - 3]
+    comma = cut.rfind(", ")
+    return (cut[:comma] + ", …)") if comma > cut.find("(") else (cut[: cut.find("(") + 1] + "…)")
+
+
+CROSSCHECK_VIEW = [
+    "verdict",
+    "pair",
+    "model",
+    "eps",
+    "acc. native",
+    "acc. ART",
+    "diff",
+    "tol.",
+    "max |Δx|",
+    "labels agree",
+    "native",
+    "ART",
+]
+"""Columns of the report's cross-check table: the verdict first, robust accuracy of each side, their difference and
+tolerance, the largest pixel difference, the label agreement, the attack calls last and compact."""
+
+
+def crosscheck_view(table: pd.DataFrame) -> list[dict[str, object]]:
+    """``crosscheck.csv`` rows in the report's order (:data:`CROSSCHECK_VIEW`), failures first."""
+    rows = []
+    for r in table.sort_values("passed", kind="stable").to_dict("records"):
+        rows.append(
+            {
+                "verdict": bool(r["passed"]),
+                "pair": str(r["pair"]),
+                "model": str(r["model"]),
+                "eps": float(r["eps"]),
+                "acc. native": float(r["robust_acc_native"]),
+                "acc. ART": float(r["robust_acc_art"]),
+                "diff": float(r["robust_acc_diff"]),
+                "tol.": float(r["tolerance"]),
+                "max |Δx|": float(r["max_abs_diff"]),
+                "labels agree": float(r["label_agreement"]),
+                "native": compact_call(str(r["native"])),
+                "ART": compact_call(str(r["art"])),
+                "native_full": str(r["native"]),
+                "art_full": str(r["art"]),
+            }
+        )
+    return rows

@@ -31,9 +31,9 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{float(value):.{digits}f}"
 
 
-def _eps(value: Any) -> str:
+def _eps(value: Any, digits: int = 6) -> str:
     value = float(value)
-    return "∞" if math.isinf(value) else f"{value:g}"
+    return "∞" if math.isinf(value) else f"{value:.{digits}g}"
 
 
 def _signed(value: Any) -> str:

@@ -25,7 +25,8 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
     Set ``BENCH_TEST_CACHE`` to keep trained test models between sessions.
     """
-    saved = {k: os.environ.get(k) for k in ("BENCH_CACHE", "MLFLOW_TRACKING_URI")}
+    saved = {k: os.environ.get(k) for k in ("BENCH_CACHE", "MLFLOW_TRACKING_URI", "BENCH_TRUSTED_MODULES")}
+    os.environ["BENCH_TRUSTED_MODULES"] = "plugins"  # suites in tmp folders name tests/plugins.py's factories
     os.environ["BENCH_CACHE"] = os.environ.get("BENCH_TEST_CACHE") or str(tmp_path_factory.mktemp("bench-cache"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow-local')}/mlflow.db"
     torch.manual_seed(0)

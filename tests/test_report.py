@@ -19,7 +19,7 @@ from bench import stats
 from bench.cli import app
 from bench.rundir import RESULT_COLUMNS, RunDir
 from bench.stats import mcnemar
-from reports.compare import compare_runs
+from reports.compare import compare_runs, differences, model_summary
 from reports.flags import sanity_flags
 from reports.render import render_report
 from reports.sources import ReportError, load_run
@@ -71,7 +71,9 @@ def test_markdown_numbers_equal_results_csv(report_run: Path, report_dir: Path) 
             value, low, high = re.fullmatch(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]", row[f"eps {r.eps:g}"]).groups()
             assert (value, low, high) == (f"{r.robust_accuracy:.3f}", f"{r.ci_low:.3f}", f"{r.ci_high:.3f}")
             checked += 1
-        assert row["AUC"] == f"{stats.curve_auc(mine['eps'], mine['robust_accuracy']):.3f}"
+        assert row["AUC (grid)"] == f"{stats.curve_auc(mine['eps'], mine['robust_accuracy']):.3f}"
+        reference = stats.reference_auc(mine["eps"], mine["robust_accuracy"], "linf")
+        assert row["AUC"] == f"{reference.value:.3f}" and not reference.partial  # the grid spans [0, 0.3]
     assert checked == len(results)
 
 
@@ -246,10 +248,34 @@ def test_comparison_pairs_samples_and_tests_each_cell(report_run: Path, candidat
     paths = render_report([without_examples, cand], tmp_path / "cmp")
     markdown = paths.markdown.read_text()
     assert "## Comparison of runs" in markdown
-    assert f"{int(table['significant'].sum())} significant difference(s)." in markdown
-    assert 'data-section="comparison"' in paths.html.read_text()
+    assert f"{int(table['significant'].sum())} significant difference(s)" in markdown
+    html = paths.html.read_text()
+    assert 'data-section="comparison"' in html
     self_compare = compare_runs(base, base)
     assert (self_compare["delta"] == 0).all() and not self_compare["significant"].any()
+    # the banner names what differs: the candidate's models were trained with other recipes
+    banner = differences(base, cand)
+    assert [line.split(":")[0] for line in banner] == ["suite file (digest)", "model lenet", "model mlp"]
+    assert "The runs differ in set-up" in markdown and 'data-banner="differences"' in html
+    assert differences(base, base) == [] and "differ in set-up" not in _comparison_md(base, tmp_path)
+    # the per-model summary: worst case over both attacks at linf 0.1, McNemar on its per-sample flags
+    summary = {r["model"]: r for r in model_summary(base, cand)}
+    assert sorted(summary) == ["lenet", "mlp"]
+    for model, row in summary.items():
+        flags = [
+            run.samples[(run.samples["model"] == model) & (run.samples["eps"] == 0.1)].groupby("index")["correct"].all()
+            for run in (base, cand)
+        ]
+        assert (row["eps"], row["attacks"], row["norm"]) == (0.1, 2, "linf")
+        assert row["baseline"] == flags[0].mean() and row["candidate"] == flags[1].mean()
+        test = mcnemar(flags[0].sort_index().to_numpy(), flags[1].sort_index().to_numpy())
+        assert (row["baseline_only"], row["candidate_only"], row["p_value"]) == (test.b, test.c, test.p_value)
+        assert row["significant"] == (row["p_holm"] < 0.05) and row["p_holm"] >= row["p_value"]
+        assert (
+            f"| {model} | linf | 0.1 | {row['baseline']:.3f} → {row['candidate']:.3f} | {row['delta']:+.3f} |"
+            in markdown
+        )
+    assert "| b | c |" not in markdown and "<th>b (" not in html and "<th>robust in baseline only</th>" in html
 
 
 def test_comparison_without_shared_samples_reports_deltas_only(report_run: Path, tmp_path: Path) -> None:
@@ -319,3 +345,35 @@ def test_report_from_mlflow_runs(report_run: Path, mlflow_uri: str, tmp_path: Pa
 def test_median_minimal_eps_never_reached() -> None:
     assert math.isinf(median_minimal_eps(np.array([0.0, 0.1]), np.array([0.9, 0.6])))
     assert median_minimal_eps(np.array([0.1, 0.0, 0.2]), np.array([0.5, 0.9, 0.2])) == 0.1
+
+
+def _comparison_md(run, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
+    copy = load_run(_planted_copy(run.root, tmp_path / "self"), label="again")
+    return render_report([copy, load_run(copy.root, label="same")], tmp_path / "self-cmp").markdown.read_text()
+
+
+def test_unbounded_attacks_get_a_table_not_a_curve_and_crosscheck_puts_the_verdict_first() -> None:
+    from bench.crosscheck import CROSSCHECK_COLUMNS
+    from reports.tables import CROSSCHECK_VIEW, compact_call, crosscheck_view, unbounded_rows
+
+    base = dict.fromkeys(RESULT_COLUMNS, 0.0) | {"model": "mlp", "n": 10, "targeted": True, "clean_accuracy": 0.9}
+    results = pd.DataFrame(
+        [
+            base | {"attack": "fooling_images", "norm": "none", "attack_success_rate": 0.7, "max_l2": 4.5},
+            base | {"attack": "fgsm", "norm": "linf", "attack_success_rate": 0.2},
+        ]
+    )
+    (row,) = unbounded_rows(results)
+    assert (row["attack"], row["success_rate"], row["max_l2"], row["n"]) == ("fooling_images", 0.7, 4.5, 10)
+    long = "PGD(eps_step=0.01, steps=40, norm=<Norm.LINF: 'linf'>, random_start=True, rel_step=0.1, restarts=1)"
+    assert compact_call(long) == "PGD(eps_step=0.01, steps=40, norm=linf, …)"
+    assert compact_call("art.attacks.evasion.FastGradientMethod(eps=0.1)") == "FastGradientMethod(eps=0.1)"
+    table = pd.DataFrame(
+        [
+            dict.fromkeys(CROSSCHECK_COLUMNS, 0.0) | {"pair": p, "passed": ok, "native": long, "art": "ART()"}
+            for p, ok in (("fgsm", True), ("pgd", False))
+        ]
+    )
+    rows = crosscheck_view(table)
+    assert CROSSCHECK_VIEW[0] == "verdict" and [r["pair"] for r in rows] == ["pgd", "fgsm"]  # failures first
+    assert rows[0]["native"] == compact_call(long) and rows[0]["native_full"] == long

@@ -2,8 +2,8 @@
 
 Asserts that every section and figure is present and rendered (embedded PNGs
 decoded by the browser), that the page loads nothing from the network and logs
-no console error or exception, and keeps a full-page screenshot in
-``test-artifacts/report.png``.
+no console error or exception, and keeps full-page screenshots in
+``test-artifacts/report.png`` and ``test-artifacts/report-comparison.png``.
 """
 
 from __future__ import annotations
@@ -130,6 +130,10 @@ PAGE_FACTS = """(() => {
     external: [...document.querySelectorAll('[src],link[href],script')].filter(
       e => e.tagName === 'SCRIPT' || !((e.src || e.href || '').startsWith('data:'))).length,
     summaryRows: document.querySelectorAll('table.summary tbody tr').length,
+    leaderboardRows: document.querySelectorAll('#run-1-leaderboard table.leaderboard tbody tr').length,
+    modelSummaryRows: document.querySelectorAll('table.model-summary tbody tr').length,
+    banner: [...document.querySelectorAll('[data-banner] li')].map(li => li.textContent),
+    overflowing: [...document.querySelectorAll('table')].filter(t => t.getBoundingClientRect().right > 1280).length,
     flags: document.querySelectorAll('#run-1-flags .flag').length,
     title: document.title,
     height: document.documentElement.scrollHeight,
@@ -145,7 +149,17 @@ def test_report_opens_cleanly_in_chromium(report_dir: Path, browser: Chromium) -
     browser.wait_for("Page.loadEventFired")
     facts = browser.evaluate(PAGE_FACTS)
 
-    assert facts["sections"] == ["flags", "summary", "curves", "heatmap", "examples", "crosscheck", "manifest"]
+    assert facts["sections"] == [
+        "leaderboard",
+        "flags",
+        "summary",
+        "curves",
+        "heatmap",
+        "examples",
+        "crosscheck",
+        "manifest",
+    ]
+    assert facts["leaderboardRows"] == 2  # one row per model
     # 2 curves (one per attack) + 1 heatmap (linf) + 4 cells x (example grid + first-image strip)
     assert facts["images"] == 11
     assert facts["dataImages"] == facts["images"]
@@ -155,13 +169,45 @@ def test_report_opens_cleanly_in_chromium(report_dir: Path, browser: Chromium) -
     assert facts["title"].startswith("Robustness report")
     assert browser.problems() == []
 
-    width, height = 1280, min(int(facts["height"]), 6000)
+    _screenshot(browser, int(facts["height"]), "report.png")
+
+
+def _screenshot(browser: Chromium, height: int, name: str) -> None:
+    width, height = 1280, min(height, 6000)
     browser.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
     shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
     png = base64.b64decode(shot["data"])
     assert png.startswith(b"\x89PNG")
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "report.png").write_bytes(png)
+    (ARTIFACTS / name).write_bytes(png)
+
+
+def test_comparison_opens_with_its_banner_and_summary(report_run: Path, tmp_path: Path, browser: Chromium) -> None:
+    """Two runs whose data digests differ: the banner says so first, the per-model summary follows, tables fit."""
+    from reports.render import render_report
+    from reports.sources import load_run
+
+    other = tmp_path / "other"
+    shutil.copytree(report_run, other, ignore=shutil.ignore_patterns("report", "cells"))
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["data"]["digest"] = "another-draw"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    paths = render_report([load_run(report_run, label="base"), load_run(other, label="cand")], tmp_path / "cmp")
+    for domain in ("Runtime", "Log", "Page"):
+        browser.call(f"{domain}.enable")
+    browser.call("Page.navigate", url=paths.html.resolve().as_uri())
+    browser.wait_for("Page.loadEventFired")
+    facts = browser.evaluate(PAGE_FACTS)
+    assert facts["sections"][0] == "comparison"
+    assert facts["banner"] == [
+        f"data digest: {json.loads((report_run / 'manifest.json').read_text())['data']['digest']} vs another-draw"
+    ]
+    assert facts["modelSummaryRows"] == 2  # mlp and lenet at linf 0.1
+    assert facts["decoded"] == facts["images"] and facts["external"] == 0
+    assert browser.problems() == []
+    browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+    assert browser.evaluate(PAGE_FACTS)["overflowing"] == 0, "a table runs past a 1280-pixel window"
+    _screenshot(browser, int(facts["height"]), "report-comparison.png")
 
 
 def test_a_broken_page_is_caught(tmp_path: Path, browser: Chromium) -> None:

@@ -80,7 +80,7 @@ def test_include_cycle_and_missing_include(tmp_path: Path) -> None:
             r"epsilons\[1\]: epsilon '3/x' is neither a number nor a fraction",
         ),
         (("n: 64", "n: -3"), r"dataset\.n: Input should be greater than 0"),
-        (("n: 64", "n: many"), r"dataset\.n: Input should be a valid integer"),
+        (("n: 64", "n: many"), r"dataset\.n: expected an integer, got str 'many'"),
         (("split: test", "split: val"), r"dataset\.split: allowed values are 'train' or 'test'"),
         (("name: tiny", "name: tiny\ncolour: blue"), r"colour: unknown field"),
         (("name: tiny", "name: ../escape"), r"name: suite name '../escape' may contain only"),

@@ -24,12 +24,26 @@ def test_the_issue_suites_are_shipped() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_suite_validates(path: Path) -> None:
-    result = CliRunner().invoke(app, ["validate", str(path)])
+    result = CliRunner().invoke(app, ["validate", "--no-data", str(path)])
     assert result.exit_code == 0, result.output
     suite = load_suite(path)
     assert f"{path}: ok ({len(suite.models)} models x {len(suite.attacks)} attacks" in result.output
     assert suite.name == path.stem
     assert suite.description.strip()
+
+
+@pytest.mark.parametrize("name", ["seed_mnist_fgsm", "seed_cifar10_fgsm"])
+def test_validate_says_where_it_looked_for_missing_data_files(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Suites on local torchvision data: without the files, validate fails and names the root and files it needs."""
+    monkeypatch.delenv("BENCH_MNIST_ROOT", raising=False)
+    monkeypatch.delenv("BENCH_CIFAR10_ROOT", raising=False)
+    result = CliRunner().invoke(
+        app, ["validate", str(SUITES / f"{name}.yaml"), "--set", f"dataset.options.root={tmp_path}"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{name}.yaml: dataset:" in result.output and str(tmp_path) in result.output.replace("\n", "")
 
 
 @pytest.mark.parametrize("name", SEED_SUITES)

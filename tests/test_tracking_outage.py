@@ -123,7 +123,7 @@ def test_server_stopped_mid_run_then_sync_is_idempotent(tmp_path: Path) -> None:
             (parent,) = _parents(client, uid, ViewType.ALL)  # one parent ever, also after the second sync
             assert parent.info.run_id in result.output and parent.data.tags[COMPLETE_TAG] == "true"
             children = _children(client, parent.info.run_id)
-            assert sorted(c.info.run_name for c in children) == ["lin/pgd", "lin/pgd2", "lin2/pgd", "lin2/pgd2"]
+            assert sorted(c.info.run_name for c in children) == ["lin · pgd", "lin · pgd2", "lin2 · pgd", "lin2 · pgd2"]
             if attempt == 0:
                 first_id = parent.info.run_id
         assert parent.info.run_id == first_id
@@ -138,7 +138,7 @@ def test_sync_interrupted_half_way_is_redone_whole(tmp_path: Path, killable_mlfl
     result = CliRunner().invoke(app, ["run", str(suite), "--no-mlflow", "--out", str(run)])
     assert result.exit_code == 0, result.output
     uid = json.loads((run / "manifest.json").read_text())["run_uid"]
-    cells = sorted(f"{m}/f{i}" for m in ("lin", "lin2") for i in range(6))
+    cells = sorted(f"{m} · f{i}" for m in ("lin", "lin2") for i in range(6))
 
     server = killable_mlflow_server
     client = MlflowClient(tracking_uri=server.uri)

@@ -3,42 +3,109 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
+from bench import progress
 from bench.attacks import AttackError
+from bench.cli import overrides
 from bench.cli.app import app, console, err, user_errors
+from bench.cli.validate import TRUST_HELP
 from bench.data import DataError
 from bench.engine import TrackingWarning, run_suite
 from bench.rundir import RunError
 from bench.stats import curve_auc
-from bench.suite import load_suite
-from bench.tracking import tracking_uri
+from bench.suite import load_raw, validate
+from bench.tracking import review_links, tracking_uri
 from bench.types import eps_label
 from model_zoo import CheckpointError
+from reports.tables import leaderboard, unbounded_rows
 
 
-def summary_table(results: Any, *, title: str) -> Table:
-    """Robust accuracy per (model, attack) and eps, clean accuracy and curve AUC."""
-    eps_values = sorted(results["eps"].unique())
-    table = Table(title=title, show_lines=False)
-    table.add_column("model")
-    table.add_column("attack")
+def _fmt(value: float, narrow: bool) -> str:
+    if value != value:  # nan: not on this grid
+        return "-"
+    return f"{value:.2f}" if narrow else f"{value:.3f}"
+
+
+def _table(narrow: bool) -> Table:
+    return Table(box=None if narrow else box.SIMPLE_HEAD, pad_edge=False)
+
+
+def _print_table(title: str, table: Table) -> None:
+    """The title on its own line: a table title would wrap to the width of a narrow table."""
+    console.print(f"\n{title}", highlight=False, soft_wrap=True)
+    console.print(table)
+
+
+def leaderboard_table(board: Any, *, narrow: bool = False) -> tuple[str, Table]:
+    """One row per model, best first: clean accuracy, worst case over attacks at each norm's reference eps, AUC."""
+    ref = board.attrs.get("reference_eps", {})
+    title = "leaderboard (worst case over attacks; AUC over the norm's reference range, * = partial):"
+    table = _table(narrow)
+    table.add_column("model", no_wrap=True)
     table.add_column("clean", justify="right")
-    for eps in eps_values:
-        table.add_column(f"eps {eps_label(eps)}", justify="right")
-    table.add_column("AUC", justify="right")
-    for (model, attack), rows in results.groupby(["model", "attack"], sort=False):
-        by_eps = dict(zip(rows["eps"], rows["robust_accuracy"], strict=True))
-        cells = [f"{by_eps[e]:.3f}" if e in by_eps else "" for e in eps_values]
-        auc = curve_auc(rows["eps"], rows["robust_accuracy"])
-        table.add_row(str(model), str(attack), f"{rows['clean_accuracy'].iloc[0]:.3f}", *cells, f"{auc:.3f}")
-    return table
+    for norm, eps in ref.items():
+        table.add_column(f"{norm} @{eps_label(eps)}", justify="right")
+        table.add_column(f"AUC {norm}", justify="right")
+    for _, row in board.iterrows():
+        cells = [str(row["model"]), _fmt(row["clean_accuracy"], narrow)]
+        for norm in ref:
+            partial = "*" if row[f"auc_{norm}_partial"] else ""
+            cells += [_fmt(row[f"robust_{norm}"], narrow), _fmt(row[f"auc_{norm}"], narrow) + partial]
+        table.add_row(*cells)
+    return title, table
+
+
+def norm_tables(results: Any, *, title: str, narrow: bool = False) -> list[tuple[str, Table]]:
+    """Robust accuracy per (model, attack) and eps, one table per norm (only that norm's eps columns)."""
+    tables = []
+    for norm in [str(n) for n in results["norm"].unique() if str(n) != "none"]:
+        rows_of_norm = results[results["norm"] == norm]
+        eps_values = sorted(rows_of_norm["eps"].unique())
+        table = _table(narrow)
+        table.add_column("model", no_wrap=True)
+        table.add_column("attack", no_wrap=True)
+        table.add_column("clean", justify="right")
+        for eps in eps_values:
+            table.add_column(eps_label(eps) if narrow else f"eps {eps_label(eps)}", justify="right")
+        table.add_column("AUC", justify="right")
+        for (model, attack), rows in rows_of_norm.groupby(["model", "attack"], sort=False):
+            by_eps = dict(zip(rows["eps"], rows["robust_accuracy"], strict=True))
+            cells = [_fmt(by_eps[e], narrow) if e in by_eps else "" for e in eps_values]
+            auc = curve_auc(rows["eps"], rows["robust_accuracy"])
+            clean = _fmt(rows["clean_accuracy"].iloc[0], narrow)
+            table.add_row(str(model), str(attack), clean, *cells, _fmt(auc, narrow))
+        tables.append((f"{title}, {norm}:", table))
+    return tables
+
+
+def unbounded_lines(results: Any) -> list[str]:
+    """One line per cell of an attack without a budget (fooling images, targeted ascent): what it achieved."""
+    return [
+        f"{row['model']} x {row['attack']} (unbounded{', targeted' if row['targeted'] else ''}): "
+        f"success rate {row['success_rate']:.3f}, robust accuracy {row['robust_accuracy']:.3f}, "
+        f"mean Linf {row['mean_linf']:.3f}, mean L2 {row['mean_l2']:.3f} (n={row['n']})"
+        for row in unbounded_rows(results)
+    ]
+
+
+def print_summary(results: Any, samples: Any, *, title: str, narrow: bool) -> None:
+    """The leaderboard first, then one table per norm, then one line per unbounded attack."""
+    board = leaderboard(results, samples)
+    if board.attrs.get("reference_eps"):
+        _print_table(*leaderboard_table(board, narrow=narrow))
+    for titled in norm_tables(results, title=title, narrow=narrow):
+        _print_table(*titled)
+    for i, line in enumerate(unbounded_lines(results)):
+        console.print(("\n" if i == 0 else "") + line, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -68,14 +135,39 @@ def run(
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="dask.distributed scheduler address (with --backend dask)")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="override a suite field before validation, e.g. --set dataset.n=200 "
+            "--set models.lenet.recipe.epochs=1 (repeatable; values are YAML)",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress lines (for scripts)")] = False,
+    narrow: Annotated[
+        bool, typer.Option("--narrow", help="compact tables for CI logs (the default when stdout is not a terminal)")
+    ] = False,
+    trust: Annotated[list[str] | None, typer.Option("--trust", help=TRUST_HELP, metavar="MODULE")] = None,
 ) -> None:
-    """Run a suite: evaluate every model x attack x eps, write the run directory, log to MLflow."""
-    spec = load_suite(suite)
+    """Run a suite: evaluate every model x attack x eps, write the run directory, log to MLflow.
+
+    Progress (cells [done/total], eps steps, training epochs, elapsed time and an estimate of the time left)
+    goes to stderr: a live bar on a terminal, plain lines at most every 10 s in a log; --quiet turns it off.
+
+    To re-render the report of a finished run without re-running it: bench report RUN_DIR.
+    """
+    raw = overrides.apply(load_raw(suite), set_ or [], source=suite)
+    spec = validate(raw, source=suite, base=suite.parent, trust=trust or ())
     if resume is not None:
         if out is not None and out != resume:
             raise typer.BadParameter("--out and --resume name different folders; give one of them")
         out = resume
-    with warnings.catch_warnings(), _naming_suite(suite, (RunError, DataError, CheckpointError, AttackError)):
+    with (
+        warnings.catch_warnings(),
+        _naming_suite(suite, (RunError, DataError, CheckpointError, AttackError)),
+        progress.active(None if quiet else progress.Progress()),
+    ):
         warnings.simplefilter("ignore", TrackingWarning)  # printed below, once, as a warning line
         outcome = run_suite(
             spec,
@@ -84,16 +176,24 @@ def run(
             limit=limit,
             track=False if no_mlflow else None,
             device=device,
-            echo=err.print,
+            echo=None if quiet else err.print,
             resume=resume is not None,
             backend=backend,
             scheduler=scheduler,
         )
-    console.print(
-        summary_table(outcome.results, title=f"robust accuracy: {spec.name} ({outcome.manifest['data']['n']} samples)")
+    print_summary(
+        outcome.results,
+        outcome.run_dir.read_samples(),
+        title=f"robust accuracy: {spec.name} ({outcome.manifest['data']['n']} samples)",
+        narrow=narrow or not sys.stdout.isatty(),
     )
     console.print(f"run directory: {outcome.run_dir.root}")
     if outcome.mlflow_run_id:
-        console.print(f"MLflow parent run: {outcome.mlflow_run_id} at {tracking_uri()} (review with: mlflow ui)")
+        command, url = review_links(outcome.mlflow_run_id)
+        uri = tracking_uri()
+        console.print(f"MLflow parent run: {outcome.mlflow_run_id} at {uri}", soft_wrap=True, highlight=False)
+        if command:
+            console.print(f"review with: {command}", soft_wrap=True, highlight=False)
+        console.print(f"then open: {url}" if command else f"open: {url}", soft_wrap=True, highlight=False)
     if outcome.tracking_warning:
         err.print(f"[yellow]warning:[/] {outcome.tracking_warning}", highlight=False)

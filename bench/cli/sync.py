@@ -14,6 +14,11 @@ from bench.tracking import sync_run_dir, tracking_uri
 @app.command()
 @user_errors
 def sync(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")]) -> None:
-    """Mirror a run directory into MLflow (idempotent: a mirrored run is not logged twice)."""
-    run_id = sync_run_dir(run_dir)  # MLflow down: TrackingUnavailable, exit 1 (bench.cli.app)
+    """Mirror a run directory into MLflow (idempotent: a mirrored run is not logged twice).
+
+    Only a finished run whose results match the sha256 in its manifest is mirrored.
+    """
+    # Not finished, or results changed since: RunError, exit 2 (says how to complete it with --resume);
+    # MLflow down or failing: TrackingUnavailable, exit 1 (bench.cli.app).
+    run_id = sync_run_dir(run_dir)
     console.print(f"{run_dir}: mirrored to MLflow run {run_id} at {tracking_uri()}")

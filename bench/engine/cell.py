@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bench import stats
+from bench import progress, stats
 from bench.attacks import Attack, AttackContext, derive_seed, make_attack, perturbation_norms
 from bench.data import DataSplit
 from bench.engine.models import ModelRef
@@ -91,6 +91,7 @@ def evaluate_cell(
     batch_size: int,
     examples: int = 0,
     target_class: int | None = None,
+    progress_id: str = "cell",
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run ``attack`` over ``epsilons`` on ``data`` batch by batch (pooled attacks: see :func:`pool_size`).
 
@@ -140,6 +141,7 @@ def evaluate_cell(
             now = time.perf_counter()
             seconds[i] += now - tick
             tick = now
+            progress.eps_done(progress_id, i, e, eps, stop, n)
         for key, value in sweep.extras.items():
             extras.setdefault(key, []).append(value)
     arrays = {
@@ -241,6 +243,7 @@ def run_cell(task: CellTask) -> CellOutcome:
         batch_size=task.batch_size,
         examples=task.examples,
         target_class=cell.attack.target_class,
+        progress_id=cell.id,
     )
     meta = {
         "suite": task.suite_name,

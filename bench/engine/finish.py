@@ -1,11 +1,14 @@
 """The phases after the cells: tidy results on disk, the finished manifest, figures, cross-check, report, MLflow.
 
 Each phase reads what the ones before wrote; a failing report or MLflow
-mirror never loses results (they are on disk first).
+mirror never loses results (they are on disk first). The manifest says
+``incomplete`` once results are written and ``finished`` only after figures,
+cross-check and report (:mod:`bench.runstate`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import time
 import warnings
@@ -32,6 +35,7 @@ from bench.rundir import (
     select_columns,
     write_json,
 )
+from bench.runstate import RunIncomplete, results_sha256, resume_hint
 from bench.suite import Suite
 from bench.tracking import TrackingUnavailable, sync_run_dir
 from reports.figures import curve_figure, save_figure
@@ -78,9 +82,12 @@ def finish_manifest(
     backend: str,
     scheduler: str | None,
 ) -> None:
-    """Mark the manifest finished with timings per cell and clean accuracy per model (``wall``: perf_counter start)."""
+    """The manifest once results are on disk: ``incomplete`` (figures and report to come), the results' sha256,
+    timings per cell and clean accuracy per model (``wall``: perf_counter start). :func:`mark_finished` follows."""
+    manifest.pop("error", None)
     manifest.update(
-        status="finished",
+        status="incomplete",
+        results_sha256=results_sha256(run),
         finished=_dt.datetime.now(_dt.UTC).isoformat(),
         wall_seconds=time.perf_counter() - wall,
         prepare_seconds=prep_seconds,
@@ -122,12 +129,32 @@ def write_crosscheck_table(
 
 def write_report(run: RunDir) -> None:
     """Render ``report/report.html`` and ``report.md`` (logged to MLflow with the run)."""
+    render_run_dir(run.root)
+
+
+def completing(run: RunDir, manifest: dict[str, Any], phase: str, step: Callable[[], object]) -> None:
+    """Run one phase after the results (figures, cross-check, report); if it fails, the manifest stays
+    ``incomplete`` with the ``error`` and :class:`~bench.runstate.RunIncomplete` (exit 1) says how to complete it."""
     try:
-        render_run_dir(run.root)
-    except Exception as exc:  # the results are already on disk; `bench report` can redo a failed report
-        warnings.warn(
-            f"report rendering failed ({type(exc).__name__}: {exc}); retry with: bench report {run.root}", stacklevel=3
-        )
+        step()
+    except Exception as exc:  # the results are on disk already: whatever broke here, say so and how to finish
+        reason = f"{phase}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+        manifest["error"] = reason
+        with contextlib.suppress(OSError):  # a full disk may refuse this too: the manifest then stays as it was
+            write_json(run.manifest, manifest)
+        raise RunIncomplete(
+            f"{run.root}: the results are on disk, but the run is incomplete: writing the {reason}; "
+            f"complete it with: {resume_hint(run)}"
+        ) from exc
+
+
+def mark_finished(run: RunDir, manifest: dict[str, Any]) -> None:
+    """``status: finished``: results, figures and report all exist (written last, after all of them)."""
+    done = {k: v for k, v in manifest.items() if k != "error"}
+    done.update(status="finished", completed=_dt.datetime.now(_dt.UTC).isoformat())
+    write_json(run.manifest, done)  # only once this is on disk does the outcome's manifest say so too
+    manifest.clear()
+    manifest.update(done)
 
 
 def mirror_to_mlflow(outcome: RunOutcome) -> None:

@@ -9,8 +9,10 @@
    the whole epsilon sweep batch by batch and writes ``cells/<id>/``
    atomically, so a finished cell is never lost (resume reads them back);
 6. gather the rows into ``results.csv``/``results.parquet`` and per-sample
-   flags into ``samples.parquet``, finish the manifest, draw figures, run the
-   cross-check against ART, render the report and mirror the run into MLflow.
+   flags into ``samples.parquet`` (the manifest records their sha256 and says
+   ``incomplete``), draw figures, run the cross-check against ART, render the
+   report, mark the manifest ``finished`` and mirror the run into MLflow; a
+   failure after the results raises ``RunIncomplete`` (``--resume`` completes it).
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from typing import Any
 import torch
 from joblib import Parallel, delayed
 
+from bench import progress
 from bench.attacks import make_attack
 from bench.attacks.registry import attack_record
 from bench.data import DataError, DataSplit, load_dataset, select
 from bench.engine.cell import CellOutcome, CellTask, load_cell, run_cell
 from bench.engine.finish import (
     RunOutcome,
+    completing,
     finish_manifest,
+    mark_finished,
     mirror_to_mlflow,
     write_crosscheck_table,
     write_figures,
@@ -38,6 +43,7 @@ from bench.engine.finish import (
 )
 from bench.engine.models import ModelRef, prepare_models, resolve_device
 from bench.engine.parallel import check_backend, parallel_backend, plan_workers
+from bench.limits import cap_n_jobs
 from bench.rundir import (
     RunDir,
     RunError,
@@ -88,7 +94,7 @@ def run_suite(
     write_json(run.models, model_info)
     prep_seconds = time.perf_counter() - prep
 
-    jobs = n_jobs if n_jobs is not None else suite.n_jobs
+    jobs = cap_n_jobs(n_jobs if n_jobs is not None else suite.n_jobs, source="--n-jobs" if n_jobs else "n_jobs")
     ordered = run_cells(run, suite, refs, data, dev, jobs=jobs, backend=backend, scheduler=scheduler, echo=echo)
 
     results = write_results(run, ordered)
@@ -96,10 +102,11 @@ def run_suite(
         run, manifest, ordered, model_info, wall=wall, prep_seconds=prep_seconds, backend=backend, scheduler=scheduler
     )
     outcome = RunOutcome(run, results, manifest)
-    write_figures(run, results)
+    completing(run, manifest, "figures", lambda: write_figures(run, results))
     if suite.crosscheck:
-        write_crosscheck_table(run, suite, refs, data, dev, echo)
-    write_report(run)
+        completing(run, manifest, "cross-check", lambda: write_crosscheck_table(run, suite, refs, data, dev, echo))
+    completing(run, manifest, "report", lambda: write_report(run))
+    completing(run, manifest, "finished manifest", lambda: mark_finished(run, manifest))
     if track if track is not None else suite.tracking.enabled:
         mirror_to_mlflow(outcome)
     return outcome
@@ -181,11 +188,11 @@ def run_cells(
         where = f"{backend}, n_jobs={jobs}" + (f", scheduler {scheduler}" if scheduler else "")
         echo(f"running {len(pending)} cell(s) of suite {suite.name!r} on {len(data)} samples ({device}, {where})")
     outcomes: dict[str, CellOutcome] = {}
+    progress.cells(len(pending), len(data))
     with parallel_backend(backend, scheduler):
         for outcome in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_cell)(t) for t in pending):
             outcomes[outcome.cell_id] = outcome
-            if echo:
-                echo(f"  done {outcome.cell_id} in {outcome.seconds:.1f}s")
+            progress.cell_done(outcome.cell_id, outcome.seconds)
     for t in tasks:
         if t.cell.id not in outcomes:
             outcomes[t.cell.id] = load_cell(run, t.cell.id)

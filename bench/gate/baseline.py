@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bench import stats
+from bench import limits, stats
 from bench.errors import describe_validation_error
 from bench.rundir import RunDir, atomic_write_text, open_run_dir
 
@@ -62,10 +63,14 @@ def encode_indices(indices: np.ndarray) -> str:
 
 def decode_indices(text: str) -> np.ndarray:
     """Inverse of :func:`encode_indices`; raises ``ValueError`` on corrupt input."""
+    cap = 4 * limits.FLAG_SAMPLES
     try:
-        raw = zlib.decompress(base64.b64decode(text, validate=True))
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(base64.b64decode(text, validate=True), cap)
     except (binascii.Error, zlib.error) as exc:
         raise ValueError(f"not base64 zlib data ({exc})") from None
+    if inflate.unconsumed_tail:
+        raise ValueError(f"decompresses to more than {limits.FLAG_SAMPLES} sample indices (the limit)")
     if len(raw) % 4:
         raise ValueError("length is not a whole number of int32 values")
     return np.frombuffer(raw, dtype="<i4").astype(np.int64)
@@ -106,7 +111,7 @@ class PointRecord(_Strict):
     """One eps of a cell: ``robust`` of ``n`` samples robust (cumulative over the grid up to ``eps``)."""
 
     eps: Annotated[float, Field(ge=0.0)]
-    n: Annotated[int, Field(gt=0)]
+    n: Annotated[int, Field(gt=0, le=limits.FLAG_SAMPLES)]
     robust: Annotated[int, Field(ge=0)]
     robust_accuracy: Unit
     ci_low: Unit
@@ -132,11 +137,11 @@ class CellRecord(_Strict):
     attack_params: dict[str, Any]
     norm: str
     targeted: bool
-    epsilons: Annotated[list[float], Field(min_length=1)]
+    epsilons: Annotated[list[float], Field(min_length=1, max_length=limits.EPSILONS)]
     clean_accuracy: Unit
     auc: Unit
     auc_sd: Annotated[float, Field(ge=0.0)]
-    points: list[PointRecord]
+    points: Annotated[list[PointRecord], Field(max_length=limits.EPSILONS)]
 
     @property
     def key(self) -> tuple[str, str]:
@@ -154,7 +159,7 @@ class CellRecord(_Strict):
 class DataRecord(_Strict):
     name: str
     split: str
-    n: Annotated[int, Field(gt=0)]
+    n: Annotated[int, Field(gt=0, le=limits.FLAG_SAMPLES)]
     digest: str
 
 
@@ -169,12 +174,11 @@ class Baseline(_Strict):
     indices: str | None = None
     created: str = ""
     source: dict[str, str] = Field(default_factory=dict)
-    cells: Annotated[list[CellRecord], Field(min_length=1)]
+    cells: Annotated[list[CellRecord], Field(min_length=1, max_length=limits.BASELINE_CELLS)]
 
     @model_validator(mode="after")
     def _flags(self) -> Baseline:
-        keys = [c.key for c in self.cells]
-        dupes = sorted({f"{m}/{a}" for m, a in keys if keys.count((m, a)) > 1})
+        dupes = sorted(f"{m}/{a}" for (m, a), k in Counter(c.key for c in self.cells).items() if k > 1)
         if dupes:
             raise ValueError(f"cells: {', '.join(dupes)} appear more than once")
         has_flags = [p.flags is not None for c in self.cells for p in c.points]
@@ -337,9 +341,13 @@ def _cell_record(
 def parse_baseline(text: str, *, source: str) -> Baseline:
     """Validate baseline JSON text; errors name ``source`` and the field path."""
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, parse_int=lambda s: limits.parse_int_capped(s, source=source))
     except json.JSONDecodeError as exc:
         raise BaselineError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except limits.LimitError as exc:
+        raise BaselineError(str(exc)) from None
+    except RecursionError:
+        raise BaselineError(f"{source}: JSON nested too deeply") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise BaselineError(
             f'{source}: format: not a bench baseline (expected "format": "{FORMAT}"; '
@@ -360,10 +368,12 @@ def read_baseline(path: str | Path) -> Baseline:
     """Read and validate a baseline file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = limits.read_text_capped(path, limits.BASELINE_FILE_BYTES, what="baseline file")
     except FileNotFoundError:
         raise BaselineError(f"{path}: baseline file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except limits.LimitError as exc:
+        raise BaselineError(str(exc)) from None
+    except OSError as exc:
         raise BaselineError(f"{path}: cannot read baseline file ({exc})") from None
     return parse_baseline(text, source=str(path))
 

@@ -37,7 +37,7 @@ class Point(Protocol):
 
 
 class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "0.5" is not a number in a suite
 
     model: str = "*"
     attack: str = "*"
@@ -124,6 +124,9 @@ _FLOOR = re.compile(
 )
 
 
+_NUMBER = re.compile(r"^[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?$")
+
+
 def parse_floor(text: str) -> Floor:
     """A command-line floor ``MODEL/ATTACK@EPS>=MIN`` or ``MODEL/ATTACK:auc>=MIN`` (patterns allowed)."""
     match = _FLOOR.match(text.replace(" ", ""))
@@ -132,6 +135,9 @@ def parse_floor(text: str) -> Floor:
             f"--floor {text!r}: expected MODEL/ATTACK@EPS>=MIN or MODEL/ATTACK:auc>=MIN, e.g. 'lenet/fgsm@0.1>=0.6'"
         )
     raw: dict[str, Any] = {k: v for k, v in match.groupdict().items() if v is not None}
+    if not _NUMBER.match(raw["min"]):  # float() would also take "1_0", "nan" and "inf"
+        raise RuleError(f"--floor {text!r}: min: expected a number between 0 and 1, got {raw['min']!r}")
+    raw["min"] = float(raw["min"])
     try:
         return Floor.model_validate(raw)
     except ValidationError as exc:

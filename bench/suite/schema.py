@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from bench import limits
+from bench.rundir import CELL_SEPARATOR, cell_folder, cell_id
 from bench.suite.rules import CheckRule
 from bench.types import Epsilon
 
@@ -36,8 +38,21 @@ def _safe_name(value: str, what: str) -> str:
     return value
 
 
+def _cell_part(spec: ModelSpec | AttackSpec, kind: str) -> None:
+    """Refuse ids that would make two cells share a name: ``<model>__<attack>`` must split one way only."""
+    field = "label" if spec.label is not None else "name"
+    if CELL_SEPARATOR in spec.id:
+        raise ValueError(
+            f"{field}: {kind} id {spec.id!r} contains {CELL_SEPARATOR!r}, which separates model and attack "
+            "in cell names (use '_', '-' or '.' instead)"
+        )
+    if kind == "model" and spec.id.endswith("_"):
+        raise ValueError(f"{field}: model id {spec.id!r} ends with '_', which would run into the cell separator '__'")
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no string coercion ("false" is not a boolean, "1_0" not an integer); floats take ints
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DatasetSpec(_Strict):
@@ -87,6 +102,7 @@ class ModelSpec(_Strict):
             raise ValueError("'params' and 'weights_layout' apply to external models (give 'factory' or 'weights')")
         if self.weights_layout is not None and not str(self.weights).lower().endswith(".npz"):
             raise ValueError("weights_layout: applies to .npz weights only")
+        _cell_part(self, "model")
         return self
 
     @property
@@ -123,6 +139,11 @@ class AttackSpec(_Strict):
     def _grid(cls, v: list[float] | None) -> list[float] | None:
         return None if v is None else _eps_grid(v)
 
+    @model_validator(mode="after")
+    def _cell_id(self) -> AttackSpec:
+        _cell_part(self, "attack")
+        return self
+
 
 class TrackingSpec(_Strict):
     """MLflow mirroring. ``experiment`` defaults to the suite name."""
@@ -142,6 +163,8 @@ def check_n_jobs(value: int) -> int:
 def _eps_grid(values: list[float]) -> list[float]:
     if not values:
         raise ValueError("the epsilon list is empty; give at least one epsilon, e.g. [0, 0.1]")
+    if len(values) > limits.EPSILONS:
+        raise ValueError(f"{len(values)} epsilons, more than the limit of {limits.EPSILONS}")
     return sorted(set(values))
 
 
@@ -157,7 +180,7 @@ class Suite(_Strict):
 
     name: str
     description: str = ""
-    seed: int = 0
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] = 0  # a 64-bit signed integer: torch generators take no more
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     models: Annotated[list[Annotated[ModelSpec, BeforeValidator(_shorthand)]], Field(min_length=1)]
@@ -195,6 +218,15 @@ class Suite(_Strict):
                 if item.id in seen:
                     raise ValueError(f"{kind}: {item.id!r} appears twice; give one of them a distinct 'label'")
                 seen.add(item.id)
+        folders: dict[str, str] = {}  # after escaping, and case-insensitively (macOS and Windows file systems)
+        for cell in expand(self):
+            folder = cell_folder(cell.id).casefold()
+            if folder in folders:
+                raise ValueError(
+                    f"cells {folders[folder]!r} and {cell.id!r} would share the folder cells/{cell_folder(cell.id)}/ "
+                    "(names differing only in case or in characters replaced in file names); relabel one of them"
+                )
+            folders[folder] = cell.id
         return self
 
     def epsilons_for(self, attack: AttackSpec) -> list[float]:
@@ -226,7 +258,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return f"{self.model.id}__{self.attack.id}"
+        return cell_id(self.model.id, self.attack.id)
 
 
 def expand(suite: Suite) -> list[Cell]:

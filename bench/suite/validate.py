@@ -6,12 +6,15 @@ Every problem is one line naming the file and the field path, for example
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
-from collections.abc import Iterator
+import typing
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from bench.attacks import ATTACKS, AttackError, make_attack
 from bench.data import DATASETS
@@ -19,41 +22,63 @@ from bench.errors import describe_validation_error
 from bench.registry import RegistryError
 from bench.suite.schema import ModelSpec, Suite, SuiteError
 from model_zoo import MODELS
-from model_zoo.external import ExternalModelError, resolve_factory, weights_format
+from model_zoo.external import ExternalModelError, check_trusted, resolve_factory, weights_format
 
 
-def validate(raw: dict[str, Any], *, source: Path | str = "<suite>") -> Suite:
-    """Validate a suite mapping: schema, then registry names and attack parameters."""
+def validate(
+    raw: dict[str, Any], *, source: Path | str = "<suite>", base: Path | None = None, trust: Sequence[str] = ()
+) -> Suite:
+    """Validate a suite mapping: schema, then registry names and attack parameters.
+
+    ``factory:`` modules must be trusted (:func:`model_zoo.external.check_trusted`):
+    the zoo, ``$BENCH_TRUSTED_MODULES``, ``trust`` (``--trust``) and modules under
+    ``base``, the suite file's own folder. Nothing else is imported.
+    """
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as exc:
         raise SuiteError(describe_validation_error(exc, source=str(source))) from None
-    problems = list(_semantic_problems(suite))
+    problems = list(_semantic_problems(suite, base=base, trust=tuple(trust)))
     if problems:
         raise SuiteError("\n".join(f"{source}: {p}" for p in problems))
     return suite
 
 
-def _semantic_problems(suite: Suite) -> Iterator[str]:
+def _semantic_problems(suite: Suite, *, base: Path | None, trust: tuple[str, ...]) -> Iterator[str]:
     if suite.dataset.name not in DATASETS:
         yield f"dataset.name: {DATASETS.unknown_message(suite.dataset.name)}"
     for i, model in enumerate(suite.models):
         if model.external:
-            yield from (f"models[{i}].{p}" for p in _external_problems(model))
+            yield from (f"models[{i}].{p}" for p in _external_problems(model, base=base, trust=trust))
             continue
         if model.name not in MODELS:
             yield f"models[{i}].name: {MODELS.unknown_message(model.name)}"
             continue
         if model.recipe:
+            wrong = list(field_type_problems(type(MODELS.get(model.name).recipe), model.recipe))
+            if wrong:
+                yield from (f"models[{i}].recipe.{p}" for p in wrong)
+                continue
             try:
                 MODELS.get(model.name).recipe.replace(**model.recipe)
             except (ValueError, TypeError) as exc:
                 yield f"models[{i}].recipe: {exc}"
     for i, attack in enumerate(suite.attacks):
+        if ":" in attack.name and attack.name not in ATTACKS and ATTACKS.namespace_of(attack.name) is None:
+            try:  # an attack plugin "module:attr" is imported: only from a trusted module
+                check_trusted(attack.name, base=base, trust=(*trust, "bench"), what="attack plugin")
+            except ExternalModelError as exc:
+                yield f"attacks[{i}].name: {exc}"
+                continue
         try:
             ATTACKS.check(attack.name)  # a namespaced name ("art:DeepFool") is resolved and validated
         except (RegistryError, AttackError) as exc:
             yield f"attacks[{i}].name: {exc}"
+            continue
+        cls = None if ATTACKS.namespace_of(attack.name) is not None else ATTACKS.get(attack.name)
+        wrong = list(field_type_problems(cls, attack.params)) if dataclasses.is_dataclass(cls) else []
+        if wrong:  # before make_attack: targeted="false" is a true string, not False
+            yield from (f"attacks[{i}].params.{p}" for p in wrong)
             continue
         try:
             made = make_attack(attack.name, **attack.params)
@@ -114,11 +139,36 @@ def eps_bound_problems(
         yield f"{shown} out of bounds for norm {norm} (allowed: {allowed})"
 
 
-def _external_problems(model: ModelSpec) -> Iterator[str]:
-    """Check an external model's factory, architecture and weights file without loading the weights."""
+def field_type_problems(cls: Any, values: dict[str, Any]) -> Iterator[str]:
+    """``key: expected ...`` for each value whose type does not match ``cls``'s dataclass field annotation.
+
+    Strict (pydantic's strict mode, field by field): a boolean must be a boolean
+    and an integer an integer, never a string; a float field takes ints.
+    Enum fields (``norm: linf``) are left to the attack; unknown keys are
+    left to the caller (it names the allowed ones).
+    """
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except (NameError, TypeError):
+        return
+    for f in dataclasses.fields(cls):
+        if f.name not in values or f.name not in hints:
+            continue
+        hint = hints[f.name]
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            continue  # the attack names the values it allows (norm: linf or l2 ...)
+        try:
+            TypeAdapter(hint).validate_python(values[f.name], strict=True)
+        except ValidationError as exc:
+            if str(exc.errors()[0]["type"]).endswith("_type"):  # a wrong type; wrong values: the attack says
+                yield f"{f.name}: {describe_validation_error(exc, top_level=None, first_only=True)}"
+
+
+def _external_problems(model: ModelSpec, *, base: Path | None, trust: tuple[str, ...]) -> Iterator[str]:
+    """Check an external model's factory (trusted first), architecture and weights file without loading them."""
     if model.factory is not None:
         try:
-            resolve_factory(model.factory)
+            resolve_factory(model.factory, base=base, trust=trust)
         except ExternalModelError as exc:
             yield f"factory: {exc}"
     elif model.name not in MODELS:

@@ -6,6 +6,8 @@ import os
 
 import requests
 
+from bench.tracking.layout import ui_links
+
 UID_TAG = "bench.run_uid"
 COMPLETE_TAG = "bench.sync_complete"
 
@@ -35,3 +37,12 @@ def check_reachable(uri: str) -> None:
         requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
     except requests.RequestException as exc:
         raise TrackingUnavailable(f"MLflow server {uri} is unreachable: {type(exc).__name__}") from None
+
+
+def review_links(run_id: str, uri: str | None = None) -> tuple[str | None, str]:
+    """``(mlflow ui command or None for a tracking server, URL of the run)`` for the end of ``bench run``."""
+    from mlflow.tracking import MlflowClient  # heavy optional (about 1 s): only tracking needs it
+
+    uri = uri or tracking_uri()
+    experiment_id = MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
+    return ui_links(uri, str(experiment_id), run_id)

@@ -3,23 +3,26 @@
 The run directory is the source of truth; this module only copies it. One
 parent run per suite execution, one nested run per (model, attack) cell:
 
-* parent: tags (git commit, suite digest, versions, device), params (data
-  set, split, n, seed), the resolved suite, results and manifest as
-  artifacts, ``log_input`` of the evaluation data;
-* nested: attack parameters as params; ``clean_accuracy``; ``robust_accuracy``
-  and ``attack_success_rate`` as metric histories with ``step = round(eps*1000)``
-  (MLflow's chart of the metric against step *is* the epsilon-accuracy curve);
-  ``robust_accuracy_auc`` and ``robust_accuracy_eps_<eps>``; the curve PNG
-  (``log_figure``), the per-eps table (``log_table``) and an adversarial example grid.
+* the experiment is tagged a model-training experiment (``mlflow.experimentKind``);
+* parent ``<suite> <YYYY-MM-DD HH:MM>``, started and ended at the manifest's
+  times: tags (git commit, suite digest, versions, device), params (data set,
+  split, n, seed, cells), ``wall_seconds`` and ``cells``, the run directory's
+  files and figures, a per-norm comparison figure, ``log_input`` of the data;
+* nested ``<model> · <attack>`` (:mod:`bench.tracking.cells`): model, attack,
+  norm, data set, n, seed and recipe as params and tags; curves
+  ``robust_accuracy_<norm>`` on a per-norm step axis (:mod:`bench.tracking.layout`).
 
 Syncing is idempotent: the parent carries the tag ``bench.run_uid``; a run
 directory already mirrored completely is not logged again, and a partial
-mirror (tracking failed mid-way) is deleted and redone.
+mirror (tracking failed mid-way) is deleted and redone. Only ``finished`` run
+directories whose results match the sha256 recorded in their manifest are
+synced (:func:`bench.runstate.verify_finished`); the parent carries their
+combined digest (``bench.results_digest``), so a copied run directory with
+other results never passes as the original.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -28,31 +31,39 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import stats
 from bench.crosscheck import metric_name, pair_results
 from bench.data import load_dataset, select
-from bench.rundir import RunDir, RunDirError, open_run_dir
+from bench.rundir import RunDir, RunDirError, RunError, cell_id, open_run_dir
+from bench.runstate import verify_finished
+from bench.tracking.cells import comparison_figure, log_cell
 from bench.tracking.client import COMPLETE_TAG, UID_TAG, TrackingUnavailable, check_reachable, fail_fast, tracking_uri
-from bench.types import eps_label, eps_step
-from reports.figures import curve_figure, example_grid
+from bench.tracking.layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, epoch_ms, parent_run_name
+from reports.tables import leaderboard
+
+RESULTS_TAG = "bench.results_digest"
+"""Parent tag: the combined sha256 digest of the run directory's results (:func:`bench.runstate.combined_digest`)."""
 
 
 def sync_run_dir(path: str | Path, *, uri: str | None = None) -> str:
     """Mirror the run directory at ``path`` into MLflow; returns the parent run id.
 
     Raises :class:`TrackingUnavailable` when the tracking server cannot be
-    reached or fails during the sync.
+    reached or fails during the sync; before MLflow is asked anything, a run
+    that is not ``finished`` raises :class:`~bench.runstate.RunNotFinished`
+    and results that do not match their recorded sha256 raise ``RunError``
+    (both bad input, not an outage).
     """
+    run = open_run_dir(path)
+    results_digest = verify_finished(run)
     fail_fast()
     import mlflow  # heavy optional (about 1 s), as in every function here: runs without tracking never load it
     from mlflow.exceptions import MlflowException  # heavy optional (about 1 s): runs without tracking never load it
 
-    run = open_run_dir(path)
     uri = uri or tracking_uri()
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     try:
-        return _sync(run)
+        return _sync(run, results_digest)
     except (TrackingUnavailable, RunDirError):
         raise
     except (MlflowException, OSError, ConnectionError) as exc:
@@ -66,13 +77,22 @@ def sync_run_dir(path: str | Path, *, uri: str | None = None) -> str:
             mlflow.end_run(status="FAILED")
 
 
-def _sync(run: RunDir) -> str:
+def _check_same_results(run: RunDir, mirrored: Any, results_digest: str) -> None:
+    """A run directory whose run_uid is mirrored already must hold the mirrored results (a changed copy may not)."""
+    recorded = mirrored.data.tags.get(RESULTS_TAG)
+    if recorded is not None and recorded != results_digest:
+        raise RunError(
+            f"{run.root}: its run_uid is mirrored already (MLflow run {mirrored.info.run_id}) with other results "
+            f"(results digest {recorded}, this directory {results_digest}): a copied run directory whose results "
+            "were changed is not that run; rerun the suite into a new run directory"
+        )
+
+
+def _sync(run: RunDir, results_digest: str) -> str:
     import mlflow  # heavy optional (about 1 s): runs without tracking never load it
     from mlflow.tracking import MlflowClient  # heavy optional (about 1 s): runs without tracking never load it
 
     manifest = run.read_manifest()
-    if manifest.get("status") != "finished":
-        raise TrackingUnavailable(f"{run.root}: the run has not finished (status {manifest.get('status')!r})")
     suite = run.read_suite()
     experiment = (suite.get("tracking") or {}).get("experiment") or suite["name"]
     exp = mlflow.set_experiment(experiment)
@@ -83,6 +103,7 @@ def _sync(run: RunDir) -> str:
     existing = client.search_runs([exp.experiment_id], filter_string=f"tags.`{UID_TAG}` = '{uid}'")
     for old in existing:
         if old.data.tags.get(COMPLETE_TAG) == "true":
+            _check_same_results(run, old, results_digest)
             return str(old.info.run_id)
     for old in existing:  # a partial mirror from an interrupted sync: redo it whole
         for child in client.search_runs(
@@ -92,11 +113,15 @@ def _sync(run: RunDir) -> str:
         client.delete_run(old.info.run_id)
 
     results = run.read_results()
-    models = json.loads(run.models.read_text()) if run.models.exists() else {}
+    models = run.read_models()
     data = manifest.get("data", {})
     versions = manifest.get("versions", {})
+    _mark_model_training(client, exp.experiment_id)
+    name = parent_run_name(suite["name"], manifest.get("started"), run.root.name)
+    start, end = _run_span(manifest)
     tags = {
         UID_TAG: uid,
+        RESULTS_TAG: results_digest,
         "bench.suite": suite["name"],
         "bench.suite_digest": manifest.get("suite_digest", ""),
         "bench.device": manifest.get("device", ""),
@@ -104,9 +129,12 @@ def _sync(run: RunDir) -> str:
         "mlflow.source.git.commit": manifest.get("git_commit") or "",
         **{f"version.{k}": v for k, v in versions.items()},
     }
-    with mlflow.start_run(
-        run_name=f"{suite['name']}-{run.root.name}", tags=tags, description=suite.get("description") or None
-    ) as parent:
+    if suite.get("description"):
+        tags["mlflow.note.content"] = str(suite["description"]).strip()
+    created = client.create_run(exp.experiment_id, start_time=start, tags=tags, run_name=name)
+    parent_id = created.info.run_id
+    cells = list(results.groupby(["model", "attack"], sort=False))
+    with mlflow.start_run(run_id=parent_id):
         mlflow.log_params(
             {
                 "dataset": data.get("name"),
@@ -116,6 +144,17 @@ def _sync(run: RunDir) -> str:
                 "data_digest": data.get("digest"),
                 "models": ",".join(results["model"].unique()),
                 "attacks": ",".join(results["attack"].unique()),
+                "cells": len(cells),
+                "started": manifest.get("started"),
+                "finished": manifest.get("finished"),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "wall_seconds": float(manifest.get("wall_seconds", 0.0)),
+                "prepare_seconds": float(manifest.get("prepare_seconds", 0.0)),
+                "attack_seconds": float(manifest.get("attack_seconds", 0.0)),
+                "cells": float(len(cells)),
             }
         )
         _log_dataset(manifest, suite)
@@ -127,12 +166,62 @@ def _sync(run: RunDir) -> str:
             mlflow.log_artifact(str(examples), artifact_path=f"cells/{examples.parent.name}")
         if (run.root / "report" / "report.html").exists():
             mlflow.log_artifacts(str(run.root / "report"), artifact_path="report")
-        mlflow.log_metric("wall_seconds", float(manifest.get("wall_seconds", 0.0)))
-        for (model, attack), rows in results.groupby(["model", "attack"], sort=False):
-            _log_cell(client, run, str(model), str(attack), rows.sort_values("eps"), models.get(str(model), {}))
+        if run.figures.is_dir():
+            mlflow.log_artifacts(str(run.figures), artifact_path="figures")
+        _log_and_close(comparison_figure(results, title=f"{name}: robust accuracy per norm"), "comparison.png")
+        _log_leaderboard(results, run, parent_id, client, tags.get("mlflow.note.content", ""))
+        seconds = manifest.get("cell_seconds") or {}
+        offset = start + int(1000 * float(manifest.get("prepare_seconds") or 0.0))
+        for (model, attack), rows in cells:
+            cell_ms = int(1000 * float(seconds.get(cell_id(model, attack), 0.0)))
+            span = (min(offset, end), min(offset + cell_ms, end)) if end >= start else (offset, offset + cell_ms)
+            offset += cell_ms
+            log_cell(
+                client,
+                run,
+                experiment_id=exp.experiment_id,
+                parent_id=parent_id,
+                rows=rows.sort_values("eps"),
+                manifest=manifest,
+                model_info=models.get(str(model), {}),
+                span=span,
+            )
         _log_extra_parent(run)
-        client.set_tag(parent.info.run_id, COMPLETE_TAG, "true")
-        return str(parent.info.run_id)
+        client.set_tag(parent_id, COMPLETE_TAG, "true")
+    client.set_terminated(parent_id, "FINISHED", end_time=end)
+    return str(parent_id)
+
+
+def _run_span(manifest: dict[str, Any]) -> tuple[int, int]:
+    """The run's start and end (ms) from the manifest, so MLflow's Duration column is the run's wall time."""
+    now = int(time.time() * 1000)
+    start = epoch_ms(manifest.get("started"))
+    end = epoch_ms(manifest.get("finished"))
+    if start is None:
+        start = now - int(1000 * float(manifest.get("wall_seconds") or 0.0))
+    return start, end if end is not None and end >= start else now
+
+
+def _mark_model_training(client: Any, experiment_id: str) -> None:
+    """Tag the experiment as model training, so MLflow 3's UI opens it on runs and charts, not GenAI traces."""
+    experiment = client.get_experiment(experiment_id)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def _log_leaderboard(results: pd.DataFrame, run: RunDir, parent_id: str, client: Any, note: str) -> None:
+    """The leaderboard (one row per model, :func:`reports.tables.leaderboard`) as a table and in the run's note."""
+    import mlflow  # heavy optional (about 1 s): runs without tracking never load it
+
+    samples = run.read_samples() if run.samples.exists() else None
+    table = leaderboard(results, samples)
+    mlflow.log_table(table, "leaderboard.json")
+    shown = table[[c for c in table.columns if not c.endswith("_partial")]]
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    for row in shown.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    board = "\n".join(["**Leaderboard** (worst case over the attacks at each norm's reference eps)", "", *lines])
+    client.set_tag(parent_id, "mlflow.note.content", f"{note}\n\n{board}" if note else board)
 
 
 def _log_extra_parent(run: RunDir) -> None:
@@ -176,67 +265,8 @@ def _log_dataset(manifest: dict[str, Any], suite: dict[str, Any]) -> None:
     mlflow.log_input(dataset, context="evaluation")
 
 
-def _log_cell(
-    client: Any, run: RunDir, model: str, attack: str, rows: pd.DataFrame, model_info: dict[str, Any]
-) -> None:
-    import mlflow  # heavy optional (about 1 s): runs without tracking never load it
-    from mlflow.entities import Metric  # heavy optional (about 1 s): runs without tracking never load it
-
-    first = rows.iloc[0]
-    params = json.loads(first["attack_params"])
-    with mlflow.start_run(
-        run_name=f"{model}/{attack}", nested=True, tags={"bench.model": model, "bench.attack": attack}
-    ) as child:
-        mlflow.log_params(
-            {
-                "model": model,
-                "attack": str(first["attack_name"]),
-                "norm": str(first["norm"]),
-                "targeted": bool(first["targeted"]),
-                "epsilons": ",".join(eps_label(e) for e in rows["eps"]),
-                "checkpoint_key": model_info.get("cache_key", ""),
-                **{f"attack.{k}": v for k, v in params.items()},
-            }
-        )
-        now = int(time.time() * 1000)
-        batch = [Metric("clean_accuracy", float(first["clean_accuracy"]), now, 0)]
-        for _, row in rows.iterrows():
-            step = eps_step(float(row["eps"]))
-            for name in ("robust_accuracy", "attack_success_rate", "robust_accuracy_pointwise"):
-                value = float(row[name])
-                if value == value:  # skip NaN (no clean-correct sample)
-                    batch.append(Metric(name, value, now, step))
-            batch.append(
-                Metric(f"robust_accuracy_eps_{eps_label(float(row['eps']))}", float(row["robust_accuracy"]), now, 0)
-            )
-        batch.append(Metric("robust_accuracy_auc", stats.curve_auc(rows["eps"], rows["robust_accuracy"]), now, 0))
-        batch.append(Metric("grad_evals", float(rows["grad_evals"].sum()), now, 0))
-        batch.append(Metric("attack_seconds", float(rows["seconds"].sum()), now, 0))
-        for i in range(0, len(batch), 900):
-            client.log_batch(child.info.run_id, metrics=batch[i : i + 900])
-        _log_and_close(curve_figure(rows, hue="model", title=f"{model} / {attack}"), "robust_accuracy_curve.png")
-        table = rows[
-            [
-                "eps",
-                "robust_accuracy",
-                "ci_low",
-                "ci_high",
-                "robust_accuracy_pointwise",
-                "attack_success_rate",
-                "mean_linf",
-                "mean_l2",
-                "grad_evals",
-                "seconds",
-            ]
-        ]
-        mlflow.log_table(table.reset_index(drop=True), "robust_accuracy_table.json")
-        examples = run.read_examples(f"{model}__{attack}")
-        if examples is not None and examples["x_adv"].shape[1] > 0:
-            _log_and_close(example_grid(examples, title=f"{model} / {attack}"), "adversarial_examples.png")
-
-
 def _log_and_close(fig: Any, name: str) -> None:
-    """``log_figure``, then close it: pyplot keeps every open figure alive, one per cell and kind otherwise."""
+    """``log_figure`` on the active (parent) run, then close it."""
     import matplotlib.pyplot as plt  # heavy optional, like mlflow: only a sync draws
     import mlflow  # heavy optional (about 1 s): runs without tracking never load it
 

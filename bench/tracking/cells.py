@@ -1,0 +1,164 @@
+"""The nested MLflow run of one (model, attack) cell and the parent's per-suite comparison figure.
+
+Logged through :class:`mlflow.tracking.MlflowClient` with explicit run ids, so
+each nested run can carry the cell's own start and end time (its Duration
+column is the cell's time, not the logging's).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from bench import stats
+from bench.rundir import RunDir, cell_id
+from bench.tracking.layout import CURVE_SCALE, cell_fields, cell_run_name, curve_metric, curve_step
+from bench.types import eps_label
+from reports.figures import curve_figure, example_grid
+
+TABLE_COLUMNS = [
+    "eps",
+    "robust_accuracy",
+    "ci_low",
+    "ci_high",
+    "robust_accuracy_pointwise",
+    "attack_success_rate",
+    "mean_linf",
+    "mean_l2",
+    "grad_evals",
+    "seconds",
+]
+
+AXIS_LABEL: dict[str, str] = {
+    "linf": "Linf radius (pixel units, range [0, 1])",
+    "l2": "L2 radius (pixel units)",
+    "l0": "fraction of pixels changed",
+    "patch": "patch side (pixels)",
+}
+
+
+def cell_metrics(rows: pd.DataFrame, norm: str) -> list[tuple[str, float, int]]:
+    """``(name, value, step)`` of a cell: the curves on their norm's axis and the scalars of the run list."""
+    first = rows.iloc[0]
+    out: list[tuple[str, float, int]] = [("clean_accuracy", float(first["clean_accuracy"]), 0)]
+    robust, success = curve_metric(norm), curve_metric(norm, "attack_success_rate")
+    if robust is None or success is None:  # unbounded (norm none): one point, no axis to draw it on
+        for name in ("robust_accuracy", "attack_success_rate"):
+            value = float(rows[name].iloc[-1])
+            if value == value:
+                out.append((name, value, 0))
+    else:
+        for _, row in rows.iterrows():
+            step = curve_step(norm, float(row["eps"]))
+            for name, column in ((robust, "robust_accuracy"), (success, "attack_success_rate")):
+                value = float(row[column])
+                if value == value:  # skip NaN (no clean-correct sample)
+                    out.append((name, value, step))
+        ref = stats.reference_auc(rows["eps"], rows["robust_accuracy"], norm)
+        if ref.value == ref.value:
+            out.append(("robust_accuracy_auc", ref.value, 0))
+        out.append(("robust_accuracy_auc_suite_range", stats.curve_auc(rows["eps"], rows["robust_accuracy"]), 0))
+    out.append(("grad_evals", float(rows["grad_evals"].sum()), 0))
+    out.append(("attack_seconds", float(rows["seconds"].sum()), 0))
+    return out
+
+
+def log_cell(
+    client: Any,
+    run: RunDir,
+    *,
+    experiment_id: str,
+    parent_id: str,
+    rows: pd.DataFrame,
+    manifest: dict[str, Any],
+    model_info: dict[str, Any],
+    span: tuple[int, int],
+) -> str:
+    """One nested run ``<model> · <attack>``, started and ended at ``span`` (ms); returns its id."""
+    from mlflow.entities import Metric, Param  # heavy optional (about 1 s): only a sync needs it
+
+    first = rows.iloc[0]
+    model, attack, norm = str(first["model"]), str(first["attack"]), str(first["norm"])
+    fields = cell_fields(
+        model=model, attack=attack, norm=norm, data=manifest.get("data", {}), seed=first["seed"], model_info=model_info
+    )
+    tags = {"mlflow.parentRunId": parent_id, "bench.model": model, "bench.attack": attack, **fields}
+    child = client.create_run(experiment_id, start_time=span[0], tags=tags, run_name=cell_run_name(model, attack))
+    run_id = child.info.run_id
+    attack_params = json.loads(first["attack_params"])
+    params = {
+        **fields,
+        "attack_name": str(first["attack_name"]),
+        "targeted": str(bool(first["targeted"])),
+        "epsilons": ",".join(eps_label(e) for e in rows["eps"]),
+        "checkpoint_key": str(model_info.get("cache_key", "")),
+        **{f"attack.{k}": str(v)[:500] for k, v in attack_params.items()},
+    }
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    metrics = [Metric(name, value, span[1], step) for name, value, step in cell_metrics(rows, norm)]
+    for i in range(0, len(metrics), 900):
+        client.log_batch(run_id, metrics=metrics[i : i + 900])
+    if norm in CURVE_SCALE:
+        fig = curve_figure(rows, hue="model", title=f"{model} · {attack}")
+        fig.axes[0].set_xlabel(AXIS_LABEL[norm])
+        _log_and_close(client, run_id, fig, "robust_accuracy_curve.png")
+    client.log_table(run_id, rows[TABLE_COLUMNS].reset_index(drop=True), "robust_accuracy_table.json")
+    examples = run.read_examples(cell_id(model, attack))
+    if examples is not None and examples["x_adv"].shape[1] > 0:
+        _log_and_close(client, run_id, example_grid(examples, title=f"{model} · {attack}"), "adversarial_examples.png")
+    client.set_terminated(run_id, "FINISHED", end_time=span[1])
+    return str(run_id)
+
+
+def comparison_figure(results: pd.DataFrame, *, title: str) -> Any:
+    """Every (model, attack) curve of a suite, a panel per norm with its own x-axis; colour = model, style = attack."""
+    import matplotlib.pyplot as plt  # heavy optional, like mlflow: only a sync draws
+
+    bounded = results[results["norm"].astype(str).isin(list(CURVE_SCALE))]
+    norms = [n for n in CURVE_SCALE if n in set(bounded["norm"].astype(str))]
+    cols = min(2, max(1, len(norms)))
+    rows_n = max(1, -(-len(norms) // cols))
+    fig, axes = plt.subplots(rows_n, cols, figsize=(6.4 * cols, 3.8 * rows_n + 0.5), squeeze=False)
+    flat = list(axes.flat)
+    models = list(dict.fromkeys(results["model"].astype(str)))
+    colours = plt.get_cmap("tab10")
+    styles = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))]
+    for ax, norm in zip(flat, norms, strict=False):
+        part = bounded[bounded["norm"].astype(str) == norm]
+        attacks = list(dict.fromkeys(part["attack"].astype(str)))
+        for (model, attack), rows in part.groupby(["model", "attack"], sort=False):
+            rows = rows.sort_values("eps")
+            ax.plot(
+                rows["eps"],
+                rows["robust_accuracy"],
+                marker="o",
+                markersize=3,
+                color=colours(models.index(str(model)) % 10),
+                linestyle=styles[attacks.index(str(attack)) % len(styles)],
+                label=f"{model} · {attack}",
+            )
+        ax.set_xlabel(AXIS_LABEL[norm])
+        ax.set_ylabel("robust accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(norm)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for ax in flat[len(norms) :]:
+        ax.set_axis_off()
+    if not norms:
+        flat[0].text(0.5, 0.5, "no bounded attack in this suite", ha="center", va="center")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _log_and_close(client: Any, run_id: str, fig: Any, name: str) -> None:
+    """``log_figure``, then close it: pyplot keeps every open figure alive, one per cell and kind otherwise."""
+    import matplotlib.pyplot as plt  # heavy optional, like mlflow: only a sync draws
+
+    try:
+        client.log_figure(run_id, fig, name)
+    finally:
+        plt.close(fig)

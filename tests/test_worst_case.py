@@ -1,0 +1,95 @@
+"""The report's one definition of minimal eps: the worst case is never above any attack's value."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import stats
+from reports.sources import load_run
+from reports.tables import WORST_CASE, leaderboard, per_sample_minimal_eps, summary_tables
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mlp on 80 digits: FGSM and PGD bisected (``minimal_eps: true``), BIM and uniform noise on the grid only."""
+    from bench.engine import run_suite
+    from bench.suite import validate
+
+    suite = validate(
+        {
+            "name": "worst-case-test",
+            "dataset": {"name": "digits", "n": 80},
+            "models": ["mlp"],
+            "attacks": [
+                {"name": "fgsm", "minimal_eps": True},
+                {"name": "pgd", "minimal_eps": True, "params": {"steps": 5}},
+                {"name": "bim", "params": {"steps": 5}},
+                "uniform_noise",
+            ],
+            "epsilons": [0, 0.05, 0.1, 0.2, 0.3],
+            "tracking": {"enabled": False, "examples": 0},
+        }
+    )
+    out = tmp_path_factory.mktemp("worst-case") / "run"
+    run_suite(suite, out=out, track=False, echo=None)
+    return out
+
+
+def test_worst_case_minimal_eps_is_never_above_any_attack(mixed_run: Path) -> None:
+    run = load_run(mixed_run)
+    (table,) = summary_tables(run.results, run.samples)
+    attacks = [r for r in table.rows if not r.attacks_in_worst_case]
+    (worst,) = [r for r in table.rows if r.attacks_in_worst_case]
+    assert worst.attack == WORST_CASE and len(attacks) == 4
+    for row in attacks:
+        assert worst.median_min_eps <= row.median_min_eps, row.attack
+        for eps, interval in worst.by_eps.items():
+            assert interval.value <= row.by_eps[eps].value, (row.attack, eps)
+    # the bisected rows are the engine's own medians, the grid rows the curve's
+    for row in attacks:
+        cell = run.results[run.results["attack"] == row.attack].sort_values("eps")
+        if cell["median_min_eps"].notna().any():
+            assert row.median_min_eps == pytest.approx(float(cell["median_min_eps"].iloc[0]))
+        else:
+            grid = float(cell.loc[cell["robust_accuracy"] <= 0.5, "eps"].min())
+            assert row.median_min_eps == (grid if not math.isnan(grid) else math.inf)
+    # the worst case's median is the median of the per-sample minimum over attacks
+    per_attack = pd.concat(
+        [per_sample_minimal_eps(part) for _, part in run.samples.groupby("attack", sort=False)], axis=1
+    )
+    assert worst.median_min_eps == float(np.quantile(per_attack.min(axis=1), 0.5, method="lower"))
+    assert worst.median_min_eps < max(r.median_min_eps for r in attacks)
+
+
+def test_leaderboard_reads_the_worst_case_at_the_reference_eps(mixed_run: Path) -> None:
+    run = load_run(mixed_run)
+    board = leaderboard(run.results, run.samples)
+    assert list(board.columns) == ["model", "clean_accuracy", "robust_linf", "auc_linf", "auc_linf_partial"]
+    assert board.attrs["reference_eps"] == {"linf": 0.1}
+    (row,) = board.to_dict("records")
+    at = run.samples[run.samples["eps"] == 0.1]
+    assert row["robust_linf"] == at.groupby("index")["correct"].all().mean()
+    assert row["robust_linf"] <= run.results.loc[run.results["eps"] == 0.1, "robust_accuracy"].min()
+    (table,) = summary_tables(run.results, run.samples)
+    (worst,) = [r for r in table.rows if r.attacks_in_worst_case]
+    curve = sorted(worst.by_eps.items())
+    expected = stats.reference_auc([e for e, _ in curve], [v.value for _, v in curve], "linf")
+    assert (row["auc_linf"], row["auc_linf_partial"]) == (expected.value, False)
+
+
+def test_reference_auc_is_the_same_for_the_same_curve_on_different_grids() -> None:
+    # one model's curve, linear from 1 at eps 0 to 0 at eps 0.3, sampled on two suites' grids
+    coarse, fine = np.array([0, 0.1, 0.2, 0.3]), np.array([0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4])
+    curve = lambda e: np.clip(1 - e / 0.3, 0, 1)  # noqa: E731
+    a, b = stats.reference_auc(coarse, curve(coarse), "linf"), stats.reference_auc(fine, curve(fine), "linf")
+    assert a.value == pytest.approx(0.5) and b.value == pytest.approx(0.5) and not a.partial and not b.partial
+    # the suite-range AUC differs (the fine grid runs on to 0.4): that is why the reference range exists
+    assert stats.curve_auc(coarse, curve(coarse)) != pytest.approx(stats.curve_auc(fine, curve(fine)))
+    short = stats.reference_auc(coarse[:3], curve(coarse[:3]), "linf")
+    assert short.partial and short.value > 0.5  # extended flat past 0.2: an upper bound
+    assert math.isnan(stats.reference_auc([0], [0.3], "none").value)
