@@ -80,6 +80,18 @@ def check_regular_file(path: Path, *, what: str) -> os.stat_result:
     return st
 
 
+def check_table_size(path: str | Path, *, what: str) -> Path:
+    """Refuse a run directory's table (parquet or CSV) that is not a regular file or exceeds :data:`RUN_TABLE_BYTES`.
+
+    Checked before pandas/pyarrow open it: a table is read whole, so its size bounds the memory a read takes.
+    """
+    path = Path(path)
+    size = check_regular_file(path, what=what).st_size
+    if size > RUN_TABLE_BYTES:
+        raise LimitError(f"{path}: {what} is larger than the limit of {_size(RUN_TABLE_BYTES)}")
+    return path
+
+
 def read_bytes_capped(path: str | Path, cap: int, *, what: str) -> bytes:
     """Read a regular file of at most ``cap`` bytes (also when it grows while read)."""
     path = Path(path)

@@ -200,16 +200,22 @@ class RunDir:
         return data
 
     def read_results(self) -> pd.DataFrame:
+        table = self.results_parquet if self.results_parquet.exists() else self.results_csv
         try:
-            if self.results_parquet.exists():
-                return pd.read_parquet(self.results_parquet)
-            return pd.read_csv(self.results_csv)
+            limits.check_table_size(table, what="results table")  # before pandas reads it whole
+            if table == self.results_parquet:
+                return pd.read_parquet(table)
+            return pd.read_csv(table)
+        except limits.LimitError:
+            raise  # already one line naming the file and the limit
         except (OSError, ValueError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
             raise RunDirError(f"{self.root}: unreadable results ({type(exc).__name__}: {exc})") from None
 
     def read_samples(self) -> pd.DataFrame:
         try:
-            return pd.read_parquet(self.samples)
+            return pd.read_parquet(limits.check_table_size(self.samples, what="per-sample table"))
+        except limits.LimitError:
+            raise  # already one line naming the file and the limit
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise RunDirError(f"{self.samples}: unreadable per-sample table ({type(exc).__name__}: {exc})") from None
 

@@ -22,7 +22,9 @@ from typer.testing import CliRunner
 
 import bench.cli
 from bench import limits
+from bench.engine.cell import load_cell
 from bench.gate.baseline import BaselineError, decode_indices, parse_baseline, read_baseline
+from bench.rundir import RunDir
 from bench.suite import SuiteError, load_raw, read_yaml, validate
 
 # The full app (bench.cli loads its commands lazily; its attribute `app` can be shadowed by the submodule).
@@ -358,3 +360,20 @@ def test_handler_exit_codes_for_os_and_unexpected_errors() -> None:
     assert describe(IsADirectoryError(errno.EISDIR, "Is a directory", "/out")) == ("/out: Is a directory", 2)
     message, code = describe(RuntimeError("boom\nsecond line"))
     assert code == 1 and message == "unexpected RuntimeError: boom (run with --debug for the traceback)"
+
+
+def test_run_directory_tables_are_size_capped_before_pandas_opens_them(
+    report_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """results/per-sample parquet and cell tables: at the cap they are read, one byte over it is refused in one line."""
+    run = RunDir(report_run)
+    size = run.samples.stat().st_size
+    monkeypatch.setattr(limits, "RUN_TABLE_BYTES", size)
+    assert len(run.read_samples()) > 0
+    monkeypatch.setattr(limits, "RUN_TABLE_BYTES", size - 1)
+    with pytest.raises(limits.LimitError, match=r"per-sample table is larger than the limit of"):
+        run.read_samples()
+    cell_id = next(p.name for p in (report_run / "cells").iterdir() if p.is_dir())
+    with pytest.raises(limits.LimitError, match=r"larger than the limit"):
+        monkeypatch.setattr(limits, "RUN_TABLE_BYTES", 16)
+        load_cell(run, cell_id)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bench import progress, stats
+from bench import limits, progress, stats
 from bench.attacks import Attack, AttackContext, derive_seed, make_attack, perturbation_norms
 from bench.data import DataSplit
 from bench.engine.models import ModelRef
@@ -32,6 +32,7 @@ from bench.rundir import (
     RunError,
     atomic_write_npz,
     atomic_write_parquet,
+    read_json_capped,
     write_json,
 )
 from bench.suite import Cell
@@ -311,11 +312,11 @@ def _jsonable(value: Any) -> Any:
 def load_cell(run_dir: RunDir, cell_id: str) -> CellOutcome:
     """A finished cell read back from the run directory (for resume and re-sync)."""
     out = run_dir.cell(cell_id)
-    done = json.loads((out / "done.json").read_text())
+    done = read_json_capped(out / "done.json", what="cell record (done.json)")
     return CellOutcome(
         cell_id,
-        pd.read_parquet(out / "rows.parquet"),
-        pd.read_parquet(out / "samples.parquet"),
+        pd.read_parquet(limits.check_table_size(out / "rows.parquet", what="cell results")),
+        pd.read_parquet(limits.check_table_size(out / "samples.parquet", what="cell per-sample table")),
         float(done["seconds"]),
         float(done.get("attack_seconds", 0.0)),
         done.get("extras", {}),
