@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate the README's MLflow screenshots (docs/img/mlflow_experiment.png, docs/img/mlflow_run_charts.png)
+# Regenerate the README's screenshots (docs/img/: the MLflow experiment page and a nested run's charts, the report
+# of a run and a comparison of two runs)
 # from a fresh quickstart run, so they are generated, never hand-edited.
 #
 # usage: bash scripts/readme_screenshots.sh [SUITE]     (default suites/quickstart.yaml)
@@ -82,6 +83,15 @@ finally:
     browser.close()
 EOF
 
+# 3b. the report of that run, and a comparison with a second run on the first 500 digits (a banner says the data differ)
+"$V/bench" run "$SUITE" --no-mlflow --limit 500 --quiet --out "$WORK/run500" >/dev/null
+"$V/bench" report "$WORK/run" "$WORK/run500" --out "$WORK/compare" >/dev/null
+for pair in "run/report/report.html:report.png" "compare/report.html:report_comparison.png"; do
+  chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+    --user-data-dir="$WORK/chromium" --window-size=1280,2200 --hide-scrollbars \
+    --screenshot="$WORK/${pair#*:}" "file://$WORK/${pair%%:*}" >/dev/null 2>&1
+done
+
 # 4. small PNGs for the README (Pillow, a matplotlib dependency: 900 px wide, a 128-colour palette)
 mkdir -p "$REPO/docs/img"
 "$V/python" - "$WORK" "$REPO/docs/img" <<'EOF'
@@ -91,7 +101,7 @@ from pathlib import Path
 from PIL import Image
 
 work, out = Path(sys.argv[1]), Path(sys.argv[2])
-for name in ("mlflow_experiment.png", "mlflow_run_charts.png"):
+for name in ("mlflow_experiment.png", "mlflow_run_charts.png", "report.png", "report_comparison.png"):
     image = Image.open(work / name).convert("RGB")
     image = image.resize((900, round(image.height * 900 / image.width)), Image.Resampling.LANCZOS)
     image.quantize(colors=128).save(out / name, optimize=True)
