@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from bench import stats
@@ -80,6 +81,45 @@ def _paired_flags(run: RunData, model: str, attacks: list[str], eps: float) -> p
     return mine.groupby("index")["correct"].all() if not mine.empty else None
 
 
+def _per_sample_auc(run: RunData, model: str, attacks: list[str], norm: str) -> pd.Series | None:
+    """Per-sample reference AUC of the worst-case curve (index -> value in [0, 1]), or None without samples.
+
+    :func:`bench.stats.reference_auc` is linear in the accuracies, so the row's AUC is the
+    mean of these per-sample values (each sample's curve is its cumulative worst-case flag
+    at every grid eps); a paired test on them tests the AUC delta.
+    """
+    if run.samples is None or run.samples.empty:
+        return None
+    mine = run.samples[(run.samples["model"] == model) & run.samples["attack"].isin(attacks)]
+    if mine.empty:
+        return None
+    pointwise = mine.groupby(["index", "eps"])["correct"].all().unstack("eps").sort_index(axis=1)
+    if pointwise.isna().any().any():  # an eps some attack did not cover: no common curve
+        pointwise = pointwise.dropna(axis=1)
+    if pointwise.shape[1] == 0:
+        return None
+    eps = pointwise.columns.to_numpy(dtype=float)
+    flags = np.logical_and.accumulate(pointwise.to_numpy(dtype=bool), axis=1).astype(float)
+    weights = np.array([stats.reference_auc(eps, np.eye(len(eps))[j], norm).value for j in range(len(eps))])
+    return pd.Series(flags @ weights, index=pointwise.index)
+
+
+def _auc_test(baseline: RunData, candidate: RunData, model: str, attacks: list[str], norm: str) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of the paired per-sample AUC differences (nan: not paired)."""
+    left = _per_sample_auc(baseline, model, attacks, norm)
+    right = _per_sample_auc(candidate, model, attacks, norm)
+    if left is None or right is None or set(left.index) != set(right.index):
+        return math.nan
+    # rounded: the per-sample values are sums of float weights, and a tie or a zero must not
+    # become a rank or a non-zero through the last bit
+    diff = np.round(right.sort_index().to_numpy() - left.sort_index().to_numpy(), 12)
+    if not np.any(diff):
+        return 1.0
+    from scipy import stats as scipy_stats  # heavy (0.6 s): only a comparison of paired runs pays for it
+
+    return float(scipy_stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
 def model_summary(baseline: RunData, candidate: RunData, *, alpha: float = 0.05) -> list[dict[str, object]]:
     """Per model and bounded norm: worst-case robust accuracy at the norm's reference eps and reference AUC, both runs.
 
@@ -87,7 +127,8 @@ def model_summary(baseline: RunData, candidate: RunData, *, alpha: float = 0.05)
     compare like with like). Where the runs share samples, an exact two-sided McNemar
     test on the worst-case per-sample flags tests the robust-accuracy delta; the
     p-values are Holm-adjusted over the rows and ``significant`` is ``p_holm < alpha``.
-    The AUC delta is descriptive (no test).
+    The AUC delta is tested the same way on the paired per-sample AUCs (two-sided
+    Wilcoxon signed-rank test, its own Holm adjustment): ``auc_p_holm``, ``auc_significant``.
     """
     rows: list[dict[str, object]] = []
     same_data = baseline.digest is not None and baseline.digest == candidate.digest
@@ -103,8 +144,9 @@ def model_summary(baseline: RunData, candidate: RunData, *, alpha: float = 0.05)
         c_worst = worst_case_row(str(model), c_cells, candidate.samples)
         b_acc = worst_case_at(str(model), b_cells, baseline.samples, ref_eps).value
         c_acc = worst_case_at(str(model), c_cells, candidate.samples, ref_eps).value
-        test = None
+        test, auc_p = None, math.nan
         if same_data:
+            auc_p = _auc_test(baseline, candidate, str(model), attacks, str(norm))
             left = _paired_flags(baseline, str(model), attacks, ref_eps)
             right = _paired_flags(candidate, str(model), attacks, ref_eps)
             if left is not None and right is not None and set(left.index) == set(right.index):
@@ -125,15 +167,22 @@ def model_summary(baseline: RunData, candidate: RunData, *, alpha: float = 0.05)
                 "auc_candidate": c_worst.auc_reference,
                 "auc_delta": c_worst.auc_reference - b_worst.auc_reference,
                 "auc_partial": b_worst.auc_partial or c_worst.auc_partial,
+                "auc_p_value": auc_p,
             }
         )
-    tested = [i for i, r in enumerate(rows) if not math.isnan(float(r["p_value"]))]  # type: ignore[arg-type]
-    adjusted = stats.holm([float(rows[i]["p_value"]) for i in tested])  # type: ignore[arg-type]
-    for r in rows:
-        r["p_holm"], r["significant"] = math.nan, False
-    for i, p in zip(tested, adjusted, strict=True):
-        rows[i]["p_holm"], rows[i]["significant"] = p, p < alpha
+    _holm_columns(rows, "p_value", "p_holm", "significant", alpha)
+    _holm_columns(rows, "auc_p_value", "auc_p_holm", "auc_significant", alpha)
     return rows
+
+
+def _holm_columns(rows: list[dict[str, object]], raw: str, adjusted: str, verdict: str, alpha: float) -> None:
+    """Holm-adjust the non-nan ``raw`` p-values over the rows into ``adjusted``; ``verdict`` = adjusted < alpha."""
+    tested = [i for i, r in enumerate(rows) if not math.isnan(float(r[raw]))]  # type: ignore[arg-type]
+    values = stats.holm([float(rows[i][raw]) for i in tested])  # type: ignore[arg-type]
+    for r in rows:
+        r[adjusted], r[verdict] = math.nan, False
+    for i, p in zip(tested, values, strict=True):
+        rows[i][adjusted], rows[i][verdict] = p, p < alpha
 
 
 def differences(baseline: RunData, candidate: RunData) -> list[str]:

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 CORRECT = "#1a7f37"
@@ -41,6 +42,21 @@ AXIS_LABEL: dict[str, str] = {
 
 LINE_STYLES = ("-", "--", ":", "-.")
 
+SERIES_COLOURS = ("#0072B2", "#E69F00", "#CC79A7", "#009E73", "#D55E00", "#56B4E9", "#000000", "#F0E442")
+"""One colour per model: the Okabe-Ito colour-blind-safe set, ordered so that the first few are far apart.
+
+Seaborn's ``colorblind`` order puts blue and bluish green at positions 1 and 3, which read
+as two similar greens on thin lines; here the first three are blue, orange and purple, and
+every pair of the first five is at least 30 apart in CIELAB (a test checks it).
+"""
+
+
+def series_colours(n: int) -> list[tuple[float, float, float]]:
+    """``n`` distinct RGB colours: :data:`SERIES_COLOURS` up to eight series, evenly spaced hues beyond."""
+    if n <= len(SERIES_COLOURS):
+        return [to_rgb(c) for c in SERIES_COLOURS[:n]]
+    return [tuple(c) for c in sns.color_palette("husl", n_colors=n)]
+
 
 def curve_figure(
     rows: pd.DataFrame,
@@ -52,14 +68,13 @@ def curve_figure(
 ) -> Figure:
     """Robust accuracy against eps, one colour per ``hue`` value (and line style per ``style`` value), 95% bands.
 
-    Colours are distinct for up to 10 series (the colorblind palette), the legend sits
+    Colours are distinct per ``hue`` value (:func:`series_colours`), the legend sits
     outside the axes on the right, and the x-axis is labelled for the rows' norm.
     """
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(7.4, 4.2))
     names = list(dict.fromkeys(rows[hue]))
-    palette = sns.color_palette("colorblind" if len(names) <= 10 else "husl", n_colors=max(1, len(names)))
-    colours = dict(zip(names, palette, strict=False))
+    colours = dict(zip(names, series_colours(max(1, len(names))), strict=False))
     styles = {s: LINE_STYLES[i % len(LINE_STYLES)] for i, s in enumerate(dict.fromkeys(rows[style]))} if style else {}
     keys = [hue, style] if style else [hue]
     markers = ("o", "s", "^", "D")

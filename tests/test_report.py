@@ -275,6 +275,22 @@ def test_comparison_pairs_samples_and_tests_each_cell(report_run: Path, candidat
             f"| {model} | linf | 0.1 | {row['baseline']:.3f} → {row['candidate']:.3f} | {row['delta']:+.3f} |"
             in markdown
         )
+        # the AUC delta is tested too: Wilcoxon on per-sample AUCs whose mean is the row's AUC
+        per_sample = []
+        for run in (base, cand):
+            mine = run.samples[run.samples["model"] == model]
+            curves = mine.groupby(["index", "eps"])["correct"].all().unstack("eps").sort_index(axis=1)
+            eps = curves.columns.to_numpy(dtype=float)
+            cumulative = np.logical_and.accumulate(curves.to_numpy(), axis=1).astype(float)
+            per_sample.append(np.array([stats.reference_auc(eps, c, "linf").value for c in cumulative]))
+        assert per_sample[0].mean() == pytest.approx(row["auc_baseline"], abs=1e-9)
+        assert per_sample[1].mean() == pytest.approx(row["auc_candidate"], abs=1e-9)
+        diff = np.round(per_sample[1] - per_sample[0], 12)  # equal differences tie (not by the last bit)
+        expected = scipy_stats.wilcoxon(diff, zero_method="wilcox").pvalue if np.any(diff != 0) else 1.0
+        assert row["auc_p_value"] == pytest.approx(expected)
+        assert row["auc_significant"] == (row["auc_p_holm"] < 0.05) and row["auc_p_holm"] >= row["auc_p_value"]
+    assert all(r["auc_p_value"] == 1.0 and not r["auc_significant"] for r in model_summary(base, base))
+    assert "AUC significant" in markdown and '<th class="text">AUC significant</th>' in html
     assert "| b | c |" not in markdown and "<th>b (" not in html and "<th>robust in baseline only</th>" in html
 
 
@@ -377,3 +393,41 @@ def test_unbounded_attacks_get_a_table_not_a_curve_and_crosscheck_puts_the_verdi
     rows = crosscheck_view(table)
     assert CROSSCHECK_VIEW[0] == "verdict" and [r["pair"] for r in rows] == ["pgd", "fgsm"]  # failures first
     assert rows[0]["native"] == compact_call(long) and rows[0]["native_full"] == long
+
+
+def _cielab(rgb: tuple[float, float, float]) -> np.ndarray:
+    """sRGB in [0, 1] -> CIELAB (D65), for colour-distance checks."""
+    c = np.asarray(rgb, dtype=float)
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ c
+    f = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(f > 0.008856, np.cbrt(f), 7.787 * f + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_curves_give_each_model_a_distinct_colour_and_each_run_a_line_style() -> None:
+    from itertools import combinations
+
+    from matplotlib.colors import to_rgb
+
+    from reports.figures import curve_figure
+
+    rows = pd.DataFrame(
+        [
+            {"model": m, "run": r, "eps": e, "robust_accuracy": 1 - e - 0.01 * i, "norm": "linf"}
+            for i, m in enumerate(["mlp", "lenet", "cnn", "convnet", "mlp3"])
+            for r in ("base", "cand")
+            for e in (0.0, 0.1, 0.2)
+        ]
+    )
+    fig = curve_figure(rows, style="run")
+    lines = fig.axes[0].get_lines()
+    colour = {line.get_label(): to_rgb(line.get_color()) for line in lines}
+    per_model = {label.split(" · ")[0]: c for label, c in colour.items()}
+    assert len(per_model) == 5
+    for a, b in combinations(per_model.values(), 2):  # far apart in a perceptual space, not two greens
+        assert np.linalg.norm(_cielab(a) - _cielab(b)) >= 30
+    for model in per_model:  # the two runs of a model: same colour, different line style
+        base, cand = (line for line in lines if line.get_label().startswith(f"{model} · "))
+        assert to_rgb(base.get_color()) == to_rgb(cand.get_color()) and base.get_linestyle() != cand.get_linestyle()
+    assert fig.axes[0].get_xlabel().startswith("Linf radius")
