@@ -27,8 +27,8 @@ from bench.gate.baseline import BaselineError, read_baseline
 from bench.rundir import open_run_dir
 from reports.sources import load_run
 
-app = bench.cli.full_app() if hasattr(bench.cli, "full_app") else bench.cli.app
-describe = sys.modules["bench.cli.app"].describe
+app = bench.cli.full_app() if hasattr(bench.cli, "full_app") else bench.cli.common
+describe = sys.modules["bench.cli.common"].describe
 
 FAST = settings(max_examples=60, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SLOW = settings(max_examples=2000, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -28,7 +28,7 @@ from bench.rundir import RunDir
 from bench.suite import SuiteError, load_raw, read_yaml, validate
 
 # The full app (bench.cli loads its commands lazily; its attribute `app` can be shadowed by the submodule).
-app = bench.cli.full_app() if hasattr(bench.cli, "full_app") else bench.cli.app
+app = bench.cli.full_app() if hasattr(bench.cli, "full_app") else bench.cli.common
 
 SUITE: dict[str, Any] = {
     "name": "lim",
@@ -348,7 +348,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 def test_handler_exit_codes_for_os_and_unexpected_errors() -> None:
 
-    describe = sys.modules["bench.cli.app"].describe
+    describe = sys.modules["bench.cli.common"].describe
     assert describe(OSError(errno.ENOSPC, "No space left on device", "/out/x")) == (
         "/out/x: No space left on device (errno ENOSPC)",
         1,

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import bench.cli.run
 import bench.cli.sync  # noqa: F401  (registers `bench sync`)
-from bench.cli.app import app
+from bench.cli import app
 
 SUITE = """
 name: states

@@ -3,7 +3,8 @@
 ``run`` (run.py), ``validate`` (validate.py), ``ls`` (ls.py), ``sync`` (sync.py),
 ``baseline`` and ``check`` (check.py, the regression gate), ``crosscheck``
 (crosscheck.py), ``perf`` (perf.py), ``report`` (report.py). The app and the
-shared error handling are :mod:`bench.cli.app`: errors the user can fix print
+shared error handling are :mod:`bench.cli.common` (``from bench.cli import app`` gives the complete
+app, every command registered): errors the user can fix print
 one line and exit 2, a failing MLflow exits 1; no traceback reaches the user.
 
 Fast paths. The full app imports torch and the whole stack (its error types
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import types
 from typing import Any
 
 import click
@@ -66,7 +66,7 @@ def full_app() -> typer.Typer:
     """The typer app with every command registered (imports torch and the whole stack)."""
     for name in COMMAND_MODULES:
         importlib.import_module(name)  # lazy on purpose: see the module docstring
-    app_module = importlib.import_module("bench.cli.app")
+    app_module = importlib.import_module("bench.cli.common")
     ls = importlib.import_module("bench.cli.ls")
     if not any(info.name == "ls" for info in app_module.app.registered_commands):
         app_module.app.command("ls", help=COMMANDS["ls"])(ls.list_registered)
@@ -76,22 +76,8 @@ def full_app() -> typer.Typer:
 def __getattr__(name: str) -> Any:
     if name in _FULL:
         full_app()
-        return getattr(importlib.import_module("bench.cli.app"), name)
+        return getattr(importlib.import_module("bench.cli.common"), name)
     raise AttributeError(f"module 'bench.cli' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """``bench.cli.app`` is both a submodule and the app: importing the submodule sets the package's attribute
-    ``app`` to the module, which would hide :func:`__getattr__`; this property keeps ``from bench.cli import app``
-    the complete typer app whatever was imported first (the submodule stays ``sys.modules["bench.cli.app"]``)."""
-
-    @property
-    def app(self) -> typer.Typer:
-        return full_app()
-
-    @app.setter
-    def app(self, value: Any) -> None:
-        pass  # the import system records the submodule here; the property answers instead
 
 
 def _light_group() -> click.Group:
@@ -128,6 +114,3 @@ def main(args: list[str] | None = None) -> None:  # pragma: no cover - console s
         typer.main.get_command(ls.ls_app)(args[args.index("ls") + 1 :], prog_name="bench ls")
     else:
         full_app()(args, prog_name="bench")
-
-
-sys.modules[__name__].__class__ = _Package

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from bench.cli.app import app, console, err, fail, user_errors
+from bench.cli.common import app, console, err, fail, user_errors
 from bench.gate.baseline import Baseline, baseline_from_run, read_baseline, write_baseline
 from bench.gate.compare import CheckConfigError, CheckReport, Settings, compare
 from bench.gate.render import markdown, write_junit

@@ -13,7 +13,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from bench.cli.app import app, console, err, user_errors
+from bench.cli.common import app, console, err, user_errors
 from bench.crosscheck import CROSSCHECK_COLUMNS, crosscheck_models, pair_results
 from bench.data import load_dataset, select
 from bench.engine import prepare_models, resolve_device, zoo_model

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli.app import app, console, err, user_errors
+from bench.cli.common import app, console, err, user_errors
 from bench.data import DATASETS
 from bench.perf import QUICKSTART, PerfConfig, run_perf
 from bench.registry import RegistryError

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bench.cli.app import app, console, fail, user_errors
+from bench.cli.common import app, console, fail, user_errors
 from bench.tracking import download_runs
 from bench.types import EpsilonError, parse_eps
 from reports.render import render_report

@@ -16,7 +16,7 @@ from rich.table import Table
 from bench import progress
 from bench.attacks import AttackError
 from bench.cli import overrides
-from bench.cli.app import app, console, err, user_errors
+from bench.cli.common import app, console, err, user_errors
 from bench.cli.validate import TRUST_HELP
 from bench.data import DataError
 from bench.engine import TrackingWarning, run_suite

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from bench.cli import overrides
-from bench.cli.app import app, console, user_errors
+from bench.cli.common import app, console, user_errors
 from bench.data import DataError, load_dataset
 from bench.suite import Suite, SuiteError, expand, load_raw
 from bench.suite import validate as validate_suite
