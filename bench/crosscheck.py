@@ -147,7 +147,7 @@ def default_pairs() -> list[Pair]:
     random-start pairs (judged by a paired test) come last.
     """
     pairs: list[Pair] = []
-    declared = [(name, c) for name in crosschecked() if (c := art_counterpart(name)) is not None]
+    declared = [(name, c) for name in crosschecked() if (c := art_counterpart(name)) and c.in_default_matrix]
     for norm in (Norm.LINF, Norm.L2):
         for targeted in (False, True):
             suffix = f"{norm.value}{'_targeted' if targeted else ''}"
@@ -185,12 +185,12 @@ def suite_pairs(attacks: Sequence[Any], epsilons_for: Callable[[Any], Sequence[f
     Each attack spec (``name``, ``label``, ``params``) is compared with its
     hyperparameters as written, except those the counterpart forces (no early
     exit: ART iterates every step). One epsilon per pair: the middle non-zero
-    epsilon of the attack's grid. Attacks without a counterpart are skipped.
+    epsilon of the attack's grid. Attacks without a counterpart, or run with ``bpda``, are skipped.
     """
     pairs: list[Pair] = []
     for spec in attacks:
         counterpart = art_counterpart(spec.name)
-        if counterpart is None:
+        if counterpart is None or spec.params.get("bpda", False) is not False:  # ART has no BPDA mode
             continue
         params = {**spec.params, **counterpart.forced_params}
         native = make_attack(spec.name, **params)
@@ -350,6 +350,9 @@ def criteria() -> dict[str, str]:
     for name in crosschecked():
         counterpart = art_counterpart(name)
         assert counterpart is not None
+        if not counterpart.in_default_matrix:  # a randomized ensemble (reliable): the paired test only
+            random.append(name)
+            continue
         groups.setdefault((counterpart.tolerance, counterpart.require_label_agreement), []).append(name)
         if counterpart.random_pair_params is not None:
             random.append(name)

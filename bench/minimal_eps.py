@@ -146,18 +146,19 @@ def bisect_minimal_eps(
         probe = iter(range(10**9))
 
         def success_at(eps: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            _, ok, _ = radius_attack.attack_radii(
-                model,
-                x[rows],
-                y[rows],
-                eps.to(x.dtype),
-                target=None if target is None else target[rows],
-                bounds=bounds,
-                ctx=ctx,
-                key=("bisect", next(probe)),
-                rows=rows,
-                full_n=n,
-            )
+            with attack.gradient_scope(model):  # BPDA mode when the attack runs with bpda: true
+                _, ok, _ = radius_attack.attack_radii(
+                    model,
+                    x[rows],
+                    y[rows],
+                    eps.to(x.dtype),
+                    target=None if target is None else target[rows],
+                    bounds=bounds,
+                    ctx=ctx,
+                    key=("bisect", next(probe)),
+                    rows=rows,
+                    full_n=n,
+                )
             return ok
 
     radii = bisect_radii(success_at, n, max_eps=max_eps, iterations=iterations, device=x.device)

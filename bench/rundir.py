@@ -111,8 +111,9 @@ SAMPLE_COLUMNS = [
 OPTIONAL_RESULT_COLUMNS = ["median_min_eps"]
 """Result columns present only when a cell asks for them (``minimal_eps: true``): the median per-sample minimal eps."""
 
-OPTIONAL_SAMPLE_COLUMNS = ["min_eps"]
-"""Sample columns present only when a cell asks for them: the sample's minimal eps (``inf``: never fooled)."""
+OPTIONAL_SAMPLE_COLUMNS = ["min_eps", "broken_by"]
+"""Sample columns present only when a cell asks for them: the sample's minimal eps (``inf``: never fooled);
+``broken_by``: the ``reliable`` member that broke the sample (``""``: robust, ``"clean"``: misclassified unattacked)."""
 
 
 def select_columns(frame: pd.DataFrame, required: list[str], optional: list[str]) -> pd.DataFrame:

@@ -33,13 +33,18 @@ EXPLANATIONS = {
     "curve-rises": "A larger budget contains every smaller one, so accuracy should not rise with eps; "
     "a rising curve means the attack misses examples it found at a smaller eps (weak or masked gradients).",
     "iterative-weaker-than-fgsm": "PGD/BIM take several steps inside the same ball FGSM steps once in; "
-    "being weaker than FGSM points to a bad step size, too few steps or gradient masking.",
+    "being weaker than FGSM points to a bad step size, too few steps or gradient masking. Remedy: more steps "
+    "or another step size; on a masked model, bpda: true or a black-box attack (square, reliable).",
     "gradient-weaker-than-noise": "A gradient attack weaker than random noise of the same budget is not "
-    "following the gradient: the classic sign of gradient masking or a broken attack.",
+    "following the gradient: the classic sign of gradient masking or a broken attack. Remedy: run the gradient "
+    "attack with bpda: true (the model's declared non-differentiable layers get a surrogate gradient) or trust "
+    "a black-box attack's number instead (square, reliable).",
     "probability-outputs": "The model's outputs look like probabilities (or log-probabilities); cross-entropy "
     "gradients of softmaxed outputs vanish, so every gradient attack is weakened.",
     "zero-gradients": "Many samples have an input gradient of exactly zero at the clean point: gradient attacks "
-    "have nothing to follow (saturated softmax, quantization, non-differentiable layers), i.e. gradient masking.",
+    "have nothing to follow (saturated softmax, quantization, non-differentiable layers), i.e. gradient masking. "
+    "Remedy: declare the non-differentiable layer (bench.attacks.bpda.NonDifferentiable) and run the gradient "
+    "attacks with bpda: true, or use a black-box attack (square, reliable).",
     "budget-exceeded": "Some perturbation is larger than eps in the attack's norm: the numbers are not robust "
     "accuracy at that budget.",
     "crosscheck-failed": "The native attack and its ART counterpart disagree beyond tolerance on identical inputs.",

@@ -21,6 +21,10 @@ from bench.attacks import fooling_images as _fooling_images  # noqa: F401  (regi
 from bench.attacks import noise as _noise  # noqa: F401  (registers uniform_noise, gaussian_noise, salt_pepper)
 from bench.attacks import occlusion as _occlusion  # noqa: F401  (registers)
 from bench.attacks import pgd as _pgd  # noqa: F401  (registers bim, pgd)
+
+from bench.attacks import apgd as _apgd  # noqa: F401  # isort: skip  (after pgd: the matrix's order)
+from bench.attacks import reliable as _reliable  # noqa: F401  (registers; after its members: apgd, the art: namespace)
+from bench.attacks import square as _square  # noqa: F401  (registers square, a member of reliable)
 from bench.attacks import targeted_ascent as _targeted_ascent  # noqa: F401  (registers)
 from bench.attacks.abilities import Abilities, ArtCounterpart, MinimalEpsMethod
 from bench.attacks.base import Attack, AttackContext, AttackError, Ray, Sweep, TargetedAttack, derive_seed

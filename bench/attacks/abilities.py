@@ -44,6 +44,9 @@ class ArtCounterpart:
         random_pair_params: when set, one more untargeted pair per norm with these parameters,
             judged by a paired test (random starts draw from different generators).
         stochastic: whether a configuration draws random starts (then judged by the paired test).
+        in_default_matrix: ``False`` leaves the attack out of ``bench crosscheck``'s default matrix
+            (too slow there, e.g. an ensemble against ART's ``AutoAttack``); a suite's own
+            cross-check (``crosscheck: true``) still compares it.
     """
 
     to_art: ArtMap
@@ -54,6 +57,7 @@ class ArtCounterpart:
     forced_params: Mapping[str, Any] = field(default_factory=dict)
     random_pair_params: Mapping[str, Any] | None = None
     stochastic: Callable[[Attack], bool] = _never
+    in_default_matrix: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,15 +31,18 @@ units of the bounds, measured in :attr:`Attack.norm`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
 
 import torch
 from torch import nn
 
+from bench.attacks import bpda as _bpda
 from bench.attacks.abilities import Abilities
+from bench.attacks.bpda import BpdaOption
 from bench.attacks.context import AttackContext, AttackError, derive_seed
 from bench.attacks.geometry import along_ray, perturbation_norms, project, unit_direction
 from bench.attacks.targets import TARGET_MODES, TargetMode, choose_targets, resolve_targets
@@ -89,6 +92,15 @@ class Attack:
         supports_targeted: whether ``targeted=True`` is allowed (see :class:`TargetedAttack`).
         ray, pooled: performance properties (module docstring).
     Set at registration (``@ATTACKS.register(name, abilities=...)``): ``name`` and ``abilities``.
+
+    Fields every attack has:
+        norm: the norm eps is measured in (each attack lists its own).
+        targeted: drive samples to a target class (only where ``supports_targeted``).
+        bpda: gradient attacks only (``uses_gradients``): run with the model's declared
+            non-differentiable layers in BPDA mode, exact forward and surrogate backward
+            (:mod:`bench.attacks.bpda`); a model that declares none is an error, unless
+            ``"auto"`` (then the plain attack runs on it). Omitted from :meth:`params` and ``repr``
+            while ``False``, so results recorded before it existed keep their identity.
     """
 
     name: ClassVar[str] = ""
@@ -100,11 +112,13 @@ class Attack:
 
     norm: Norm = Norm.LINF
     targeted: bool = False
+    bpda: BpdaOption = field(default=False, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", _coerce_norm(self.norm, self.allowed_norms()))
         if self.targeted and not self.supports_targeted:
             raise AttackError(f"{self.name}: targeted mode is not supported")
+        _bpda.check_option(self.name, self.bpda, uses_gradients=self.uses_gradients)
         mode = self.target_selection
         if mode not in TARGET_MODES:
             raise AttackError(f"{self.name}: target_mode {mode!r} is not allowed (allowed: {', '.join(TARGET_MODES)})")
@@ -159,6 +173,8 @@ class Attack:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.metadata.get("omit_default") and value is f.default:
+                continue
             out[f.name] = value.value if isinstance(value, Norm) else value
         return out
 
@@ -216,6 +232,7 @@ class Attack:
             raise AttackError(f"{self.name}: x must be (N, ...) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
         x = x.detach()
         y = y.to(device=x.device, dtype=torch.long)
+        _bpda.check_model(self.name or type(self).__name__, self.bpda, model)
         resolved = self.targets(model, x, y, target=target, ctx=ctx)
         return Sweep(self._steps(model, x, y, eps_list, target=resolved, bounds=bounds, ctx=ctx), resolved)
 
@@ -241,10 +258,15 @@ class Attack:
         steps = self.run_sweep(model, x, y, eps_list, target=target, bounds=bounds, ctx=ctx)
         while True:
             try:
-                eps, x_adv = next(steps)
+                with self.gradient_scope(model):  # entered per step: never left on while the caller runs
+                    eps, x_adv = next(steps)
             except StopIteration as stop:
                 return stop.value
             yield eps, self._checked(x_adv, x, eps, bounds)
+
+    def gradient_scope(self, model: nn.Module) -> contextlib.AbstractContextManager[Any]:
+        """Where this attack computes gradients of ``model``: BPDA mode per its ``bpda`` option, else as is."""
+        return _bpda.option_scope(model, self.bpda, who=self.name or type(self).__name__)
 
     @final
     def targets(
@@ -288,7 +310,8 @@ class Attack:
         ctx: AttackContext,
     ) -> torch.Tensor:
         """A ray attack's direction ``(N, C, H, W)``: :meth:`run` once, checked and projected onto the unit ball."""
-        out = self.run(model, x, y, 1.0, target=target, bounds=bounds, ctx=ctx)
+        with self.gradient_scope(model):
+            out = self.run(model, x, y, 1.0, target=target, bounds=bounds, ctx=ctx)
         if not isinstance(out, Ray):
             raise AttackError(f"{self!r} sets ray = True but its run returned {type(out).__name__}, not a Ray")
         return unit_direction(out.direction, x, self.norm, who=repr(self))

@@ -48,7 +48,10 @@ def _print_table(title: str, table: Table) -> None:
 def leaderboard_table(board: Any, *, narrow: bool = False) -> tuple[str, Table]:
     """One row per model, best first: clean accuracy, worst case over attacks at each norm's reference eps, AUC."""
     ref = board.attrs.get("reference_eps", {})
-    title = "leaderboard (worst case over attacks; AUC over the norm's reference range, * = partial):"
+    title = (
+        "leaderboard (worst case over attacks, or the reliable preset where a model ran it; "
+        "AUC over the norm's reference range, * = partial):"
+    )
     table = _table(narrow)
     table.add_column("model", no_wrap=True)
     table.add_column("clean", justify="right")

@@ -36,6 +36,7 @@ from bench.rundir import (
     write_json,
 )
 from bench.suite import Cell
+from bench.types import eps_label
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class CellOutcome:
     attack_seconds: float
     extras: dict[str, Any] = field(default_factory=dict)
 
+
+PER_SAMPLE = "per_sample"
+"""The sweep extra holding per-sample columns ``{column: (E, N) values}``: written to ``samples.parquet``
+(``OPTIONAL_SAMPLE_COLUMNS``), with per-eps value counts in the cell's extras as ``<column>_counts``."""
 
 POOL_BATCHES = 8
 """Model batches a pooled attack (BIM/PGD) gets at once: as early exit and the sweep drop fooled
@@ -114,6 +119,7 @@ def evaluate_cell(
     k = min(examples, n)
     example_adv = np.zeros((e, k, *data.input_shape), dtype=np.float32)
     extras: dict[str, Any] = {}
+    per_sample: dict[str, list[np.ndarray]] = {}
     chunk = pool_size(attack, batch_size, data.input_shape)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
@@ -144,7 +150,16 @@ def evaluate_cell(
             tick = now
             progress.eps_done(progress_id, i, e, eps, stop, n)
         for key, value in sweep.extras.items():
-            extras.setdefault(key, []).append(value)
+            if key == PER_SAMPLE:  # per-sample columns (E, chunk), e.g. reliable's broken_by: samples.parquet
+                for column, per_eps in value.items():
+                    per_sample.setdefault(column, []).append(np.asarray(per_eps, dtype=object).reshape(e, -1))
+            else:
+                extras.setdefault(key, []).append(value)
+    for column, parts in per_sample.items():
+        counts = [pd.Series(row[row != ""]).value_counts(sort=False) for row in np.concatenate(parts, axis=1)]
+        extras[f"{column}_counts"] = {
+            eps_label(eps): {str(k): int(v) for k, v in c.items()} for eps, c in zip(epsilons, counts, strict=True)
+        }
     arrays = {
         "adv_pred": adv_pred,
         "linf": linf,
@@ -156,6 +171,7 @@ def evaluate_cell(
         "example_x": data.x[:k].numpy(),
         "example_y": data.y[:k].numpy(),
         "example_adv": example_adv,
+        **{f"{PER_SAMPLE}:{column}": np.concatenate(parts, axis=1) for column, parts in per_sample.items()},
     }
     return arrays, extras
 
@@ -222,7 +238,8 @@ def tidy(
             "l2": arrays["l2"].reshape(-1),
         }
     )[SAMPLE_COLUMNS]
-    return result, samples
+    extra_columns = {k.split(":", 1)[1]: v.reshape(-1) for k, v in arrays.items() if k.startswith(f"{PER_SAMPLE}:")}
+    return result, samples.assign(**extra_columns) if extra_columns else samples
 
 
 def run_cell(task: CellTask) -> CellOutcome:
