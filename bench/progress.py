@@ -148,11 +148,17 @@ def eps_done(cell_id: str, index: int, count: int, eps: float, samples_done: int
         _current.step(f"{cell_id}: eps {index + 1}/{count} ({eps:g}), samples {samples_done}/{samples}")
 
 
-def epoch_done(desc: str, epoch: int, epochs: int, loss: float, accuracy: float) -> None:
-    """Training ``desc`` finished ``epoch`` (1-based) of ``epochs``; the last epoch always prints in a log."""
+def epoch_done(
+    desc: str, epoch: int, epochs: int, loss: float, accuracy: float, *, adv_accuracy: float | None = None
+) -> None:
+    """Training ``desc`` finished ``epoch`` (1-based) of ``epochs``; the last epoch always prints in a log.
+
+    ``adv_accuracy``: adversarial training's accuracy on its own training examples (``accuracy`` is then the clean one).
+    """
     if _current is not None:
+        adv = "" if adv_accuracy is None else f" adversarial {adv_accuracy:.3f}"
         _current.step(
-            f"{desc}: epoch {epoch}/{epochs} loss {loss:.4f} train accuracy {accuracy:.3f}", force=epoch == epochs
+            f"{desc}: epoch {epoch}/{epochs} loss {loss:.4f} train accuracy {accuracy:.3f}{adv}", force=epoch == epochs
         )
 
 

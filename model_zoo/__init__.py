@@ -91,6 +91,47 @@ _register(
     "seed: lr 0.1; here 0.05 (batch 64 on 4k is noisier)",
 )
 _register("cifar_cnn", arch.cifar_cnn, Recipe(optimizer="adam", lr=1e-3, epochs=10, batch_size=64))
+_register(
+    "lenet_quantized",
+    arch.lenet_quantized,
+    Recipe(optimizer="sgd", lr=0.01, momentum=0.9, epochs=10, batch_size=32),
+    "lenet's recipe, trained through the quantization layer (on 6-level inputs); a gradient-masking defense",
+)
+# Adversarially trained (model_zoo/adversarial.py): PGD-AT with the harness's own PGD as the inner attack.
+_register(
+    "lenet_at",
+    arch.lenet,
+    Recipe(
+        optimizer="adam",
+        lr=2e-3,
+        epochs=6,
+        batch_size=32,
+        schedule="cosine",
+        adv="pgd",
+        adv_eps=0.2,
+        adv_steps=2,
+        adv_rel_step_size=0.75,
+        adv_ramp_epochs=2,
+    ),
+    "PGD-AT at linf eps 0.2 for mnist5k: 2 inner steps of 0.75 eps from a random start, eps ramped up over the "
+    "first 2 of 6 epochs, Adam with cosine decay (a budget sized for a shared 2-core CPU)",
+)
+_register(
+    "convnet_at",
+    arch.convnet,
+    Recipe(
+        optimizer="adam",
+        lr=1e-3,
+        epochs=2,
+        batch_size=128,
+        adv="pgd",
+        adv_eps=0.1,
+        adv_steps=1,
+        adv_rel_step_size=1.25,
+    ),
+    "PGD-AT at linf eps 0.1 for Fashion-MNIST; one inner step of 1.25 eps from a random start (Wong et al.'s "
+    "fast adversarial training) and 2 epochs: what 60,000 images allow on a shared 2-core CPU",
+)
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -225,6 +266,7 @@ def _train_and_save(
         seed=seed,
         device=device,
         desc=progress_desc or f"train {name} on {dataset}",
+        bounds=train.bounds,
     )
     info = {
         "architecture": name,

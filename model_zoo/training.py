@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -27,6 +28,8 @@ from tqdm.auto import tqdm
 
 from bench import progress
 from bench.fsutil import atomic_write_bytes
+from bench.types import Bounds
+from model_zoo.adversarial import ADV_MODES, AdversarialLoss
 
 CACHE_FORMAT = 2  # 2: initial weights seeded (format 1 checkpoints were trained from an unseeded init)
 
@@ -47,6 +50,17 @@ class Recipe:
         epochs: passes over the training split.
         batch_size: samples per step.
         schedule: "none" or "cosine" (per-step cosine annealing to zero).
+        adv: adversarial training, "none" (default), "pgd" (Madry et al.) or "trades" (Zhang et al.);
+            :mod:`model_zoo.adversarial`. The ``adv_*`` fields below apply only when it is not "none".
+        adv_eps: training radius in pixel units of ``adv_norm`` (> 0).
+        adv_norm: "linf" or "l2".
+        adv_steps: inner PGD steps per batch (>= 1).
+        adv_rel_step_size: inner step as a fraction of eps (> 0).
+        adv_ramp_epochs: epochs over which eps grows linearly from 0 (0: no warm-up; at most ``epochs``).
+        adv_beta: TRADES' weight of the KL term (> 0; "trades" only).
+
+    The cache key holds :meth:`as_dict`, which leaves the ``adv_*`` fields out
+    of a standard recipe (``adv: none``), so standard checkpoints keep their keys.
     """
 
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -56,6 +70,18 @@ class Recipe:
     epochs: int = 5
     batch_size: int = 64
     schedule: Literal["none", "cosine"] = "none"
+    adv: Literal["none", "pgd", "trades"] = "none"
+    adv_eps: float = 0.0
+    adv_norm: Literal["linf", "l2"] = "linf"
+    adv_steps: int = 10
+    adv_rel_step_size: float = 0.25
+    adv_ramp_epochs: int = 0
+    adv_beta: float = 6.0
+
+    def __post_init__(self) -> None:
+        problem = adversarial_problem(self)
+        if problem:
+            raise ValueError(problem)
 
     def replace(self, **changes: Any) -> Recipe:
         allowed = {f.name for f in dataclasses.fields(self)}
@@ -65,7 +91,51 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe as JSON-able values; a standard recipe (``adv: none``) without its ``adv_*`` fields."""
+        out = dataclasses.asdict(self)
+        if self.adv == "none":
+            for name in ADV_FIELDS:
+                del out[name]
+        return out
+
+
+ADV_FIELDS = ("adv", "adv_eps", "adv_norm", "adv_steps", "adv_rel_step_size", "adv_ramp_epochs", "adv_beta")
+"""The recipe fields of adversarial training (left out of a standard recipe's :meth:`Recipe.as_dict`)."""
+_ADV_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Recipe) if f.name in ADV_FIELDS}
+
+
+def _number(value: object, *, integer: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        return False
+    return math.isfinite(value)
+
+
+def adversarial_problem(recipe: Recipe) -> str | None:
+    """A one-line error naming the first invalid ``adv*`` field of ``recipe`` and what it allows, else ``None``."""
+    if recipe.adv not in ADV_MODES:
+        return f"recipe field adv: {recipe.adv!r} is not allowed (allowed: {', '.join(ADV_MODES)})"
+    if recipe.adv_norm not in ("linf", "l2"):
+        return f"recipe field adv_norm: {recipe.adv_norm!r} is not allowed (allowed: linf, l2)"
+    if recipe.adv == "none":
+        changed = [n for n in ADV_FIELDS[1:] if getattr(recipe, n) != _ADV_DEFAULTS[n]]
+        if changed:
+            return f"recipe field {changed[0]}: set, but adv is 'none' (set adv: pgd or adv: trades to use it)"
+        return None
+    checks = (
+        ("adv_eps", _number(recipe.adv_eps) and recipe.adv_eps > 0, "a finite number > 0 (pixel units)"),
+        ("adv_steps", _number(recipe.adv_steps, integer=True) and recipe.adv_steps >= 1, "an integer >= 1"),
+        ("adv_rel_step_size", _number(recipe.adv_rel_step_size) and recipe.adv_rel_step_size > 0, "a number > 0"),
+        (
+            "adv_ramp_epochs",
+            _number(recipe.adv_ramp_epochs, integer=True) and 0 <= recipe.adv_ramp_epochs <= recipe.epochs,
+            f"an integer from 0 to epochs ({recipe.epochs})",
+        ),
+        ("adv_beta", _number(recipe.adv_beta) and recipe.adv_beta > 0, "a number > 0"),
+    )
+    for name, ok, allowed in checks:
+        if not ok:
+            return f"recipe field {name}: must be {allowed}, got {getattr(recipe, name)!r}"
+    return None
 
 
 def cache_dir() -> Path:
@@ -142,10 +212,13 @@ def train(
     seed: int,
     device: torch.device,
     desc: str = "train",
+    bounds: Bounds = Bounds(),
 ) -> dict[str, float]:
-    """Train ``model`` on ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` ``(N,)`` with ``recipe``; deterministic for a seed.
+    """Train ``model`` on ``x`` ``(N, C, H, W)`` in ``bounds``, ``y`` ``(N,)`` with ``recipe``; deterministic per seed.
 
-    Returns ``{"train_accuracy": ..., "train_loss": ..., "seconds": ...}`` of the last epoch.
+    Returns ``{"train_accuracy": ..., "train_loss": ..., "seconds": ...}`` of the last epoch; an adversarial
+    recipe adds ``adv_train_accuracy`` (accuracy on the training examples of the last epoch's inner attack)
+    and ``train_accuracy`` is then the clean accuracy of the same batches, before each step.
     """
     torch.manual_seed(seed)
     model.to(device).train()
@@ -155,16 +228,22 @@ def train(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if recipe.schedule == "cosine" else None
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    loss_sum, correct = 0.0, 0
+    adversarial = _adversarial_loss(recipe, bounds=bounds, seed=seed)
+    loss_sum, correct, adv_correct = 0.0, 0, 0
     bar = tqdm(range(recipe.epochs), desc=desc, unit="epoch", leave=False, disable=None)
     for epoch in bar:
         order = torch.randperm(len(y), generator=gen)
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct, adv_correct = 0.0, 0, 0
         for i in range(steps_per_epoch):
             idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            if adversarial is None:
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+            else:
+                eps = adversarial.eps_at(epoch, i, steps_per_epoch)
+                loss, logits, adv_logits = adversarial(model, xb, yb, eps=eps, epoch=epoch, step=i)
+                adv_correct += int((adv_logits.argmax(1) == yb).sum())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -172,14 +251,38 @@ def train(
                 sched.step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
-        bar.set_postfix(loss=f"{loss_sum / len(y):.4f}", acc=f"{correct / len(y):.3f}")
-        progress.epoch_done(desc, epoch + 1, recipe.epochs, loss_sum / max(len(y), 1), correct / max(len(y), 1))
+        n = max(len(y), 1)
+        adv_accuracy = None if adversarial is None else adv_correct / n
+        postfix = {"loss": f"{loss_sum / n:.4f}", "acc": f"{correct / n:.3f}"}
+        if adv_accuracy is not None:
+            postfix["adv_acc"] = f"{adv_accuracy:.3f}"
+        bar.set_postfix(postfix)
+        progress.epoch_done(desc, epoch + 1, recipe.epochs, loss_sum / n, correct / n, adv_accuracy=adv_accuracy)
     model.eval()
-    return {
+    stats = {
         "train_loss": loss_sum / max(len(y), 1),
         "train_accuracy": correct / max(len(y), 1),
         "seconds": time.perf_counter() - start,
     }
+    if adversarial is not None:
+        stats["adv_train_accuracy"] = adv_correct / max(len(y), 1)
+    return stats
+
+
+def _adversarial_loss(recipe: Recipe, *, bounds: Bounds, seed: int) -> AdversarialLoss | None:
+    if recipe.adv == "none":
+        return None
+    return AdversarialLoss(
+        mode=recipe.adv,
+        eps=recipe.adv_eps,
+        norm=recipe.adv_norm,
+        steps=recipe.adv_steps,
+        rel_step_size=recipe.adv_rel_step_size,
+        ramp_epochs=recipe.adv_ramp_epochs,
+        beta=recipe.adv_beta,
+        bounds=bounds,
+        seed=seed,
+    )
 
 
 @torch.no_grad()

@@ -125,7 +125,11 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
             "recipe": trained.recipe.as_dict(),
             **model_checks(trained.model, spec.id, suite, data, device),
             "seconds": time.perf_counter() - start,
-            "train": {k: v for k, v in trained.info.items() if k in ("train_accuracy", "train_loss", "seconds")},
+            "train": {
+                k: v
+                for k, v in trained.info.items()
+                if k in ("train_accuracy", "adv_train_accuracy", "train_loss", "seconds")
+            },
         }
     return refs, info
 
