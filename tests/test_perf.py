@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.perf import RATIOS, TIMES, perf_inputs, time_interleaved
+from bench.engine import parallel
+from bench.perf import QUICK_SIZES, RATIOS, TIMES, WAYS, WORKLOAD_RATIOS, perf_inputs, time_interleaved
+from bench.perf.workload import compare, plain_pgd
+from bench.types import Bounds
 
 N = 48
 EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
@@ -21,8 +25,9 @@ def perf_doc(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> tuple[d
     out = tmp_path_factory.mktemp("perf") / "perf.json"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
-        args = ["perf", "--quick", "--data", "digits", "--n", str(N), "--model", "lenet", "--model", "mlp"]
-        result = CliRunner().invoke(app, [*args, "--batch-size", "20", "--json", str(out)])
+        args = ["perf", "--quick", "--scaling", "--device", "cpu", "--data", "digits", "--n", str(N), "--threads", "1"]
+        models = ["--model", "lenet", "--model", "mlp"]
+        result = CliRunner().invoke(app, [*args, *models, "--batch-size", "20", "--json", str(out)])
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text()), result.output, mlflow_server.uri
 
@@ -60,10 +65,105 @@ def test_json_has_every_time_ratio_and_count(perf_doc: tuple[dict, str, str]) ->
         assert m["robust_accuracy"]["fgsm_sweep"][0] == m["robust_accuracy"]["pgd_naive"][0]
 
 
+def test_workload_three_ways_same_inputs_and_the_harness_is_not_weaker(perf_doc: tuple[dict, str, str]) -> None:
+    doc, output, _ = perf_doc
+    assert doc["config"]["workload_steps"] == 10 and doc["config"]["workload_rel_step"] == pytest.approx(0.25)
+    assert set(doc["workload"]) == {"lenet", "mlp"}
+    assert doc["environment"]["device"] == "cpu" and doc["environment"]["gpu"] is None
+    positive = sum(e > 0 for e in EPSILONS)
+    for name, w in doc["workload"].items():
+        assert w["n"] == N and w["epsilons"] == list(EPSILONS) and w["device"] == "cpu"
+        assert w["attacks"]["pgd"] == {"norm": "linf", "steps": 10, "rel_step_size": 0.25, "random_start": True}
+        assert set(w["times"]) == set(WAYS) and all(t > 0 for t in w["times"].values())
+        assert all(w["best_times"][k] <= w["times"][k] for k in WAYS)
+        assert set(w["ratios"]) == set(WORKLOAD_RATIOS) == set(w["best_ratios"])
+        assert w["ratios"]["art_loop / harness"] == pytest.approx(w["times"]["art_loop"] / w["times"]["harness"])
+        for way in WAYS:
+            assert set(w["attack_seconds"][way]) == {"fgsm", "pgd"}
+            assert sum(w["attack_seconds"][way].values()) <= w["times"][way] * 1.001
+            for attack in ("fgsm", "pgd"):
+                acc = w["robust_accuracy"][way][attack]
+                assert len(acc) == len(EPSILONS) and all(0 <= a <= 1 for a in acc)
+        # eps 0 is scored, not attacked, by every way: the loops agree on the clean accuracy
+        assert w["robust_accuracy"]["art_loop"]["pgd"][0] == w["robust_accuracy"]["plain_loop"]["pgd"][0]
+        # the plain loop pays one gradient per step, every sample, every eps > 0; the harness's sweep far fewer
+        assert w["grad_evals"]["plain_loop"] == {"fgsm": N * positive, "pgd": 10 * N * positive}
+        assert w["grad_evals"]["harness"]["fgsm"] == N
+        assert w["grad_evals"]["harness"]["pgd"] < w["grad_evals"]["plain_loop"]["pgd"]
+        assert len(w["mcnemar"]) == 2 * 2 * len(EPSILONS)
+        for row in w["mcnemar"]:
+            assert row["versus"] in ("art_loop", "plain_loop") and row["attack"] in ("fgsm", "pgd")
+            assert 0 <= row["p_value"] <= row["p_holm"] <= 1
+        # the real assertion: the harness's sweep is never significantly weaker than either loop
+        assert w["harness_not_weaker"] is True, (name, w["mcnemar"])
+    assert "P5 lenet" in output and "ratio to harness" in output
+
+
+def test_scaling_points_figure_and_fresh_processes(perf_doc: tuple[dict, str, str]) -> None:
+    doc, _, _ = perf_doc
+    s = doc["scaling"]
+    assert s["data"] == "digits" and s["split"] == "train" and s["model"] == "mlp"
+    assert [p["n"] for p in s["points"]] == list(QUICK_SIZES)
+    for p in s["points"]:
+        assert set(p) == {
+            "n",
+            "wall_seconds",
+            "attack_seconds",
+            "seconds_per_sample",
+            "attack_seconds_per_sample",
+            "peak_rss_bytes",
+            "rss_before_run_bytes",
+        }
+        assert 0 < p["attack_seconds"] < p["wall_seconds"]
+        assert p["seconds_per_sample"] == pytest.approx(p["wall_seconds"] / p["n"])
+        assert 0 < p["rss_before_run_bytes"] <= p["peak_rss_bytes"] < doc["peak_rss_bytes"] * 4
+    first, last = s["points"][0], s["points"][-1]
+    assert s["per_sample_ratio_largest_to_smallest"] == pytest.approx(
+        last["seconds_per_sample"] / first["seconds_per_sample"]
+    )
+    assert s["peak_rss_largest_gib"] == pytest.approx(last["peak_rss_bytes"] / 2**30)
+    assert s["attack_per_sample_ratio_largest_to_smallest"] == pytest.approx(
+        last["attack_seconds_per_sample"] / first["attack_seconds_per_sample"]
+    )
+    figure = Path(s["figure"])
+    assert figure.name == "perf.scaling.png" and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mcnemar_flags_a_harness_that_keeps_more_samples_robust() -> None:
+    n, e = 200, 2
+    loop = np.zeros((e, n), dtype=bool)
+    weaker = loop.copy()
+    weaker[1, :30] = True  # the harness misses 30 samples the loop fools, at the second eps
+    same = {"fgsm": loop, "pgd": loop}
+    rows = compare({"harness": {"fgsm": loop, "pgd": weaker}, "art_loop": same, "plain_loop": same}, [0.0, 0.1])
+    flagged = [r for r in rows if r["p_holm"] < 0.05]
+    assert {(r["versus"], r["attack"], r["eps"]) for r in flagged} == {
+        ("art_loop", "pgd", 0.1),
+        ("plain_loop", "pgd", 0.1),
+    }
+    assert all(r["harness_only_robust"] == 30 and r["loop_only_robust"] == 0 for r in flagged)
+    # a stronger harness (the loop keeps samples the harness fools) is never flagged
+    stronger = {"fgsm": loop, "pgd": loop}
+    rows = compare({"harness": stronger, "art_loop": {"fgsm": loop, "pgd": weaker}, "plain_loop": same}, [0.0, 0.1])
+    assert all(r["p_holm"] >= 0.05 for r in rows)
+
+
+def test_plain_pgd_stays_in_the_ball_and_the_box(digits_test) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x, y = digits_test.x[:16], digits_test.y[:16]
+    adv = plain_pgd(model, x, y, 0.1, 0.025, 5, Bounds(0.0, 1.0), torch.Generator().manual_seed(0))
+    assert adv.shape == x.shape and not adv.requires_grad
+    assert float((adv - x).abs().max()) <= 0.1 + 1e-6
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    assert float((adv - x).abs().max()) > 0.05  # it moved
+
+
 def test_targets_and_harness_breakdown(perf_doc: tuple[dict, str, str]) -> None:
     doc, output, _ = perf_doc
     ids = [(t["id"], t["model"]) for t in doc["targets"]]
     assert ids.count(("P1", "lenet")) == 2 and ids.count(("P1", "mlp")) == 2
+    assert ids.count(("P5", "lenet")) == 2 and ids.count(("P5", "mlp")) == 2 and ids.count(("S", "mlp")) == 2
     assert ("P2", "lenet") in ids and ("P2", "mlp") in ids and ("P3", "lenet") in ids
     assert ids.count(("P4", "")) == 2
     for t in doc["targets"]:
@@ -93,6 +193,9 @@ def test_mlflow_perf_experiment_holds_every_time(perf_doc: tuple[dict, str, str]
         for key, seconds in m["times"].items():
             assert metrics[f"{name}.{key}_seconds"] == pytest.approx(seconds)
     assert metrics["mlp.art_pgd_over_pgd"] == pytest.approx(doc["models"]["mlp"]["ratios"]["art_pgd / pgd"])
+    workload = doc["workload"]["lenet"]
+    assert metrics["lenet.workload.harness_seconds"] == pytest.approx(workload["times"]["harness"])
+    assert metrics["lenet.workload.art_loop_over_harness"] == pytest.approx(workload["ratios"]["art_loop / harness"])
     assert metrics["harness.overhead_fraction"] == pytest.approx(doc["harness"]["overhead_fraction"])
     assert run.data.params["n"] == str(N)
     logged = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="perf.json",
@@ -130,9 +233,32 @@ def test_time_interleaved_warms_up_on_a_slice_then_runs_each_bench_repeats_times
         (["--model", "lenett"], "did you mean 'lenet'"),
         (["--data", "mnist6k"], "unknown data set 'mnist6k'"),
         (["--suite", "no/such/suite.yaml"], "--suite: file no/such/suite.yaml not found"),
+        (["--device", "tpu"], "--device: 'tpu' is not allowed (allowed: cpu, cuda, cuda:N, auto)"),
+        (["--scaling-n", "100"], "--scaling-n: only used with --scaling"),
     ],
 )
 def test_bad_options_name_the_option_and_allowed_values(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["perf", "--quick", "--no-mlflow", *args])
     assert result.exit_code == 2
     assert message in result.output.replace("\n", " ")
+
+
+def test_plan_workers_never_starts_more_local_workers_than_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 4)
+    assert parallel.plan_workers("loky", 2, cells=26) == (2, 2)
+    assert parallel.plan_workers("loky", 4, cells=3) == (3, 1)
+    # one cell left: it runs in this process with torch's own (all-core) setting, as serially
+    assert parallel.plan_workers("loky", 2, cells=1) == (1, 0)
+    assert parallel.plan_workers("threading", 4, cells=2) == (2, 2)
+    assert parallel.plan_workers("loky", 1, cells=5) == (1, 0)
+    assert parallel.plan_workers("loky", 2) == (2, 2)  # cells unknown: as asked
+    # dask: the cluster decides; one torch thread per task
+    assert parallel.plan_workers("dask", 2, cells=1) == (2, 1)
+    assert parallel.plan_workers("dask", 1, cells=8) == (-1, 1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_line_error() -> None:
+    result = CliRunner().invoke(app, ["perf", "--quick", "--no-mlflow", "--no-harness", "--device", "cuda"])
+    assert result.exit_code == 2
+    assert "no CUDA device is available" in result.output.replace("\n", " ")

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from bench.cli.common import app, console, err, user_errors
 from bench.data import DATASETS
-from bench.perf import QUICKSTART, PerfConfig, run_perf
+from bench.perf import ATTACKS_MNIST, QUICK_SIZES, QUICKSTART, SIZES, PerfConfig, run_perf, scaling_figure
 from bench.registry import RegistryError
 from bench.tracking import log_perf_run, tracking_uri
 from model_zoo import MODELS
@@ -32,10 +32,29 @@ def perf_command(
         bool, typer.Option("--quick", help="reduced mode for CI: small n, 1 repeat, a reduced harness suite")
     ] = False,
     suite: Annotated[
-        Path | None, typer.Option("--suite", help="suite timed for the harness overhead (default quickstart)")
+        Path | None, typer.Option("--suite", help="suite timed for P4 (attacks_mnist; quickstart with --quick)")
     ] = None,
     no_harness: Annotated[bool, typer.Option("--no-harness", help="skip the harness-overhead run (P4)")] = False,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="do not log to the MLflow 'perf' experiment")] = False,
+    scaling: Annotated[
+        bool,
+        typer.Option("--scaling", help="also time whole runs of n = 1,000 .. 60,000 Fashion-MNIST samples (plotted)"),
+    ] = False,
+    scaling_n: Annotated[
+        list[int] | None,
+        typer.Option("--scaling-n", min=1, help="sizes of --scaling (repeat; default 1000 .. 60000)"),
+    ] = None,
+    no_workload: Annotated[
+        bool, typer.Option("--no-workload", help="skip P5, the user workload (FGSM + PGD-40 over the grid)")
+    ] = False,
+    no_micro: Annotated[bool, typer.Option("--no-micro", help="skip P1-P3 (bounds, single attacks)")] = False,
+    device: Annotated[
+        str, typer.Option("--device", help="device of P5, the user workload: cpu, cuda, cuda:N or auto")
+    ] = "cpu",
+    workload_steps: Annotated[
+        int | None,
+        typer.Option("--workload-steps", min=1, help="PGD steps of P5, step 2.5 eps / steps (40; 10 with --quick)"),
+    ] = None,
 ) -> None:
     """Measure forward/backward bounds, native FGSM/PGD sweeps and ART's loops in one process; print the ratios."""
     models = tuple(model or ("lenet", "mlp"))
@@ -44,9 +63,11 @@ def perf_command(
             raise RegistryError(f"--model: {MODELS.unknown_message(name)}")
     if data not in DATASETS:
         raise RegistryError(f"--data: {DATASETS.unknown_message(data)}")
+    if device not in ("cpu", "auto") and not device.startswith("cuda"):
+        raise typer.BadParameter(f"--device: {device!r} is not allowed (allowed: cpu, cuda, cuda:N, auto)")
     if split not in ("train", "test"):
         raise typer.BadParameter(f"--split: {split!r} is not allowed (allowed: train, test)")
-    harness = None if no_harness else (suite or QUICKSTART)
+    harness = None if no_harness else (suite or (QUICKSTART if quick else ATTACKS_MNIST))
     if harness is not None and not harness.is_file():
         raise FileNotFoundError(f"--suite: file {harness} not found")
     kwargs = {"threads": threads} if threads else {}
@@ -60,17 +81,41 @@ def perf_command(
         harness_suite=harness,
         harness_override=quick,
         harness_n=min(n or 64, 64),
+        device=device,
+        micro=not no_micro,
+        workload=not no_workload,
+        workload_steps=(steps := workload_steps or (10 if quick else 40)),
+        workload_rel_step=2.5 / steps,  # Madry's step: 2.5 eps over the steps
+        **_scaling_options(scaling, quick, data, models, scaling_n),
         **kwargs,
     )
     doc = run_perf(cfg, echo=err.print)
+    if doc["scaling"] is not None:
+        figure = (json_path or Path("perf.json")).with_suffix(".scaling.png")
+        doc["scaling"]["figure"] = str(scaling_figure(doc["scaling"], figure))
     _print(doc)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(doc, indent=2) + "\n")
         console.print(f"measurements: {json_path}")
+    if doc["scaling"] is not None:
+        console.print(f"scaling figure: {doc['scaling']['figure']}")
     if not no_mlflow:
         run_id = log_perf_run(doc)
         console.print(f"MLflow run {run_id} in experiment 'perf' at {tracking_uri()}")
+
+
+def _scaling_options(scaling: bool, quick: bool, data: str, models: tuple[str, ...], sizes: list[int] | None) -> dict:
+    """Sizes, data and model of ``--scaling``: Fashion-MNIST's training split, or ``--data`` with ``--quick``."""
+    if not scaling:
+        if sizes:
+            raise typer.BadParameter("--scaling-n: only used with --scaling")
+        return {}
+    chosen = tuple(sorted(set(sizes))) if sizes else (QUICK_SIZES if quick else SIZES)
+    if not quick:
+        return {"scaling_sizes": chosen}
+    model = "mlp" if "mlp" in models else models[0]
+    return {"scaling_sizes": chosen, "scaling_data": data, "scaling_model": model}
 
 
 def _print(doc: dict) -> None:
@@ -85,6 +130,25 @@ def _print(doc: dict) -> None:
             table.add_row(key, f"{seconds:.3f}", "" if evals is None else str(evals))
         for key, ratio in m["ratios"].items():
             table.add_row(key, f"{ratio:.3f}x (fastest runs: {m['best_ratios'][key]:.3f}x)", "")
+        console.print(table)
+    for name, w in (doc["workload"] or {}).items():
+        table = Table(title=f"P5 {name}: FGSM + PGD-{doc['config']['workload_steps']} over the grid, {w['n']} inputs")
+        for column in ("way", "seconds", "fgsm", "pgd", "ratio to harness"):
+            table.add_column(column, justify="right")
+        for way, seconds in w["times"].items():
+            split = w["attack_seconds"][way]
+            ratio = "" if way == "harness" else f"{w['ratios'][f'{way} / harness']:.2f}x"
+            table.add_row(way, f"{seconds:.2f}", f"{split['fgsm']:.2f}", f"{split['pgd']:.2f}", ratio)
+        console.print(table)
+        console.print(f"harness not significantly weaker than either loop (McNemar, Holm): {w['harness_not_weaker']}")
+    if doc["scaling"] is not None:
+        s = doc["scaling"]
+        table = Table(title=f"scaling: {s['model']} on {s['data']} ({s['split']}), whole runs in fresh processes")
+        for column in ("n", "wall s", "ms per sample", "peak GiB"):
+            table.add_column(column, justify="right")
+        for p in s["points"]:
+            row = (p["n"], f"{p['wall_seconds']:.2f}", f"{1e3 * p['seconds_per_sample']:.3f}")
+            table.add_row(*map(str, row), f"{p['peak_rss_bytes'] / 2**30:.2f}")
         console.print(table)
     if doc["harness"] is not None:
         h = doc["harness"]

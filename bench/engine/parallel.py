@@ -51,8 +51,15 @@ def threads_per_worker(n_jobs: int) -> int:
     return max(1, cores // max(1, effective_n_jobs(n_jobs)))
 
 
-def plan_workers(backend: str, n_jobs: int) -> tuple[int, int]:
-    """``(n_jobs, torch threads per worker)`` for joblib (threads 0: leave torch's setting alone)."""
+def plan_workers(backend: str, n_jobs: int, cells: int | None = None) -> tuple[int, int]:
+    """``(n_jobs, torch threads per worker)`` for joblib (threads 0: leave torch's setting alone).
+
+    ``cells``: how many cells will run. Local backends never start more workers than cells: an
+    idle worker would only halve the threads of the busy ones (one cell with ``--n-jobs 2`` runs
+    in this process with every core, as serially).
+    """
+    if backend != "dask" and cells is not None and n_jobs != 1:
+        n_jobs = max(1, min(effective_n_jobs(n_jobs), cells))
     threads = threads_per_worker(n_jobs) if n_jobs != 1 else 0
     if backend == "dask":
         # One torch thread per dask task: a worker runs as many tasks at once as it has threads.

@@ -167,7 +167,8 @@ def run_cells(
     echo: Callable[[str], None] | None,
 ) -> list[CellOutcome]:
     """Run the cells not yet done (joblib), read back the finished ones; outcomes in suite order."""
-    jobs, threads = plan_workers(backend, jobs)
+    cells = expand(suite)
+    jobs, threads = plan_workers(backend, jobs, cells=sum(not run.cell_done(c.id) for c in cells))
     tasks = [
         CellTask(
             cell,
@@ -181,7 +182,7 @@ def run_cells(
             str(run.root),
             threads,
         )
-        for cell in expand(suite)
+        for cell in cells
     ]
     pending = [t for t in tasks if not run.cell_done(t.cell.id)]
     if echo:

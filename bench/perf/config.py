@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "suites" / "quickstart.yaml"
+ATTACKS_MNIST = QUICKSTART.with_name("attacks_mnist.yaml")
 GIB = 1024**3
 
 # (target id, what, bound, direction, models it applies to (None: all))
@@ -56,11 +57,20 @@ class PerfConfig:
         pgd_eps: the eps of the single-eps PGD comparison (default 0.1).
         pgd_steps: PGD iterations (default 10).
         rel_step_size: PGD step as a fraction of eps (default 0.25 = Madry's 2.5 eps / steps for 10 steps).
-        harness_suite: suite run for P4 (default the quickstart); ``None`` skips P4.
+        harness_suite: suite run for P4 (default ``suites/attacks_mnist.yaml``; the CLI's ``--quick``
+            uses the quickstart); ``None`` skips P4.
         harness_override: replace the harness suite's data set (``data``, ``harness_n`` samples) and
             models (``models``) and switch off its cross-check (the reduced CI mode).
         harness_n: samples of the overridden harness suite.
         seed: seed of the models and data split.
+        device: where P5 runs (cpu, cuda, cuda:N, auto); P1-P4 are CPU measurements.
+        micro: measure P1-P3 (the bounds, single attacks against ART).
+        workload: measure P5, the user's workload (FGSM and PGD over the grid, three ways).
+        workload_steps: PGD steps of the workload (default 40); ``workload_rel_step`` its step as a
+            fraction of eps (default 0.0625 = Madry's 2.5 eps / steps for 40 steps).
+        workload_repeats: timed repetitions of the workload (default 1: it is the longest measurement).
+        scaling_sizes: sample counts of the scaling run (``--scaling``; empty: skipped), each a whole
+            harness run of ``scaling_model`` on ``scaling_data``/``scaling_split`` in a fresh process.
     """
 
     models: tuple[str, ...] = ("lenet", "mlp")
@@ -74,16 +84,37 @@ class PerfConfig:
     pgd_eps: float = 0.1
     pgd_steps: int = 10
     rel_step_size: float = 0.25
-    harness_suite: Path | None = QUICKSTART
+    harness_suite: Path | None = ATTACKS_MNIST
     harness_override: bool = False
     harness_n: int = 64
     seed: int = 0
+    device: str = "cpu"
+    micro: bool = True
+    workload: bool = True
+    workload_steps: int = 40
+    workload_rel_step: float = 0.0625
+    workload_repeats: int = 1
+    scaling_sizes: tuple[int, ...] = ()
+    scaling_data: str = "fashion-mnist"
+    scaling_split: str = "train"
+    scaling_model: str = "mlp"
 
     def __post_init__(self) -> None:
-        for name in ("n", "batch_size", "repeats", "threads", "pgd_steps", "harness_n"):
+        for name in (
+            "n",
+            "batch_size",
+            "repeats",
+            "threads",
+            "pgd_steps",
+            "harness_n",
+            "workload_steps",
+            "workload_repeats",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"perf: {name} must be >= 1, got {getattr(self, name)}")
         if not self.models:
             raise ValueError("perf: give at least one model")
-        if self.pgd_eps <= 0 or self.rel_step_size <= 0:
-            raise ValueError("perf: pgd_eps and rel_step_size must be > 0")
+        if self.pgd_eps <= 0 or self.rel_step_size <= 0 or self.workload_rel_step <= 0:
+            raise ValueError("perf: pgd_eps, rel_step_size and workload_rel_step must be > 0")
+        if any(n < 1 for n in self.scaling_sizes) or list(self.scaling_sizes) != sorted(set(self.scaling_sizes)):
+            raise ValueError(f"perf: scaling sizes must be ascending and >= 1, got {list(self.scaling_sizes)}")

@@ -21,6 +21,9 @@ def log_perf_run(doc: dict[str, Any], *, experiment: str = "perf") -> str:
         for name, m in doc["models"].items():
             metrics |= {f"{name}.{k}_seconds": v for k, v in m["times"].items()}
             metrics |= {f"{name}.{_metric_key(k)}": v for k, v in m["ratios"].items()}
+        for name, w in (doc.get("workload") or {}).items():  # P5, the user's workload
+            metrics |= {f"{name}.workload.{k}_seconds": v for k, v in w["times"].items()}
+            metrics |= {f"{name}.workload.{_metric_key(k)}": v for k, v in w["ratios"].items()}
         for t in doc["targets"]:
             key = _metric_key(f"{t['id']}.{t['model']}.{t['what']}")
             metrics[f"{key}.passed"] = float(t["passed"])
