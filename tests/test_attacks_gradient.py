@@ -178,7 +178,7 @@ def test_targeted_fgsm_descends_the_target_loss(lenet_mnist, mnist_batch):
         ({"rel_step_size": 0}, "rel_step_size must be a finite number > 0"),
         ({"norm": "l0"}, r"norm 'l0' is not supported here \(allowed: linf, l2\)"),
         ({"target_mode": "nearest"}, r"target_mode 'nearest' is not allowed \(allowed: random, least_likely, given\)"),
-        ({"stepz": 3}, r"has no parameter 'stepz' \(allowed: early_stop, norm, random_start"),
+        ({"stepz": 3}, r"has no parameter 'stepz' \(allowed: bpda, early_stop, norm, random_start"),
     ],
 )
 @pytest.mark.parametrize("name", ["bim", "pgd"])

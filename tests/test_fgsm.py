@@ -153,7 +153,7 @@ def test_parameter_errors_name_allowed_values() -> None:
         FGSM(norm="l0")
     with pytest.raises(AttackError, match=r"unknown norm 'l3'"):
         FGSM(norm="l3")
-    with pytest.raises(AttackError, match=r"has no parameter 'steps' \(allowed: norm, target_mode, targeted\)"):
+    with pytest.raises(AttackError, match=r"has no parameter 'steps' \(allowed: bpda, norm, target_mode, targeted\)"):
         make_attack("fgsm", steps=3)
     with pytest.raises(AttackError, match="target_mode 'sometimes'"):
         make_attack("fgsm", target_mode="sometimes")

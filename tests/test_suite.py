@@ -66,7 +66,8 @@ def test_include_cycle_and_missing_include(tmp_path: Path) -> None:
         (("name: digits", "name: digitz"), r"dataset\.name: unknown data set 'digitz'; did you mean 'digits'"),
         (
             ("attacks: [fgsm]", "attacks: [{name: fgsm, params: {steps: 3}}]"),
-            r"attacks\[0\]\.params: attack 'fgsm' has no parameter 'steps' \(allowed: norm, target_mode, targeted\)",
+            r"attacks\[0\]\.params: attack 'fgsm' has no parameter 'steps' "
+            r"\(allowed: bpda, norm, target_mode, targeted\)",
         ),
         (
             ("attacks: [fgsm]", "attacks: [{name: fgsm, params: {norm: l7}}]"),
