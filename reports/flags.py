@@ -29,9 +29,11 @@ GRADIENT = frozenset({AttackFamily.ONE_STEP, AttackFamily.ITERATIVE})
 
 EXPLANATIONS = {
     "eps0-accuracy": "At eps 0 an attack must return its input, so accuracy there must equal clean accuracy; "
-    "a difference means the attack leaves its budget or the model is not deterministic (train-mode dropout/BN).",
+    "a difference means the attack leaves its budget or the model is not deterministic (train-mode dropout/BN). "
+    "Remedy: put the model in eval mode (or fix the attack's eps-0 path).",
     "curve-rises": "A larger budget contains every smaller one, so accuracy should not rise with eps; "
-    "a rising curve means the attack misses examples it found at a smaller eps (weak or masked gradients).",
+    "a rising curve means the attack misses examples it found at a smaller eps (weak or masked gradients). "
+    "Remedy: more steps or restarts, a stronger attack (apgd, reliable), or bpda: true on a masked model.",
     "iterative-weaker-than-fgsm": "PGD/BIM take several steps inside the same ball FGSM steps once in; "
     "being weaker than FGSM points to a bad step size, too few steps or gradient masking. Remedy: more steps "
     "or another step size; on a masked model, bpda: true or a black-box attack (square, reliable).",
@@ -40,14 +42,16 @@ EXPLANATIONS = {
     "attack with bpda: true (the model's declared non-differentiable layers get a surrogate gradient) or trust "
     "a black-box attack's number instead (square, reliable).",
     "probability-outputs": "The model's outputs look like probabilities (or log-probabilities); cross-entropy "
-    "gradients of softmaxed outputs vanish, so every gradient attack is weakened.",
+    "gradients of softmaxed outputs vanish, so every gradient attack is weakened. Remedy: return the logits "
+    "(drop the final softmax), or use a scale-invariant loss (apgd with loss: dlr).",
     "zero-gradients": "Many samples have an input gradient of exactly zero at the clean point: gradient attacks "
     "have nothing to follow (saturated softmax, quantization, non-differentiable layers), i.e. gradient masking. "
     "Remedy: declare the non-differentiable layer (bench.attacks.bpda.NonDifferentiable) and run the gradient "
     "attacks with bpda: true, or use a black-box attack (square, reliable).",
     "budget-exceeded": "Some perturbation is larger than eps in the attack's norm: the numbers are not robust "
-    "accuracy at that budget.",
-    "crosscheck-failed": "The native attack and its ART counterpart disagree beyond tolerance on identical inputs.",
+    "accuracy at that budget. Remedy: fix the attack's projection (a plugin attack must stay inside its ball).",
+    "crosscheck-failed": "The native attack and its ART counterpart disagree beyond tolerance on identical inputs. "
+    "Remedy: read the cross-check table's parameters (bench crosscheck) and fix the native attack or its mapping.",
 }
 
 

@@ -431,3 +431,11 @@ def test_curves_give_each_model_a_distinct_colour_and_each_run_a_line_style() ->
         base, cand = (line for line in lines if line.get_label().startswith(f"{model} · "))
         assert to_rgb(base.get_color()) == to_rgb(cand.get_color()) and base.get_linestyle() != cand.get_linestyle()
     assert fig.axes[0].get_xlabel().startswith("Linf radius")
+
+
+def test_every_flag_explains_itself_and_names_a_remedy() -> None:
+    from reports.flags import EXPLANATIONS
+
+    for code, text in EXPLANATIONS.items():
+        why, _, remedy = text.partition(" Remedy: ")
+        assert why and remedy, f"{code}: one sentence of why, then 'Remedy: ...'"
