@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from bench.attacks.abilities import Abilities
-from bench.attacks.base import AttackContext, AttackError, Extras, SweepSteps, TargetedAttack
+from bench.attacks.base import AttackContext, Extras, SweepSteps, TargetedAttack
+from bench.attacks.context import check_count
 from bench.attacks.registry import ATTACKS
-from bench.attacks.synthesis import check_positive, check_steps
+from bench.attacks.synthesis import check_positive
 from bench.types import AttackFamily, Bounds, eps_label
 
 TRANSFER = Abilities(
@@ -59,9 +60,8 @@ class AdversarialNoise(TargetedAttack):
     rel_step_size: float = 0.1
 
     def check_params(self) -> None:
-        if isinstance(self.source_size, bool) or not isinstance(self.source_size, int) or self.source_size < 1:
-            raise AttackError(f"{self.name}: source_size must be an integer >= 1, got {self.source_size!r}")
-        check_steps(self.name, self.steps)
+        check_count(self.name, "source_size", self.source_size)
+        check_count(self.name, "steps", self.steps)
         check_positive(self.name, "rel_step_size", self.rel_step_size)
 
     def _fooled(self, pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:

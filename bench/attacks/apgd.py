@@ -46,6 +46,7 @@ from bench.attacks.apgd_loss import (
     uniform_radius,
 )
 from bench.attacks.base import Attack, AttackContext, AttackError, Extras, SweepSteps, TargetedAttack
+from bench.attacks.context import check_count
 from bench.attacks.iterative import random_unit_start
 from bench.attacks.registry import ATTACKS
 from bench.types import AttackFamily, Bounds, Norm, eps_label
@@ -72,9 +73,7 @@ class _APGDCore(Attack):
 
     def check_params(self) -> None:
         for field_name in ("steps", "restarts"):
-            value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise AttackError(f"{self.name}: {field_name} must be an integer >= 1, got {value!r}")
+            check_count(self.name, field_name, getattr(self, field_name))
         for field_name in ("rho", "momentum"):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
@@ -377,9 +376,7 @@ class APGDT(_APGDCore):
 
     def check_params(self) -> None:
         super().check_params()
-        value = self.n_target_classes
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise AttackError(f"{self.name}: n_target_classes must be an integer >= 1, got {value!r}")
+        check_count(self.name, "n_target_classes", self.n_target_classes)
 
     def _passes(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, ctx: AttackContext

@@ -15,6 +15,13 @@ class AttackError(ValueError):
     """Bad attack parameters or inputs, or an attack that broke its contract."""
 
 
+def check_count(name: str, field: str, value: object, *, unit: str = "") -> None:
+    """Raise :class:`AttackError` unless ``value`` is an integer >= 1 (a bool is refused), naming attack and field."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        where = f" ({unit})" if unit else ""
+        raise AttackError(f"{name}: {field} must be an integer >= 1{where}, got {value!r}")
+
+
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed derived from any JSON-able parts (suite seed, model, attack, eps...)."""
     digest = hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).digest()

@@ -10,8 +10,9 @@ from torch import nn
 
 from bench.attacks.abilities import Abilities
 from bench.attacks.base import AttackContext, AttackError, Extras, SweepSteps, TargetedAttack
+from bench.attacks.context import check_count
 from bench.attacks.registry import ATTACKS
-from bench.attacks.synthesis import check_confidence, check_positive, check_steps, per_class_report, sign_ascent
+from bench.attacks.synthesis import check_confidence, check_positive, per_class_report, sign_ascent
 from bench.types import AttackFamily, Bounds, Norm
 
 
@@ -66,7 +67,7 @@ class FoolingImages(TargetedAttack):
         if not self.targeted:
             raise AttackError(f"{self.name}: targeted must be true (the class to synthesise is the target)")
         check_confidence(self.name, self.confidence)
-        check_steps(self.name, self.steps)
+        check_count(self.name, "steps", self.steps)
         check_positive(self.name, "step_size", self.step_size)
         check_positive(self.name, "noise_std", self.noise_std)
         if isinstance(self.noise_mean, bool) or not isinstance(self.noise_mean, int | float):

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from bench.attacks.base import AttackContext, AttackError, Extras, SweepSteps, TargetedAttack
+from bench.attacks.context import check_count
 from bench.types import Bounds, Norm, eps_label
 
 
@@ -138,16 +139,14 @@ class IterativeGradientAttack(TargetedAttack):
 
     def check_params(self) -> None:
         name = self.name
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise AttackError(f"{name}: steps must be an integer >= 1, got {self.steps!r}")
+        check_count(name, "steps", self.steps)
         if self.step_size is not None and not _positive(self.step_size):
             raise AttackError(
                 f"{name}: step_size must be a finite number > 0 (pixel units) or null, got {self.step_size!r}"
             )
         if not _positive(self.rel_step_size):
             raise AttackError(f"{name}: rel_step_size must be a finite number > 0, got {self.rel_step_size!r}")
-        if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
-            raise AttackError(f"{name}: restarts must be an integer >= 1, got {self.restarts!r}")
+        check_count(name, "restarts", self.restarts)
         if self.restarts > 1 and not self.random_start:
             raise AttackError(f"{name}: restarts > 1 needs random_start: true (without it every restart is identical)")
 

@@ -19,16 +19,12 @@ from torch import nn
 
 from bench.attacks.abilities import Abilities
 from bench.attacks.base import Attack, AttackContext, AttackError
+from bench.attacks.context import check_count
 from bench.attacks.registry import ATTACKS
 from bench.attacks.worst_case import worst_of
 from bench.types import AttackFamily, Bounds, Norm
 
 NOISE = Abilities(family=AttackFamily.NOISE, no_art="ART has no noise baseline attack")
-
-
-def check_draws(name: str, draws: object) -> None:
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise AttackError(f"{name}: draws must be an integer >= 1, got {draws!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +41,7 @@ class NoiseAttack(Attack):
         draws: int
 
     def check_params(self) -> None:
-        check_draws(self.name, self.draws)
+        check_count(self.name, "draws", self.draws)
 
     def draw(self, x: torch.Tensor, eps: float, index: int, *, bounds: Bounds, ctx: AttackContext) -> torch.Tensor:
         """Candidate ``index`` (0 .. draws - 1) for ``x`` ``(N, C, H, W)`` at ``eps``, in ``bounds``."""
@@ -110,7 +106,7 @@ class GaussianNoise(NoiseAttack):
     draws: int = 10
 
     def check_params(self) -> None:
-        check_draws(self.name, self.draws)
+        check_count(self.name, "draws", self.draws)
         ok = isinstance(self.std_ratio, int | float) and not isinstance(self.std_ratio, bool)
         if not ok or not math.isfinite(self.std_ratio) or self.std_ratio <= 0:
             raise AttackError(f"{self.name}: std_ratio must be a finite number > 0, got {self.std_ratio!r}")
@@ -146,7 +142,7 @@ class SaltPepper(NoiseAttack):
         return (Norm.L0,)
 
     def check_params(self) -> None:
-        check_draws(self.name, self.draws)
+        check_count(self.name, "draws", self.draws)
         ok = isinstance(self.salt_ratio, int | float) and not isinstance(self.salt_ratio, bool)
         if not ok or not 0 <= self.salt_ratio <= 1:
             raise AttackError(f"{self.name}: salt_ratio must be a number in [0, 1], got {self.salt_ratio!r}")

@@ -11,6 +11,7 @@ from torch import nn
 
 from bench.attacks.abilities import Abilities
 from bench.attacks.base import Attack, AttackContext, AttackError
+from bench.attacks.context import check_count
 from bench.attacks.registry import ATTACKS
 from bench.attacks.worst_case import worst_of
 from bench.types import AttackFamily, Bounds, Norm
@@ -56,8 +57,7 @@ class Occlusion(Attack):
         return (Norm.PATCH,)
 
     def check_params(self) -> None:
-        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
-            raise AttackError(f"{self.name}: stride must be an integer >= 1 (pixels), got {self.stride!r}")
+        check_count(self.name, "stride", self.stride, unit="pixels")
         if isinstance(self.value, bool) or not isinstance(self.value, int | float):
             raise AttackError(f"{self.name}: value must be a number (a pixel value), got {self.value!r}")
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from bench.attacks.abilities import Abilities, ArtCounterpart
 from bench.attacks.base import Attack, AttackContext, AttackError
+from bench.attacks.context import check_count
 from bench.attacks.registry import ATTACKS
 from bench.types import AttackFamily, Bounds
 
@@ -96,8 +97,7 @@ class Square(Attack):
     p_init: float = 0.8
 
     def check_params(self) -> None:
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise AttackError(f"square: max_iter must be an integer >= 1, got {self.max_iter!r}")
+        check_count("square", "max_iter", self.max_iter)
         if isinstance(self.p_init, bool) or not isinstance(self.p_init, int | float) or not 0 < self.p_init <= 1:
             raise AttackError(f"square: p_init must be a number in (0, 1], got {self.p_init!r}")
 

@@ -17,11 +17,6 @@ def check_positive(name: str, field: str, value: object) -> None:
         raise AttackError(f"{name}: {field} must be a finite number > 0, got {value!r}")
 
 
-def check_steps(name: str, steps: object) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise AttackError(f"{name}: steps must be an integer >= 1, got {steps!r}")
-
-
 def check_confidence(name: str, confidence: object) -> None:
     ok = isinstance(confidence, int | float) and not isinstance(confidence, bool)
     if not ok or not 0 < confidence < 1:

@@ -10,8 +10,9 @@ from torch import nn
 
 from bench.attacks.abilities import Abilities
 from bench.attacks.base import AttackContext, AttackError, Extras, SweepSteps, TargetedAttack, perturbation_norms
+from bench.attacks.context import check_count
 from bench.attacks.registry import ATTACKS
-from bench.attacks.synthesis import check_confidence, check_positive, check_steps, per_class_report, sign_ascent
+from bench.attacks.synthesis import check_confidence, check_positive, per_class_report, sign_ascent
 from bench.types import AttackFamily, Bounds, Norm
 
 
@@ -63,7 +64,7 @@ class TargetedAscent(TargetedAttack):
         if not self.targeted:
             raise AttackError(f"{self.name}: targeted must be true (the attack ascends a target class)")
         check_confidence(self.name, self.confidence)
-        check_steps(self.name, self.steps)
+        check_count(self.name, "steps", self.steps)
         check_positive(self.name, "step_size", self.step_size)
         if isinstance(self.beta, bool) or not isinstance(self.beta, int | float) or not self.beta >= 0:
             raise AttackError(f"{self.name}: beta must be a number >= 0, got {self.beta!r}")
