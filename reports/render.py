@@ -85,6 +85,7 @@ class RunSection:
     models: list[dict[str, Any]]
     leaderboard: list[dict[str, Any]] = field(default_factory=list)
     reference_eps: dict[str, float] = field(default_factory=dict)
+    headline: dict[str, str] = field(default_factory=dict)  # per norm: "worst case" or "reliable"
     unbounded: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -286,6 +287,7 @@ def _run_section(
         models=_model_rows(run),
         leaderboard=board.to_dict("records"),
         reference_eps=dict(board.attrs.get("reference_eps", {})),
+        headline=dict(board.attrs.get("headline", {})),
         unbounded=unbounded_rows(results),
     )
 

@@ -214,6 +214,9 @@ def test_a_suite_run_writes_broken_by_and_the_counts(tmp_path) -> None:
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     counts = manifest["cell_extras"]["lenet__reliable"]["broken_by_counts"]
     assert sum(counts["0.2"].values()) == int((mine[mine["eps"] == 0.2]["broken_by"] != "").sum())
+    # the report's leaderboard names what its robust column is: the preset, not a worst case over attacks
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "| linf reliable @ 0.1 |" in report and "worst case @" not in report
 
 
 def test_native_square_is_not_weaker_than_arts(lenet_digits, digits_test) -> None:
