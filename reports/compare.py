@@ -20,7 +20,7 @@ import pandas as pd
 from bench import stats
 from bench.stats import McNemar, mcnemar
 from reports.sources import RunData
-from reports.tables import worst_case_at, worst_case_row
+from reports.tables import common_samples, worst_case_at, worst_case_row
 
 KEY = ["model", "attack", "eps"]
 
@@ -77,7 +77,7 @@ def _paired_flags(run: RunData, model: str, attacks: list[str], eps: float) -> p
     if run.samples is None or run.samples.empty:
         return None
     mine = run.samples[(run.samples["model"] == model) & run.samples["attack"].isin(attacks)]
-    mine = mine[(mine["eps"] - eps).abs() <= 1e-12]
+    mine = common_samples(mine[(mine["eps"] - eps).abs() <= 1e-12])
     return mine.groupby("index")["correct"].all() if not mine.empty else None
 
 
@@ -93,7 +93,7 @@ def _per_sample_auc(run: RunData, model: str, attacks: list[str], norm: str) -> 
     mine = run.samples[(run.samples["model"] == model) & run.samples["attack"].isin(attacks)]
     if mine.empty:
         return None
-    pointwise = mine.groupby(["index", "eps"])["correct"].all().unstack("eps").sort_index(axis=1)
+    pointwise = common_samples(mine).groupby(["index", "eps"])["correct"].all().unstack("eps").sort_index(axis=1)
     if pointwise.isna().any().any():  # an eps some attack did not cover: no common curve
         pointwise = pointwise.dropna(axis=1)
     if pointwise.shape[1] == 0:

@@ -142,15 +142,30 @@ def _reference(eps: pd.Series | np.ndarray, acc: pd.Series | np.ndarray, norm: s
     return {"auc_reference": ref.value, "auc_partial": ref.partial}
 
 
+def common_samples(samples: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the sample indices every attack in ``samples`` ran.
+
+    An attack may run on the first ``n`` samples only (``AttackSpec.n``): a per-sample worst
+    case over it and a full-data attack is defined on those ``n`` samples, not on the rest.
+    """
+    counts = samples.groupby("index")["attack"].nunique()
+    keep = counts.index[counts == samples["attack"].nunique()]
+    return samples if len(keep) == len(counts) else samples[samples["index"].isin(keep)]
+
+
 def worst_case_at(model: str, cells: pd.DataFrame, samples: pd.DataFrame | None, eps: float) -> Interval:
-    """Robust accuracy of ``model`` at ``eps`` against the best of the attacks with ``eps`` on their grid."""
+    """Robust accuracy of ``model`` at ``eps`` against the best of the attacks with ``eps`` on their grid.
+
+    Per sample (when flags are given) over the samples every one of those attacks ran: an attack
+    limited to the first ``n`` samples (``AttackSpec.n``) limits the worst case to them too.
+    """
     at = cells[np.isclose(cells["eps"].astype(float), eps, rtol=0, atol=1e-12)]
     if at.empty:
         return Interval(math.nan, math.nan, math.nan)
     mine = _cell_samples(samples, model, tuple(str(a) for a in at["attack"].unique()))
     if mine is not None and not mine.empty:
         mine = mine[np.isclose(mine["eps"].astype(float), eps, rtol=0, atol=1e-12)]
-        robust = mine.groupby("index")["correct"].all()
+        robust = common_samples(mine).groupby("index")["correct"].all()
         count, n = int(robust.sum()), len(robust)
         low, high = stats.wilson_interval(count, n)
         return Interval(count / n if n else math.nan, low, high)

@@ -254,3 +254,41 @@ def test_pooled_attacks_get_several_batches_but_model_calls_stay_within_the_batc
     whole, _ = AttackContext().loss_gradient(model, data.x[:40], data.y[:40])
     assert torch.allclose(grad, whole, atol=1e-6)
     assert AttackContext(batch_size=16).logits(model, data.x[:0]).shape == (0, 10)
+
+
+def test_an_attack_limited_to_n_samples_runs_on_the_first_n_and_the_worst_case_covers_only_them(
+    tmp_path: Path,
+) -> None:
+    from reports.tables import worst_case_at
+
+    suite = tmp_path / "n.yaml"
+    suite.write_text(
+        TINY.replace("models: [mlp, lenet]", "models: [lenet]").replace(
+            "  - {name: fgsm, label: fgsm_l2, params: {norm: l2}, epsilons: [0, 0.5, 1.0]}",
+            "  - {name: pgd, params: {steps: 5}, n: 30}",
+        )
+    )
+    outcome = run_suite(load_suite(suite), out=tmp_path / "run", track=False, echo=None)
+    rows = outcome.results
+    assert set(rows.loc[rows["attack"] == "fgsm", "n"]) == {120}
+    assert set(rows.loc[rows["attack"] == "pgd", "n"]) == {30}
+    samples = pd.read_parquet(tmp_path / "run" / "samples.parquet")
+    order = samples.loc[(samples["attack"] == "fgsm") & (samples["eps"] == 0), "index"].tolist()
+    pgd_at = samples[(samples["attack"] == "pgd") & (samples["eps"] == 0.2)]
+    assert pgd_at["index"].tolist() == order[:30]
+    # the worst case over both attacks is over the 30 samples both ran, not 120 with fgsm alone on 90
+    both = samples[(samples["eps"] == 0.2) & samples["index"].isin(order[:30])]
+    expected = both.groupby("index")["correct"].all().mean()
+    got = worst_case_at("lenet", rows[rows["eps"] == 0.2], samples, 0.2)
+    assert got.value == pytest.approx(expected)
+    pgd_only = rows.loc[(rows["attack"] == "pgd") & (rows["eps"] == 0.2), "robust_accuracy"].item()
+    assert got.value <= pgd_only + 1e-12
+
+
+def test_attack_n_must_be_positive(tiny_suite: Path, tmp_path: Path) -> None:
+    from bench.suite import SuiteError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.replace("  - fgsm\n", "  - {name: fgsm, n: 0}\n"))
+    with pytest.raises(SuiteError, match=r"attacks\[0\]\.n"):
+        load_suite(bad)

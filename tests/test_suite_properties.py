@@ -110,7 +110,7 @@ def test_arbitrary_mappings_raise_only_suite_errors(raw: dict[str, Any]) -> None
 _SUBFIELDS: dict[str, list[str]] = {
     "dataset": ["name", "split", "n", "offset", "options"],
     "models": ["name", "label", "recipe", "factory", "weights", "params", "weights_layout"],
-    "attacks": ["name", "label", "params", "epsilons", "minimal_eps"],
+    "attacks": ["name", "label", "params", "epsilons", "minimal_eps", "target_class", "n"],
 }
 hostile_strings = st.sampled_from(
     ["", "\x00", "../x", "/etc/passwd", "nan", "-1", "1e400", "8/0", "os:system", "a:b:c", "x.npz", "w\x00.pt"]

@@ -124,6 +124,7 @@ class AttackSpec(_Strict):
     epsilons: list[Epsilon] | None = None
     minimal_eps: bool = False  # also bisect each sample's minimal eps (fgsm, bim, pgd; bench/minimal_eps.py)
     target_class: Annotated[int, Field(ge=0)] | None = None  # targeted attacks: drive every sample to this class
+    n: Annotated[int, Field(gt=0)] | None = None  # attack only the first n samples of the suite's data (costly attacks)
 
     @property
     def id(self) -> str:
