@@ -20,13 +20,25 @@ N = 48
 EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
+PARALLEL_SUITE = """
+name: small_models
+dataset: {name: digits, n: 60}
+models: [mlp]
+attacks: [fgsm, uniform_noise]
+epsilons: [0, 0.1, 0.2]
+batch_size: 20
+"""
+
+
 @pytest.fixture(scope="module")
 def perf_doc(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> tuple[dict, str, str]:
     out = tmp_path_factory.mktemp("perf") / "perf.json"
+    small = out.with_name("small_models.yaml")  # the name the 1.3x target applies to
+    small.write_text(PARALLEL_SUITE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
         args = ["perf", "--quick", "--scaling", "--device", "cpu", "--data", "digits", "--n", str(N), "--threads", "1"]
-        models = ["--model", "lenet", "--model", "mlp"]
+        models = ["--model", "lenet", "--model", "mlp", "--parallel", "--parallel-suite", str(small)]
         result = CliRunner().invoke(app, [*args, *models, "--batch-size", "20", "--json", str(out)])
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text()), result.output, mlflow_server.uri
@@ -165,7 +177,7 @@ def test_targets_and_harness_breakdown(perf_doc: tuple[dict, str, str]) -> None:
     assert ids.count(("P1", "lenet")) == 2 and ids.count(("P1", "mlp")) == 2
     assert ids.count(("P5", "lenet")) == 2 and ids.count(("P5", "mlp")) == 2 and ids.count(("S", "mlp")) == 2
     assert ("P2", "lenet") in ids and ("P2", "mlp") in ids and ("P3", "lenet") in ids
-    assert ids.count(("P4", "")) == 2
+    assert ids.count(("P4", "")) == 3 and ids.count(("P6", "")) == 2
     for t in doc["targets"]:
         assert set(t) == {"id", "model", "what", "target", "measured", "measured_best", "passed"}
         assert isinstance(t["passed"], bool)
@@ -177,6 +189,14 @@ def test_targets_and_harness_breakdown(perf_doc: tuple[dict, str, str]) -> None:
     expected = h["wall_seconds"] - h["attack_seconds"] - h["crosscheck_attack_seconds"] - h["clean_seconds"]
     assert h["overhead_seconds"] == pytest.approx(expected)
     assert 0 < h["peak_rss_bytes"] <= doc["peak_rss_bytes"]
+    assert h["mlflow_seconds"] > 0 and h["mlflow_fraction"] == pytest.approx(h["mlflow_seconds"] / h["wall_seconds"])
+    # --parallel: the suite serially and with two loky workers, identical results, the small-model target
+    (point,) = doc["parallel"]["suites"]
+    assert point["cells"] == 2 and point["n_jobs"] == 2 and point["identical_results"] is True
+    assert point["speedup"] == pytest.approx(point["serial_seconds"] / point["parallel_seconds"])
+    p6 = [t for t in doc["targets"] if t["id"] == "P6"]
+    assert p6[0]["target"] == ">= 1.3" and p6[1]["passed"] is True
+    assert doc["config"]["parallel_suites"] == [point["suite"]]
     assert "art_pgd / pgd" in output and "targets" in output
 
 
@@ -197,6 +217,8 @@ def test_mlflow_perf_experiment_holds_every_time(perf_doc: tuple[dict, str, str]
     assert metrics["lenet.workload.harness_seconds"] == pytest.approx(workload["times"]["harness"])
     assert metrics["lenet.workload.art_loop_over_harness"] == pytest.approx(workload["ratios"]["art_loop / harness"])
     assert metrics["harness.overhead_fraction"] == pytest.approx(doc["harness"]["overhead_fraction"])
+    assert metrics["harness.mlflow_fraction"] == pytest.approx(doc["harness"]["mlflow_fraction"])
+    assert metrics["parallel.small_models.speedup"] == pytest.approx(doc["parallel"]["suites"][0]["speedup"])
     assert run.data.params["n"] == str(N)
     logged = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="perf.json",
                                                                   tracking_uri=uri)).read_text())  # fmt: skip
@@ -235,6 +257,8 @@ def test_time_interleaved_warms_up_on_a_slice_then_runs_each_bench_repeats_times
         (["--suite", "no/such/suite.yaml"], "--suite: file no/such/suite.yaml not found"),
         (["--device", "tpu"], "--device: 'tpu' is not allowed (allowed: cpu, cuda, cuda:N, auto)"),
         (["--scaling-n", "100"], "--scaling-n: only used with --scaling"),
+        (["--parallel-suite", "suites/quickstart.yaml"], "--parallel-suite: only used with --parallel"),
+        (["--parallel", "--parallel-suite", "no/such.yaml"], "--parallel-suite: file no/such.yaml not found"),
     ],
 )
 def test_bad_options_name_the_option_and_allowed_values(args: list[str], message: str) -> None:

@@ -11,7 +11,16 @@ from rich.table import Table
 
 from bench.cli.common import app, console, err, user_errors
 from bench.data import DATASETS
-from bench.perf import ATTACKS_MNIST, QUICK_SIZES, QUICKSTART, SIZES, PerfConfig, run_perf, scaling_figure
+from bench.perf import (
+    ATTACKS_MNIST,
+    QUICK_SIZES,
+    QUICKSTART,
+    SIZES,
+    SMALL_MODELS,
+    PerfConfig,
+    run_perf,
+    scaling_figure,
+)
 from bench.registry import RegistryError
 from bench.tracking import log_perf_run, tracking_uri
 from model_zoo import MODELS
@@ -44,6 +53,16 @@ def perf_command(
         list[int] | None,
         typer.Option("--scaling-n", min=1, help="sizes of --scaling (repeat; default 1000 .. 60000)"),
     ] = None,
+    parallel: Annotated[
+        bool,
+        typer.Option(
+            "--parallel", help="also time suites serially and with --n-jobs 2 (attacks_mnist and small_models)"
+        ),
+    ] = False,
+    parallel_suite: Annotated[
+        list[Path] | None,
+        typer.Option("--parallel-suite", help="suite of --parallel (repeat; default attacks_mnist, small_models)"),
+    ] = None,
     no_workload: Annotated[
         bool, typer.Option("--no-workload", help="skip P5, the user workload (FGSM + PGD-40 over the grid)")
     ] = False,
@@ -70,7 +89,14 @@ def perf_command(
     harness = None if no_harness else (suite or (QUICKSTART if quick else ATTACKS_MNIST))
     if harness is not None and not harness.is_file():
         raise FileNotFoundError(f"--suite: file {harness} not found")
-    kwargs = {"threads": threads} if threads else {}
+    kwargs: dict = {"threads": threads} if threads else {}
+    if parallel_suite and not parallel:
+        raise typer.BadParameter("--parallel-suite: only used with --parallel")
+    if parallel:
+        kwargs["parallel_suites"] = tuple(parallel_suite or (ATTACKS_MNIST, SMALL_MODELS))
+        for path in kwargs["parallel_suites"]:
+            if not path.is_file():
+                raise FileNotFoundError(f"--parallel-suite: file {path} not found")
     cfg = PerfConfig(
         models=models,
         data=data,

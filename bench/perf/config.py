@@ -8,6 +8,7 @@ from pathlib import Path
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "suites" / "quickstart.yaml"
 ATTACKS_MNIST = QUICKSTART.with_name("attacks_mnist.yaml")
+SMALL_MODELS = QUICKSTART.with_name("small_models.yaml")
 GIB = 1024**3
 
 # (target id, what, bound, direction, models it applies to (None: all))
@@ -69,6 +70,10 @@ class PerfConfig:
         workload_steps: PGD steps of the workload (default 40); ``workload_rel_step`` its step as a
             fraction of eps (default 0.0625 = Madry's 2.5 eps / steps for 40 steps).
         workload_repeats: timed repetitions of the workload (default 1: it is the longest measurement).
+        parallel_suites: suites timed serially and with ``parallel_n_jobs`` workers (``--parallel``;
+            empty: skipped), :mod:`bench.perf.parallel`.
+        parallel_n_jobs: workers of the parallel runs (2).
+        parallel_small: the suite of small models held to the 1.3x speed-up target (others: never slower).
         scaling_sizes: sample counts of the scaling run (``--scaling``; empty: skipped), each a whole
             harness run of ``scaling_model`` on ``scaling_data``/``scaling_split`` in a fresh process.
     """
@@ -95,6 +100,9 @@ class PerfConfig:
     workload_rel_step: float = 0.0625
     workload_repeats: int = 1
     scaling_sizes: tuple[int, ...] = ()
+    parallel_suites: tuple[Path, ...] = ()
+    parallel_n_jobs: int = 2
+    parallel_small: Path | None = SMALL_MODELS
     scaling_data: str = "fashion-mnist"
     scaling_split: str = "train"
     scaling_model: str = "mlp"
@@ -109,6 +117,7 @@ class PerfConfig:
             "harness_n",
             "workload_steps",
             "workload_repeats",
+            "parallel_n_jobs",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"perf: {name} must be >= 1, got {getattr(self, name)}")

@@ -33,6 +33,10 @@ def log_perf_run(doc: dict[str, Any], *, experiment: str = "perf") -> str:
                 for k, v in doc["harness"].items()
                 if isinstance(v, int | float) and not isinstance(v, bool)
             }
+        for point in (doc.get("parallel") or {}).get("suites", []):  # P6, parallel cells
+            stem = point["suite"].replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".yaml")
+            for k in ("serial_seconds", "parallel_seconds", "speedup"):
+                metrics[f"parallel.{_metric_key(stem)}.{k}"] = float(point[k])
         metrics["peak_rss_gib"] = doc["peak_rss_bytes"] / 1024**3
         mlflow.log_metrics(metrics)
         mlflow.log_dict(doc, "perf.json")

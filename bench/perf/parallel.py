@@ -1,0 +1,117 @@
+"""``bench perf --parallel``: shipped suites run serially and with ``--n-jobs 2``, same results, wall times compared.
+
+Each suite runs twice in this process with a warm checkpoint cache (its models are
+trained or loaded first, untimed), without MLflow, into temporary run directories:
+once serially (``n_jobs=1``: one process, torch's intra-op threads on every core) and
+once with ``n_jobs`` loky workers (each with ``cores // n_jobs`` torch threads, see
+:func:`bench.engine.parallel.plan_workers`). The parallel time includes starting the
+workers (each imports torch) and shipping them the data, as a user's run does. The
+results (every column but the timings) must be identical.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.engine import resolve_device, run_suite, zoo_model
+from bench.perf.config import PerfConfig
+from bench.suite import load_suite
+
+TIMING_COLUMNS = ("seconds", "grad_evals")
+"""Result columns that may differ between modes (time; gradient counts are per process but equal in practice)."""
+
+NEVER_SLOWER = 0.97
+"""Serial / parallel wall time at least this: "never slower", with 3% for timing noise."""
+
+SMALL_MODEL_SPEEDUP = 1.3
+"""Serial / parallel wall time at least this on the small-model suite (``PerfConfig.parallel_small``)."""
+
+
+def _prepare(path: Path) -> Any:
+    suite = load_suite(path)
+    device = resolve_device(suite.device)
+    for spec in suite.models:  # warm cache: train now if needed, untimed
+        if spec.factory is None and spec.weights is None:
+            zoo_model(
+                spec.name,
+                suite.dataset.name,
+                seed=suite.seed,
+                device=device,
+                recipe=dict(spec.recipe),
+                data_options=dict(suite.dataset.options),
+            )
+    return suite
+
+
+def _comparable(results: pd.DataFrame) -> pd.DataFrame:
+    keep = [c for c in results.columns if c not in TIMING_COLUMNS]
+    return results[keep].sort_values(["model", "attack", "eps"]).reset_index(drop=True)
+
+
+def measure_suite(path: Path, n_jobs: int) -> dict[str, Any]:
+    """One suite, serial then ``n_jobs`` workers: wall times, speed-up, and whether the results are identical."""
+    suite = _prepare(path)
+    walls: dict[str, float] = {}
+    results: dict[str, pd.DataFrame] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-perf-parallel-") as tmp:
+        for mode, jobs in (("serial", 1), ("parallel", n_jobs)):
+            start = time.perf_counter()
+            outcome = run_suite(suite, out=Path(tmp) / mode, track=False, echo=None, n_jobs=jobs)
+            walls[mode] = time.perf_counter() - start
+            results[mode] = _comparable(outcome.results)
+    identical = results["serial"].equals(results["parallel"])
+    return {
+        "suite": str(path),
+        "cells": len(suite.models) * len(suite.attacks),
+        "n_jobs": n_jobs,
+        "serial_seconds": walls["serial"],
+        "parallel_seconds": walls["parallel"],
+        "speedup": walls["serial"] / walls["parallel"],
+        "identical_results": identical,
+    }
+
+
+def measure_parallel(cfg: PerfConfig, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every suite of ``cfg.parallel_suites``; the JSON section ``parallel``."""
+    points = []
+    for path in cfg.parallel_suites:
+        if echo:
+            echo(f"parallel: {path}, serial and --n-jobs {cfg.parallel_n_jobs}")
+        points.append(point := measure_suite(Path(path), cfg.parallel_n_jobs))
+        if echo:
+            echo(
+                f"  serial {point['serial_seconds']:.1f} s, --n-jobs {cfg.parallel_n_jobs} "
+                f"{point['parallel_seconds']:.1f} s: {point['speedup']:.2f}x, "
+                f"results {'identical' if point['identical_results'] else 'DIFFERENT'}"
+            )
+    small = None if cfg.parallel_small is None else str(cfg.parallel_small)
+    return {"n_jobs": cfg.parallel_n_jobs, "small_model_suite": small, "suites": points}
+
+
+def parallel_targets(parallel: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per suite: never slower than serial and identical results; the small-model suite >= 1.3x."""
+    targets = []
+    for point in parallel["suites"]:
+        name = Path(point["suite"]).name
+        small = parallel["small_model_suite"] is not None and name == Path(parallel["small_model_suite"]).name
+        bound = SMALL_MODEL_SPEEDUP if small else NEVER_SLOWER
+        what = f"{name} serial / --n-jobs {point['n_jobs']} wall time"
+        targets.append(
+            {"id": "P6", "model": "", "what": what, "target": f">= {bound}"}
+            | {"measured": point["speedup"], "measured_best": point["speedup"], "passed": point["speedup"] >= bound}
+        )
+        targets.append(
+            {"id": "P6", "model": "", "what": f"{name} results identical serial and parallel", "target": "yes"}
+            | {
+                "measured": point["identical_results"],
+                "measured_best": point["identical_results"],
+                "passed": bool(point["identical_results"]),
+            }
+        )
+    return targets
