@@ -177,30 +177,33 @@ def families(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, AttackFamily
 
 
 def _family_flags(results: pd.DataFrame, family: Mapping[str, AttackFamily], margin: float) -> list[Flag]:
+    """One flag per (model, norm, attack, weaker-than attack): every eps where it happens, and the largest gap."""
     out: list[Flag] = []
     if not family:
         return out
-    untargeted = results[(~results["targeted"].astype(bool)) & (results["eps"] > 0)]
+    untargeted = results[(~results["targeted"].astype(bool)) & (results["eps"] > 0) & (results["norm"] != "none")]
+    found: dict[tuple[str, str, str, str, str], list[tuple[float, float, float]]] = {}
     for (model, norm, eps), group in untargeted.groupby(["model", "norm", "eps"], sort=False):
-        if norm == "none":
-            continue
         rows = list(group.itertuples())
         for strong in rows:
             for weak in rows:
                 code = _expected_stronger(family.get(str(strong.attack)), family.get(str(weak.attack)))
-                if code is None:
-                    continue
-                gap = strong.robust_accuracy - weak.robust_accuracy
-                if gap > margin:
-                    out.append(
-                        Flag(
-                            code,
-                            "warning",
-                            f"{model} / {strong.attack} vs {weak.attack} @ {norm} eps {eps:g}",
-                            f"{strong.attack} leaves {strong.robust_accuracy:.3f} robust, "
-                            f"{weak.attack} only {weak.robust_accuracy:.3f} (+{gap:.3f})",
-                        )
-                    )
+                if code is not None and strong.robust_accuracy - weak.robust_accuracy > margin:
+                    key = (code, str(model), str(norm), str(strong.attack), str(weak.attack))
+                    found.setdefault(key, []).append((float(eps), strong.robust_accuracy, weak.robust_accuracy))
+    for (code, model, norm, strong, weak), at in found.items():
+        at.sort()
+        eps, high, low = max(at, key=lambda t: (t[1] - t[2], -t[0]))
+        where = ", ".join(f"{e:g}" for e, _, _ in at)
+        out.append(
+            Flag(
+                code,
+                "warning",
+                f"{model} / {strong} vs {weak} @ {norm} eps {where}",
+                f"{strong} leaves more samples robust than {weak} at {len(at)} eps; largest gap at eps {eps:g}: "
+                f"{high:.3f} vs {low:.3f} (+{high - low:.3f})",
+            )
+        )
     return out
 
 
