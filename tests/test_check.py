@@ -212,3 +212,15 @@ def test_holm_adjustment() -> None:
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == [0.5]
     assert holm([0.9, 0.9]) == [1.0, 1.0]
+
+
+def test_a_drop_equal_to_the_tolerance_is_not_a_regression() -> None:
+    from bench.gate.compare import Item, _status
+
+    # 901 -> 871 robust samples of 1,000: a drop of exactly 0.03, which float subtraction makes 0.030000000000000027
+    item = Item("m", "pgd", 0.1, current=0.871, n_current=1000, baseline=0.901, n_baseline=1000, tolerance=0.03)
+    item.p_drop_adjusted, item.p_rise_adjusted = 1e-6, 1.0
+    assert 0.901 - 0.871 > 0.03  # the float trap itself
+    assert _status(item, alpha=0.05) == ("ok", "")
+    item.current = 0.870
+    assert _status(item, alpha=0.05)[0] == "regressed"

@@ -84,6 +84,10 @@ class Settings:
                 raise CheckConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
+TOLERANCE_SLACK = 1e-9
+"""A change must exceed its tolerance by more than float rounding to count (accuracy units)."""
+
+
 @dataclass
 class Item:
     """One checked number: robust accuracy at ``eps``, or the curve AUC when ``eps`` is None."""
@@ -352,10 +356,12 @@ def _status(item: Item, alpha: float) -> tuple[str, str]:
     change, tol = item.current - item.baseline, item.tolerance or 0.0
     p_drop, p_rise = item.p_drop_adjusted, item.p_rise_adjusted
     assert p_drop is not None and p_rise is not None
-    if -change > tol:
+    # in counts of samples a drop can equal the tolerance exactly (901 -> 871 of 1,000 is 0.030):
+    # float rounding must not turn "equal" into "exceeds"
+    if -change > tol + TOLERANCE_SLACK:
         if p_drop < alpha:
             return "regressed", f"drop {-change:.3f} > {tol:g}, p={p_drop:.2g}"
         return "ok", f"drop {-change:.3f} > {tol:g} but within noise (p={p_drop:.2g})"
-    if change > tol and p_rise < alpha:
+    if change > tol + TOLERANCE_SLACK and p_rise < alpha:
         return "improved", f"rise {change:.3f}, p={p_rise:.2g}"
     return "ok", ""
