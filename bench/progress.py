@@ -20,7 +20,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import IO
 
 from rich.console import Console
@@ -50,6 +50,9 @@ class Progress:
         self.total = 0
         self.done = 0
         self.samples = 0
+        self.per_cell: dict[str, int] = {}
+        self.samples_total = 0
+        self.samples_done = 0
         self.start = time.perf_counter()
         self._last_line = 0.0
         self._bar = None
@@ -85,9 +88,13 @@ class Progress:
         return f"elapsed {_clock(elapsed)}"
 
     # -- the run's events -------------------------------------------------------------------------------------------
-    def cells(self, total: int, samples: int) -> None:
-        """The cell phase starts: ``total`` cells of ``samples`` samples each."""
-        self.total, self.done, self.samples = total, 0, samples
+    def cells(self, total: int, samples: int | Mapping[str, int]) -> None:
+        """The cell phase starts: ``total`` cells of ``samples`` samples each (or per cell id: ``AttackSpec.n``)."""
+        self.total, self.done = total, 0
+        self.per_cell = dict(samples) if isinstance(samples, Mapping) else {}
+        self.samples = 0 if isinstance(samples, Mapping) else samples
+        self.samples_total = sum(self.per_cell.values()) if self.per_cell else total * self.samples
+        self.samples_done = 0
         self.start = time.perf_counter()
         if self.tty and total:
             self._bar = Bar(
@@ -106,11 +113,12 @@ class Progress:
 
     def cell_done(self, cell_id: str, seconds: float) -> None:
         self.done += 1
+        self.samples_done += self.per_cell.get(cell_id, self.samples)
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done, description=f"done {cell_id}")
         self.line(
             f"[{self.done}/{self.total}] done {cell_id} in {seconds:.1f}s "
-            f"({self.done * self.samples}/{self.total * self.samples} samples x attacks; {self._times()})"
+            f"({self.samples_done}/{self.samples_total} samples x attacks; {self._times()})"
         )
 
     def close(self) -> None:
@@ -132,7 +140,7 @@ def active(progress: Progress | None) -> Iterator[Progress | None]:
         _current = previous
 
 
-def cells(total: int, samples: int) -> None:
+def cells(total: int, samples: int | Mapping[str, int]) -> None:
     if _current is not None:
         _current.cells(total, samples)
 

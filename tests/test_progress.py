@@ -24,7 +24,7 @@ name: progress
 seed: 0
 dataset: {name: digits, split: test, n: 60}
 models: [{name: mlp, recipe: {epochs: 2}}]
-attacks: [fgsm, {name: fgsm, label: fgsm_l2, params: {norm: l2}, epsilons: [0, 0.5]}]
+attacks: [fgsm, {name: fgsm, label: fgsm_l2, params: {norm: l2}, epsilons: [0, 0.5], n: 20}]
 epsilons: [0, 0.1, 0.2]
 batch_size: 30
 n_jobs: 1
@@ -54,11 +54,9 @@ def test_piped_run_prints_cell_counts_and_times(piped: subprocess.CompletedProce
     assert piped.returncode == 0, piped.stderr
     log = piped.stderr
     assert re.search(
-        r"^\[1/2\] done mlp__fgsm in \d+\.\ds \(60/120 samples x attacks; elapsed 0:\d\d, ETA", log, re.M
+        r"^\[1/2\] done mlp__fgsm in \d+\.\ds \(60/80 samples x attacks; elapsed 0:\d\d, ETA", log, re.M
     ), log
-    assert re.search(
-        r"^\[2/2\] done mlp__fgsm_l2 in \d+\.\ds \(120/120 samples x attacks; elapsed 0:\d\d\)$", log, re.M
-    )
+    assert re.search(r"^\[2/2\] done mlp__fgsm_l2 in \d+\.\ds \(80/80 samples x attacks; elapsed 0:\d\d\)$", log, re.M)
 
 
 def test_piped_run_prints_eps_steps_in_serial_mode(piped: subprocess.CompletedProcess[str]) -> None:
@@ -97,7 +95,7 @@ def test_piped_tables_leaderboard_first_one_table_per_norm_narrow(piped: subproc
     out = piped.stdout
     titles = [line for line in out.splitlines() if line.endswith(":")]
     assert titles[0].startswith("leaderboard (worst case over attacks")
-    assert titles[1:] == [f"robust accuracy: progress (60 samples), {norm}:" for norm in ("linf", "l2")]
+    assert titles[1:] == [f"robust accuracy: progress (60 samples; fgsm_l2: 20), {norm}:" for norm in ("linf", "l2")]
     header = out.splitlines()[out.splitlines().index(titles[0]) + 1].split()
     assert header == ["model", "clean", "linf", "@0.1", "AUC", "linf", "l2", "@1", "AUC", "l2"]
     l2_block = out.split(titles[2])[1].splitlines()

@@ -22,7 +22,7 @@ from bench.data import DataError
 from bench.engine import TrackingWarning, run_suite
 from bench.rundir import RunError
 from bench.stats import curve_auc
-from bench.suite import load_raw, validate
+from bench.suite import Suite, load_raw, validate
 from bench.tracking import review_links, tracking_uri
 from bench.types import eps_label
 from model_zoo import CheckpointError
@@ -187,7 +187,7 @@ def run(
     print_summary(
         outcome.results,
         outcome.run_dir.read_samples(),
-        title=f"robust accuracy: {spec.name} ({outcome.manifest['data']['n']} samples)",
+        title=f"robust accuracy: {spec.name} ({_sample_counts(spec, outcome.manifest['data']['n'])})",
         narrow=narrow or not sys.stdout.isatty(),
     )
     console.print(f"run directory: {outcome.run_dir.root}")
@@ -200,3 +200,9 @@ def run(
         console.print(f"then open: {url}" if command else f"open: {url}", soft_wrap=True, highlight=False)
     if outcome.tracking_warning:
         err.print(f"[yellow]warning:[/] {outcome.tracking_warning}", highlight=False)
+
+
+def _sample_counts(spec: Suite, n: int) -> str:
+    """``"1000 samples"``, naming the attacks limited to fewer (``AttackSpec.n``): ``"1000 samples; reliable: 200"``."""
+    fewer = [f"{a.id}: {a.n}" for a in spec.attacks if a.n is not None and a.n < n]
+    return f"{n} samples" + "".join(f"; {part}" for part in fewer)

@@ -189,7 +189,7 @@ def run_cells(
         where = f"{backend}, n_jobs={jobs}" + (f", scheduler {scheduler}" if scheduler else "")
         echo(f"running {len(pending)} cell(s) of suite {suite.name!r} on {len(data)} samples ({device}, {where})")
     outcomes: dict[str, CellOutcome] = {}
-    progress.cells(len(pending), len(data))
+    progress.cells(len(pending), {t.cell.id: min(t.cell.attack.n or len(data), len(data)) for t in pending})
     with parallel_backend(backend, scheduler):
         for outcome in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_cell)(t) for t in pending):
             outcomes[outcome.cell_id] = outcome
