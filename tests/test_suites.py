@@ -94,3 +94,17 @@ def test_fashion_mnist_suite_runs_with_limit(tmp_path: Path) -> None:
     strongest = rows[rows["eps"] == rows["eps"].max()]
     by_attack = strongest.groupby("attack")["robust_accuracy"].mean()
     assert by_attack["pgd"] <= by_attack["fgsm"] + 1e-9
+
+
+BASELINES = sorted((SUITES.parent / "baselines").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", BASELINES, ids=[p.stem for p in BASELINES])
+def test_committed_baselines_match_their_shipped_suite(path: Path) -> None:
+    """A shipped suite edited without remaking its baseline would only be 'noted' by bench check: catch it here."""
+    from bench.gate.baseline import read_baseline
+
+    baseline = read_baseline(path)
+    suite = load_suite(SUITES / f"{baseline.suite}.yaml")
+    assert baseline.suite_digest == suite.digest, f"remake {path.name} (README: Regression gate)"
+    assert {(c.model, c.attack) for c in baseline.cells} == {(m.id, a.id) for m in suite.models for a in suite.attacks}
