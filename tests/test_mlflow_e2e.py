@@ -185,6 +185,29 @@ def test_metric_history_is_the_epsilon_curve(e2e) -> None:
         assert child.data.params["attack.norm"] == "linf"
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"robust_accuracy_curve.png", "robust_accuracy_table.json", "adversarial_examples.png"} <= artifacts
+        # the example grid is the report's PNG, logged as it is rather than drawn a second time
+        logged = Path(client.download_artifacts(child.info.run_id, "adversarial_examples.png")).read_bytes()
+        report = run_dir / "report" / "figures" / f"r1-examples-{model}__fgsm.png"
+        assert logged == report.read_bytes()
+
+
+def test_a_linked_report_figure_is_not_logged(tmp_path: Path) -> None:
+    """The run directory is untrusted: a report figure that is a link (or not a PNG) is drawn anew, not read."""
+    from bench.rundir import RunDir
+    from bench.tracking.cells import report_png
+
+    figures = tmp_path / "report" / "figures"
+    figures.mkdir(parents=True)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG\r\n\x1a\nsecret")
+    (figures / "r1-examples-m__a.png").symlink_to(secret)
+    (figures / "r1-examples-m__b.png").write_bytes(b"not a png")
+    (figures / "r1-examples-m__c.png").write_bytes(b"\x89PNG\r\n\x1a\nok")
+    run = RunDir(tmp_path)
+    assert report_png(run, "r1-examples-m__a.png") is None
+    assert report_png(run, "r1-examples-m__b.png") is None
+    assert report_png(run, "r1-examples-m__missing.png") is None
+    assert report_png(run, "r1-examples-m__c.png") == b"\x89PNG\r\n\x1a\nok"
 
 
 def test_each_norm_family_has_its_own_curve_metric(multi) -> None:

@@ -8,11 +8,13 @@ column is the cell's time, not the logging's).
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench import stats
+from bench import limits, stats
 from bench.rundir import RunDir, cell_id
 from bench.tracking.layout import CURVE_SCALE, cell_fields, cell_run_name, curve_metric, curve_step
 from bench.types import eps_label
@@ -107,7 +109,12 @@ def log_cell(
     client.log_table(run_id, rows[TABLE_COLUMNS].reset_index(drop=True), "robust_accuracy_table.json")
     examples = run.read_examples(cell_id(model, attack))
     if examples is not None and examples["x_adv"].shape[1] > 0:
-        _log_and_close(client, run_id, example_grid(examples, title=f"{model} · {attack}"), "adversarial_examples.png")
+        drawn = report_png(run, f"r1-examples-{cell_id(model, attack)}.png")
+        if drawn is not None:  # the report drew this grid already: log its PNG rather than draw it again
+            _log_png(client, run_id, drawn, "adversarial_examples.png")
+        else:
+            fig = example_grid(examples, title=f"{model} · {attack}")
+            _log_and_close(client, run_id, fig, "adversarial_examples.png")
     client.set_terminated(run_id, "FINISHED", end_time=span[1])
     return str(run_id)
 
@@ -152,6 +159,35 @@ def comparison_figure(results: pd.DataFrame, *, title: str) -> Any:
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+REPORT_PNG_BYTES = 16 * 1024**2
+"""Largest report figure reused as an MLflow artifact (a grid of 8 eps x 8 CIFAR images is about 1 MB)."""
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def report_png(run: RunDir, name: str) -> bytes | None:
+    """The report's PNG ``report/figures/<name>`` of this run directory, or ``None`` to draw it anew.
+
+    The run directory is untrusted input: a link, anything but a regular file, a file over
+    :data:`REPORT_PNG_BYTES` or one that is not a PNG is not logged (the figure is drawn instead).
+    """
+    path = run.root / "report" / "figures" / name
+    try:
+        if path.is_symlink():
+            return None
+        data = limits.read_bytes_capped(path, REPORT_PNG_BYTES, what="report figure")
+    except (OSError, ValueError):
+        return None
+    return data if data.startswith(PNG_MAGIC) else None
+
+
+def _log_png(client: Any, run_id: str, png: bytes, name: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-figure-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(png)
+        client.log_artifact(run_id, str(path))
 
 
 def _log_and_close(client: Any, run_id: str, fig: Any, name: str) -> None:
