@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from bench.engine import resolve_device, run_suite, zoo_model
 from bench.perf.config import PerfConfig
 from bench.perf.timing import Bench, peak_rss_bytes, time_interleaved
 from bench.suite import load_suite, validate
+from bench.tracking import time_sync_into_fresh_store
 from reports.figures import curve_figure, save_figure
 from reports.render import render_run_dir
 
@@ -56,7 +56,7 @@ def measure_harness(cfg: PerfConfig) -> dict[str, Any]:
         tick = time.perf_counter()
         render_run_dir(outcome.run_dir.root)
         report = time.perf_counter() - tick
-        mlflow_seconds = _time_mlflow_sync(outcome.run_dir.root, Path(tmp))
+        mlflow_seconds = time_sync_into_fresh_store(outcome.run_dir.root, Path(tmp))
         # The cross-check's own attack calls (native and ART) are time inside attacks too.
         crosscheck_csv = outcome.run_dir.root / "crosscheck.csv"
         crosscheck_attacks = 0.0
@@ -105,32 +105,6 @@ def measure_harness(cfg: PerfConfig) -> dict[str, Any]:
         "mlflow_seconds": mlflow_seconds,
         "mlflow_fraction": mlflow_seconds / total,
     }
-
-
-def _time_mlflow_sync(run_dir: Path, tmp: Path) -> float:
-    """Seconds to mirror the finished run into a fresh sqlite MLflow store, as ``bench run`` does after the run.
-
-    The store is created first, untimed (a one-off of the first run on a machine: MLflow's
-    schema migrations); what is timed is the logging of this run's parent, nested runs,
-    metrics, figures and report.
-    """
-    import mlflow  # heavy optional: only P4 measures it
-
-    from bench.tracking import sync_run_dir
-
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    before_env, before = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
-    try:
-        mlflow.MlflowClient(uri).search_experiments()  # creates the store
-        tick = time.perf_counter()
-        sync_run_dir(run_dir, uri=uri)
-        return time.perf_counter() - tick
-    finally:  # set_tracking_uri also sets the environment variable: put both back
-        mlflow.set_tracking_uri(before)
-        if before_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before_env
 
 
 def _forward_all(model: nn.Module, batch_size: int, device: torch.device) -> Bench:

@@ -21,7 +21,7 @@ from bench.tracking.client import (
     review_links,
     tracking_uri,
 )
-from bench.tracking.mirror import sync_run_dir
+from bench.tracking.mirror import sync_run_dir, time_sync_into_fresh_store
 from bench.tracking.perf import log_perf_run
 from bench.tracking.runs import download_mlflow_run, download_runs, experiment_run_ids
 
@@ -40,5 +40,6 @@ __all__ = [
     "resolve_alias",
     "review_links",
     "sync_run_dir",
+    "time_sync_into_fresh_store",
     "tracking_uri",
 ]

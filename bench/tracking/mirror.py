@@ -23,6 +23,7 @@ other results never passes as the original.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -75,6 +76,30 @@ def sync_run_dir(path: str | Path, *, uri: str | None = None) -> str:
     finally:
         while mlflow.active_run() is not None:
             mlflow.end_run(status="FAILED")
+
+
+def time_sync_into_fresh_store(run_dir: str | Path, folder: str | Path) -> float:
+    """Seconds to mirror the finished run at ``run_dir`` into a new sqlite store in ``folder`` (``bench perf``'s P4).
+
+    The store is created first, untimed (a one-off of the first run on a machine: MLflow's
+    schema migrations); what is timed is the logging of this run's parent, nested runs,
+    metrics, figures and report. The tracking URI and ``MLFLOW_TRACKING_URI`` are put back.
+    """
+    import mlflow  # heavy optional: only P4 measures it
+
+    uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+    before_env, before = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    try:
+        mlflow.MlflowClient(uri).search_experiments()  # creates the store
+        tick = time.perf_counter()
+        sync_run_dir(run_dir, uri=uri)
+        return time.perf_counter() - tick
+    finally:  # set_tracking_uri also sets the environment variable: put both back
+        mlflow.set_tracking_uri(before)
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_env
 
 
 def _check_same_results(run: RunDir, mirrored: Any, results_digest: str) -> None:
