@@ -15,10 +15,27 @@ from bench.data import load_dataset, select
 from bench.engine import resolve_device, run_suite, zoo_model
 from bench.perf.config import PerfConfig
 from bench.perf.timing import Bench, peak_rss_bytes, time_interleaved
-from bench.suite import load_suite, validate
+from bench.suite import Suite, load_suite, validate
 from bench.tracking import time_sync_into_fresh_store
 from reports.figures import curve_figure, save_figure
 from reports.render import render_run_dir
+
+
+def warm_zoo_models(suite: Suite) -> dict[str, nn.Module]:
+    """The suite's zoo models by id, trained now if the checkpoint cache lacks them (untimed, before a timed run)."""
+    device = resolve_device(suite.device)
+    return {
+        spec.id: zoo_model(
+            spec.name,
+            suite.dataset.name,
+            seed=suite.seed,
+            device=device,
+            recipe=dict(spec.recipe),
+            data_options=dict(suite.dataset.options),
+        ).model
+        for spec in suite.models
+        if spec.factory is None and spec.weights is None
+    }
 
 
 def measure_harness(cfg: PerfConfig) -> dict[str, Any]:
@@ -32,16 +49,7 @@ def measure_harness(cfg: PerfConfig) -> dict[str, Any]:
         raw["crosscheck"] = False
         suite = validate(raw, source=f"{cfg.harness_suite} (reduced)")
     device = resolve_device(suite.device)
-    models = {}
-    for spec in suite.models:  # warm cache: train now if needed, untimed
-        models[spec.id] = zoo_model(
-            spec.name,
-            suite.dataset.name,
-            seed=suite.seed,
-            device=device,
-            recipe=dict(spec.recipe),
-            data_options=dict(suite.dataset.options),
-        ).model
+    models = warm_zoo_models(suite)
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
         start = time.perf_counter()
         outcome = run_suite(suite, out=Path(tmp) / "run", track=False, echo=None)

@@ -19,8 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.engine import resolve_device, run_suite, zoo_model
+from bench.engine import run_suite
 from bench.perf.config import PerfConfig
+from bench.perf.harness import warm_zoo_models
 from bench.suite import load_suite
 
 TIMING_COLUMNS = ("seconds", "grad_evals")
@@ -33,22 +34,6 @@ SMALL_MODEL_SPEEDUP = 1.3
 """Serial / parallel wall time at least this on the small-model suite (``PerfConfig.parallel_small``)."""
 
 
-def _prepare(path: Path) -> Any:
-    suite = load_suite(path)
-    device = resolve_device(suite.device)
-    for spec in suite.models:  # warm cache: train now if needed, untimed
-        if spec.factory is None and spec.weights is None:
-            zoo_model(
-                spec.name,
-                suite.dataset.name,
-                seed=suite.seed,
-                device=device,
-                recipe=dict(spec.recipe),
-                data_options=dict(suite.dataset.options),
-            )
-    return suite
-
-
 def _comparable(results: pd.DataFrame) -> pd.DataFrame:
     keep = [c for c in results.columns if c not in TIMING_COLUMNS]
     return results[keep].sort_values(["model", "attack", "eps"]).reset_index(drop=True)
@@ -56,7 +41,8 @@ def _comparable(results: pd.DataFrame) -> pd.DataFrame:
 
 def measure_suite(path: Path, n_jobs: int) -> dict[str, Any]:
     """One suite, serial then ``n_jobs`` workers: wall times, speed-up, and whether the results are identical."""
-    suite = _prepare(path)
+    suite = load_suite(path)
+    warm_zoo_models(suite)  # untimed
     walls: dict[str, float] = {}
     results: dict[str, pd.DataFrame] = {}
     with tempfile.TemporaryDirectory(prefix="bench-perf-parallel-") as tmp:
