@@ -1,1 +1,2 @@
-"""Report rendering: seaborn figures (``reports.figures``) and, later, HTML/Markdown reports."""
+"""Report rendering: seaborn figures (``reports.figures``), Pillow montages of examples
+(``reports.montage``) and the HTML/Markdown report (``reports.render``)."""

@@ -1,13 +1,12 @@
 """Seaborn figures shared by ``bench run``, MLflow and ``bench report``.
 
-All functions take tidy results (``bench.rundir.RESULT_COLUMNS``) or an
-``examples.npz`` mapping and return a matplotlib Figure; nothing here touches
+All functions take tidy results (``bench.rundir.RESULT_COLUMNS``) and return a matplotlib Figure; nothing here touches
 MLflow or the file system except :func:`save_figure`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
 from pathlib import Path
 
 import matplotlib
@@ -15,14 +14,10 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
-
-CORRECT = "#1a7f37"
-FOOLED = "#cf222e"
 
 
 def save_figure(fig: Figure, path: Path, *, dpi: int = 110) -> Path:
@@ -30,6 +25,34 @@ def save_figure(fig: Figure, path: Path, *, dpi: int = 110) -> Path:
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
+    """``fig`` as PNG bytes (tight bounding box, so a legend outside the axes is kept), then closed."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def attack_curves(results: pd.DataFrame, *, dpi: int = 100) -> dict[str, bytes]:
+    """PNG per attack of :func:`curve_figure`: a line per model, titled ``attack (norm)``.
+
+    The same figures serve the run directory's ``figures/curve_<attack>.png`` and the
+    report's curves section (bounded attacks), so a run draws each of them once.
+    """
+    return {
+        str(attack): figure_png(curve_figure(rows, hue="model", title=curve_title(str(attack), rows)), dpi=dpi)
+        for attack, rows in results.groupby("attack", sort=False)
+    }
+
+
+def curve_title(attack: str, rows: pd.DataFrame) -> str:
+    """``attack (norm)``, or the attack alone for unbounded attacks (norm ``none``)."""
+    norm = str(rows["norm"].iloc[0]) if "norm" in rows.columns and len(rows) else "none"
+    return attack if norm == "none" else f"{attack} ({norm})"
 
 
 AXIS_LABEL: dict[str, str] = {
@@ -113,69 +136,6 @@ def curve_figure(
     return fig
 
 
-def grid_rows(n_eps: int, max_rows: int) -> np.ndarray:
-    """Indices of at most ``max_rows`` epsilons, evenly spread, always the first and the last."""
-    if n_eps <= max_rows:
-        return np.arange(n_eps)
-    return np.unique(np.linspace(0, n_eps - 1, max_rows).round().astype(int))
-
-
-def example_grid(
-    examples: dict[str, np.ndarray],
-    *,
-    class_names: Sequence[str] | None = None,
-    max_samples: int = 8,
-    max_rows: int = 8,
-    title: str = "",
-) -> Figure:
-    """Seed-notebook grid: rows are epsilons, columns samples; label green if still correct, red if fooled.
-
-    ``examples`` holds ``x`` ``(k, C, H, W)``, ``x_adv`` ``(E, k, C, H, W)``, ``y``,
-    ``adv_pred`` ``(E, k)`` and ``epsilons`` ``(E,)`` as written by the runner. At
-    most ``max_rows`` epsilons are shown (evenly spread, first and last kept).
-
-    The tiles are drawn as one montage image with text labels: one ``imshow``
-    instead of E x k subplots keeps a report of a long epsilon sweep fast.
-    """
-    x_adv, y, pred, eps = examples["x_adv"], examples["y"], examples["adv_pred"], examples["epsilons"]
-    rows = grid_rows(x_adv.shape[0], max_rows)
-    k = max(1, min(max_samples, x_adv.shape[1]))
-    tiles = [[_to_image(x_adv[r, c]) for c in range(min(k, x_adv.shape[1]))] for r in rows]
-    h, w = x_adv.shape[-2], x_adv.shape[-1]
-    gap_x, gap_y = max(1, w // 8), max(2, int(h * 0.45))  # room above each tile for its label
-    colour = x_adv.shape[2] == 3
-    canvas = np.ones((len(rows) * (h + gap_y), k * (w + gap_x), *((3,) if colour else ())), dtype=np.float32)
-    for i, row in enumerate(tiles):
-        for j, tile in enumerate(row):
-            top, left = i * (h + gap_y) + gap_y, j * (w + gap_x)
-            canvas[top : top + h, left : left + w] = tile
-    fig, ax = plt.subplots(figsize=(1.3 * k + 0.8, 1.45 * len(rows) + (0.4 if title else 0.1)))
-    ax.imshow(canvas, cmap=None if colour else "gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
-    top_y = int(max(y.max(initial=0), pred.max(initial=0)))
-    names = list(class_names) if class_names is not None else [str(i) for i in range(top_y + 1)]
-    for i, r in enumerate(rows):
-        base = i * (h + gap_y)
-        ax.text(-gap_x, base + gap_y + h / 2, f"eps={eps[r]:.3g}", ha="right", va="center", fontsize=8)
-        for j in range(len(tiles[i])):
-            ok = int(pred[r, j]) == int(y[j])
-            label = f"{names[int(y[j])]}→{names[int(pred[r, j])]}"
-            x_mid = j * (w + gap_x) + w / 2
-            ax.text(
-                x_mid, base + gap_y * 0.85, label, ha="center", va="bottom", fontsize=8, color=CORRECT if ok else FOOLED
-            )
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def _to_image(img: np.ndarray) -> np.ndarray:
-    """``(C, H, W)`` -> ``(H, W)`` for one channel or ``(H, W, C)`` for colour, clipped to [0, 1]."""
-    img = np.clip(img, 0.0, 1.0)
-    return img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
-
-
 def heatmap_figure(table: pd.DataFrame, *, title: str = "") -> Figure:
     """Robust accuracy as a heatmap: ``table`` is models (index) x attacks (columns), values in [0, 1]."""
     sns.set_theme(style="white", context="notebook")
@@ -199,91 +159,3 @@ def heatmap_figure(table: pd.DataFrame, *, title: str = "") -> Figure:
     ax.set_title(title)
     fig.tight_layout()
     return fig
-
-
-def first_image_strip(
-    examples: dict[str, np.ndarray], *, class_names: Sequence[str] | None = None, title: str = ""
-) -> Figure:
-    """The first example image perturbed at each eps (top) and its perturbation ``x_adv - x`` (bottom).
-
-    The perturbation is drawn on a diverging scale centred on 0 and shared by
-    all columns (red brighter, blue darker), so its growth with eps is visible.
-    ``examples`` as in :func:`example_grid`; needs at least one example.
-    Each row is one montage image (tiles separated by transparent gaps), so the
-    figure costs two ``imshow`` calls whatever the number of epsilons.
-    """
-    x, x_adv, y, pred, eps = (examples[k] for k in ("x", "x_adv", "y", "adv_pred", "epsilons"))
-    e = x_adv.shape[0]
-    delta = (x_adv[:, 0] - x[0][None]).mean(axis=1)  # (E, H, W), channels averaged
-    limit = float(np.abs(delta).max()) or 1.0
-    h, w = x_adv.shape[-2], x_adv.shape[-1]
-    gap = max(1, w // 6)
-    colour = x_adv.shape[2] == 3
-    top = np.full((h, e * (w + gap) - gap, *((3,) if colour else ())), np.nan, dtype=np.float32)
-    bottom = np.full((h, e * (w + gap) - gap), np.nan, dtype=np.float32)
-    for i in range(e):
-        left = i * (w + gap)
-        top[:, left : left + w] = _to_image(x_adv[i, 0])
-        bottom[:, left : left + w] = delta[i]
-    if colour:  # RGB tiles cannot be NaN-masked: the gaps are white
-        top = np.nan_to_num(top, nan=1.0)
-    fig, (ax_top, ax_bottom) = plt.subplots(2, 1, figsize=(1.35 * e + 0.6, 3.3))
-    ax_top.imshow(top, cmap=None if colour else "gray", vmin=0, vmax=1, interpolation="nearest")
-    ax_bottom.imshow(bottom, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    names = _names(class_names, y, pred)
-    for i in range(e):
-        ok = int(pred[i, 0]) == int(y[0])
-        caption = f"eps={eps[i]:.3g}\n{names[int(y[0])]}→{names[int(pred[i, 0])]}"
-        ax_top.text(i * (w + gap) + w / 2, -1, caption, ha="center", va="bottom", fontsize=8,
-                    color=CORRECT if ok else FOOLED)  # fmt: skip
-    ax_top.text(-gap, h / 2, "adversarial", ha="right", va="center", fontsize=8, rotation=90)
-    ax_bottom.text(-gap, h / 2, f"x_adv - x\n(±{limit:.2g})", ha="right", va="center", fontsize=8, rotation=90)
-    for ax in (ax_top, ax_bottom):
-        ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def fooling_grid(
-    examples: dict[str, np.ndarray],
-    targets: np.ndarray | None = None,
-    *,
-    class_names: Sequence[str] | None = None,
-    max_samples: int = 8,
-    title: str = "",
-) -> Figure:
-    """Synthesized (fooling) images at the largest eps, titled with the class the model sees.
-
-    Red when the model predicts the target class (the synthesis fooled it),
-    green otherwise. ``targets`` ``(k,)`` (-1 or ``None``: untargeted, red
-    whenever the prediction differs from the label).
-    """
-    x_adv, y, pred = examples["x_adv"][-1], examples["y"], examples["adv_pred"][-1]
-    k = max(1, min(max_samples, x_adv.shape[0]))
-    fig, axes = plt.subplots(1, k, figsize=(1.35 * k, 1.7), squeeze=False)
-    seen = np.concatenate([y.ravel(), np.asarray([] if targets is None else targets, dtype=np.int64).ravel()])
-    names = _names(class_names, seen, pred)
-    for c in range(k):
-        ax = axes[0][c]
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if c >= x_adv.shape[0]:
-            ax.axis("off")
-            continue
-        ax.imshow(_to_image(x_adv[c]), cmap="gray", vmin=0, vmax=1)
-        target = int(targets[c]) if targets is not None and c < len(targets) else -1
-        fooled = int(pred[c]) == target if target >= 0 else int(pred[c]) != int(y[c])
-        label = f"→{names[int(pred[c])]}" + (f" (t={names[target]})" if target >= 0 else "")
-        ax.set_title(label, color=FOOLED if fooled else CORRECT, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def _names(class_names: Sequence[str] | None, y: np.ndarray, pred: np.ndarray) -> list[str]:
-    if class_names is not None:
-        return list(class_names)
-    return [str(i) for i in range(int(max(y.max(initial=0), pred.max(initial=0))) + 1)]

@@ -12,22 +12,19 @@ gets its own sections.
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import io
 import math
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from bench.rundir import atomic_write_text, cell_id
 from reports import figures as figs
+from reports import montage
 from reports.compare import compare_runs, differences, model_summary
 from reports.flags import EXPLANATIONS, Flag, sanity_flags
 from reports.sources import ReportError, RunData, load_run, unique_labels
@@ -41,22 +38,10 @@ from reports.tables import (
     unbounded_rows,
 )
 from reports.templating import environment
+from reports.writer import FigureWriter, RenderedFigure
 
 FOOLING = frozenset({"fooling_images"})
 """Attacks that synthesize images rather than perturb the data: shown as fooling grids."""
-
-
-@dataclass(frozen=True)
-class RenderedFigure:
-    """A figure rendered once to PNG; ``path`` is relative to the report folder."""
-
-    caption: str
-    path: str
-    png: bytes
-
-    @property
-    def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
 @dataclass
@@ -108,35 +93,6 @@ class ReportPaths:
     figures: Path
 
 
-class _FigureWriter:
-    """Renders figures to PNG once, writes them under ``figures/`` and names them uniquely."""
-
-    def __init__(self, out: Path, dpi: int) -> None:
-        self.dir = out / "figures"
-        self.dpi = dpi
-        self.used: set[str] = set()
-        # A report re-rendered into the same folder must not keep figures of the previous one.
-        for stale in self.dir.glob("*.png"):
-            stale.unlink()
-
-    def add(self, fig: Figure, name: str, caption: str) -> RenderedFigure:
-        import matplotlib.pyplot as plt  # heavy optional: pyplot only to close the figures drawn here
-
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "figure"
-        unique, i = stem, 1
-        while unique in self.used:
-            i += 1
-            unique = f"{stem}-{i}"
-        self.used.add(unique)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=self.dpi, bbox_inches="tight")
-        plt.close(fig)
-        png = buf.getvalue()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / f"{unique}.png").write_bytes(png)
-        return RenderedFigure(caption, f"figures/{unique}.png", png)
-
-
 def render_report(
     runs: Sequence[RunData],
     out: Path,
@@ -146,6 +102,7 @@ def render_report(
     alpha: float = 0.05,
     max_examples: int = 8,
     dpi: int = 100,
+    drawn_curves: Mapping[str, bytes] | None = None,
 ) -> ReportPaths:
     """Write ``out/report.html``, ``out/report.md`` and ``out/figures/*.png``.
 
@@ -158,6 +115,9 @@ def render_report(
         alpha: significance level of the BH-adjusted McNemar q-values (default 0.05).
         max_examples: samples per adversarial example grid (default 8).
         dpi: PNG resolution (default 100).
+        drawn_curves: the first run's per-attack curves already drawn at ``dpi`` by
+            :func:`reports.figures.attack_curves` (``bench run`` draws them for ``figures/``); used as
+            they are instead of drawing them again.
     """
     runs = list(runs)
     if not runs:
@@ -169,8 +129,11 @@ def render_report(
         grid = sorted({float(e) for r in runs for e in r.results["eps"]})
         raise ReportError(f"--eps: {eps:g} is on no run's epsilon grid (allowed: {', '.join(f'{e:g}' for e in grid)})")
     out.mkdir(parents=True, exist_ok=True)
-    writer = _FigureWriter(out, dpi)
-    sections = [_run_section(i, run, writer, eps=eps, max_examples=max_examples) for i, run in enumerate(runs, 1)]
+    writer = FigureWriter(out, dpi)
+    sections = [
+        _run_section(i, run, writer, eps=eps, max_examples=max_examples, drawn=drawn_curves if i == 1 else None)
+        for i, run in enumerate(runs, 1)
+    ]
     comparisons = [_comparison(runs[0], cand, writer, alpha=alpha) for cand in runs[1:]]
     context = {
         "title": title or _default_title(runs),
@@ -206,18 +169,31 @@ def _default_title(runs: Sequence[RunData]) -> str:
 
 
 def _run_section(
-    index: int, run: RunData, writer: _FigureWriter, *, eps: float | None, max_examples: int
+    index: int,
+    run: RunData,
+    writer: FigureWriter,
+    *,
+    eps: float | None,
+    max_examples: int,
+    drawn: Mapping[str, bytes] | None = None,
 ) -> RunSection:
     results = run.results
     prefix = f"r{index}"
-    curves = [
-        writer.add(
-            figs.curve_figure(rows, hue="model", title=f"{attack} ({rows['norm'].iloc[0]})"),
+    curves = []
+    for attack, rows in results[results["norm"] != "none"].groupby("attack", sort=False):
+        name, caption = (
             f"{prefix}-curve-{attack}",
             f"{attack}: robust accuracy against eps, models overlaid, 95% Wilson bands",
         )
-        for attack, rows in results[results["norm"] != "none"].groupby("attack", sort=False)
-    ]
+        png = (drawn or {}).get(str(attack))
+        if png is not None:
+            curves.append(writer.add_png(png, name, caption))
+        else:
+            curves.append(
+                writer.add(
+                    figs.curve_figure(rows, hue="model", title=figs.curve_title(str(attack), rows)), name, caption
+                )
+            )
     heatmaps = []
     for norm, part in results.groupby("norm", sort=False):
         if norm == "none":
@@ -244,7 +220,7 @@ def _run_section(
         if rows["attack_name"].iloc[0] in FOOLING:
             fooling.append(
                 writer.add(
-                    figs.fooling_grid(
+                    montage.fooling_grid(
                         found, _example_targets(run, str(model), str(attack), found), max_samples=max_examples
                     ),
                     f"{prefix}-fooling-{cell}",
@@ -258,12 +234,12 @@ def _run_section(
                 str(model),
                 str(attack),
                 writer.add(
-                    figs.example_grid(found, max_samples=max_examples),
+                    montage.example_grid(found, max_samples=max_examples),
                     f"{prefix}-examples-{cell}",
                     f"{model} / {attack}: rows eps, columns samples; label→prediction, green still correct, red fooled",
                 ),
                 writer.add(
-                    figs.first_image_strip(found),
+                    montage.first_image_strip(found),
                     f"{prefix}-first-{cell}",
                     f"{model} / {attack}: the first image at each eps and its perturbation",
                 ),
@@ -352,7 +328,7 @@ def _seconds(value: Any) -> str:
 # -- comparison -------------------------------------------------------------------------------
 
 
-def _comparison(baseline: RunData, candidate: RunData, writer: _FigureWriter, *, alpha: float) -> ComparisonSection:
+def _comparison(baseline: RunData, candidate: RunData, writer: FigureWriter, *, alpha: float) -> ComparisonSection:
     table = compare_runs(baseline, candidate, alpha=alpha)
     if table.empty:
         raise ReportError(

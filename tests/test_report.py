@@ -57,6 +57,18 @@ def test_bench_run_writes_the_report(report_run: Path, report_dir: Path) -> None
     assert "<script" not in html
 
 
+def test_run_draws_each_attack_curve_once_for_its_figures_and_its_report(report_run: Path, report_dir: Path) -> None:
+    """``figures/curve_<attack>.png`` and the report's curve are one PNG, drawn once, used in both places."""
+    from PIL import Image
+
+    curves = sorted((report_run / "figures").glob("curve_*.png"))
+    assert [c.name for c in curves] == ["curve_fgsm.png", "curve_fgsm_t.png"]
+    for curve in curves:
+        attack = curve.stem.removeprefix("curve_")
+        assert (report_dir / "figures" / f"r1-curve-{attack}.png").read_bytes() == curve.read_bytes()
+        assert Image.open(curve).size[0] > 500
+
+
 def test_markdown_numbers_equal_results_csv(report_run: Path, report_dir: Path) -> None:
     results = pd.read_csv(report_run / "results.csv")
     rows = _md_summary((report_dir / "report.md").read_text())

@@ -38,7 +38,7 @@ from bench.rundir import (
 from bench.runstate import RunIncomplete, results_sha256, resume_hint
 from bench.suite import Suite
 from bench.tracking import TrackingUnavailable, sync_run_dir
-from reports.figures import curve_figure, save_figure
+from reports.figures import attack_curves
 from reports.render import render_run_dir
 
 Echo = Callable[[str], None] | None
@@ -101,12 +101,16 @@ def finish_manifest(
     write_json(run.manifest, manifest)
 
 
-def write_figures(run: RunDir, results: pd.DataFrame) -> None:
-    """One robust-accuracy curve per attack (a line per model) in ``figures/``."""
+def write_figures(run: RunDir, results: pd.DataFrame) -> dict[str, bytes]:
+    """One robust-accuracy curve per attack (a line per model) in ``figures/``; returns the PNGs by attack.
+
+    The report reuses them (:func:`write_report`) instead of drawing the same curves again.
+    """
     run.figures.mkdir(exist_ok=True)
-    for attack, rows in results.groupby("attack", sort=False):
-        path = run.figures / f"curve_{safe_filename(str(attack))}.png"
-        save_figure(curve_figure(rows, hue="model", title=f"{attack}"), path)
+    curves = attack_curves(results)
+    for attack, png in curves.items():
+        (run.figures / f"curve_{safe_filename(attack)}.png").write_bytes(png)
+    return curves
 
 
 def write_crosscheck_table(
@@ -127,9 +131,12 @@ def write_crosscheck_table(
         echo(f"cross-check against ART on {min(len(data), CROSSCHECK_SAMPLES)} samples: {verdict}")
 
 
-def write_report(run: RunDir) -> None:
-    """Render ``report/report.html`` and ``report.md`` (logged to MLflow with the run)."""
-    render_run_dir(run.root)
+def write_report(run: RunDir, curves: dict[str, bytes] | None = None) -> None:
+    """Render ``report/report.html`` and ``report.md`` (logged to MLflow with the run).
+
+    ``curves``: the per-attack curve PNGs :func:`write_figures` drew in this process, reused as they are.
+    """
+    render_run_dir(run.root, drawn_curves=curves)
 
 
 def completing(run: RunDir, manifest: dict[str, Any], phase: str, step: Callable[[], object]) -> None:

@@ -102,10 +102,11 @@ def run_suite(
         run, manifest, ordered, model_info, wall=wall, prep_seconds=prep_seconds, backend=backend, scheduler=scheduler
     )
     outcome = RunOutcome(run, results, manifest)
-    completing(run, manifest, "figures", lambda: write_figures(run, results))
+    curves: dict[str, bytes] = {}  # drawn once, for figures/ and the report
+    completing(run, manifest, "figures", lambda: curves.update(write_figures(run, results)))
     if suite.crosscheck:
         completing(run, manifest, "cross-check", lambda: write_crosscheck_table(run, suite, refs, data, dev, echo))
-    completing(run, manifest, "report", lambda: write_report(run))
+    completing(run, manifest, "report", lambda: write_report(run, curves))
     completing(run, manifest, "finished manifest", lambda: mark_finished(run, manifest))
     if track if track is not None else suite.tracking.enabled:
         mirror_to_mlflow(outcome)

@@ -17,7 +17,7 @@ from bench.perf.config import PerfConfig
 from bench.perf.timing import Bench, peak_rss_bytes, time_interleaved
 from bench.suite import Suite, load_suite, validate
 from bench.tracking import time_sync_into_fresh_store
-from reports.figures import curve_figure, save_figure
+from reports.figures import attack_curves
 from reports.render import render_run_dir
 
 
@@ -58,11 +58,10 @@ def measure_harness(cfg: PerfConfig) -> dict[str, Any]:
         manifest = outcome.manifest
         # Re-time the steps after the manifest is written, on the finished run directory.
         tick = time.perf_counter()
-        for attack, rows in outcome.results.groupby("attack", sort=False):
-            save_figure(curve_figure(rows, hue="model", title=str(attack)), Path(tmp) / f"curve_{attack}.png")
+        curves = attack_curves(outcome.results)
         figures = time.perf_counter() - tick
         tick = time.perf_counter()
-        render_run_dir(outcome.run_dir.root)
+        render_run_dir(outcome.run_dir.root, drawn_curves=curves)  # as the run does: its curves reused
         report = time.perf_counter() - tick
         mlflow_seconds = time_sync_into_fresh_store(outcome.run_dir.root, Path(tmp))
         # The cross-check's own attack calls (native and ART) are time inside attacks too.

@@ -18,7 +18,8 @@ from bench import limits, stats
 from bench.rundir import RunDir, cell_id
 from bench.tracking.layout import CURVE_SCALE, cell_fields, cell_run_name, curve_metric, curve_step
 from bench.types import eps_label
-from reports.figures import curve_figure, example_grid
+from reports.figures import curve_figure
+from reports.montage import example_grid, png_bytes
 
 TABLE_COLUMNS = [
     "eps",
@@ -113,8 +114,8 @@ def log_cell(
         if drawn is not None:  # the report drew this grid already: log its PNG rather than draw it again
             _log_png(client, run_id, drawn, "adversarial_examples.png")
         else:
-            fig = example_grid(examples, title=f"{model} · {attack}")
-            _log_and_close(client, run_id, fig, "adversarial_examples.png")
+            grid = example_grid(examples, title=f"{model} · {attack}")
+            _log_png(client, run_id, png_bytes(grid), "adversarial_examples.png")
     client.set_terminated(run_id, "FINISHED", end_time=span[1])
     return str(run_id)
 
