@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench import stats
+from reports.sample_index import cell_index
 
 WORST_CASE = "worst case"
 HEADLINE_ATTACK = "reliable"
@@ -90,18 +91,35 @@ def median_of(min_eps: np.ndarray | pd.Series) -> float:
 
 def _cell_median_min_eps(model: str, attack: str, cell: pd.DataFrame, samples: pd.DataFrame | None) -> float:
     """Median of :func:`per_sample_minimal_eps` with per-sample flags, else the stored (bisected) or grid median."""
-    mine = _cell_samples(samples, model, (attack,))
-    if mine is not None and not mine.empty:
-        return median_of(per_sample_minimal_eps(mine))
+    min_eps = None if samples is None or samples.empty else _cell_min_eps(samples, model, attack)
+    if min_eps is not None:
+        return median_of(min_eps)
     if "median_min_eps" in cell.columns and cell["median_min_eps"].notna().any():
         return float(cell["median_min_eps"].dropna().iloc[0])
     return median_minimal_eps(cell["eps"], cell["robust_accuracy"])
 
 
 def _cell_samples(samples: pd.DataFrame | None, model: str, attacks: tuple[str, ...]) -> pd.DataFrame | None:
+    """The rows of ``model`` under any of ``attacks`` (``None`` without per-sample flags)."""
     if samples is None or samples.empty:
         return None
-    return samples[(samples["model"] == model) & samples["attack"].isin(attacks)]
+    parts = cell_index(samples).parts
+    found = [parts[(model, a)] for a in dict.fromkeys(attacks) if (model, a) in parts]
+    if not found:
+        return samples.iloc[:0]
+    return found[0] if len(found) == 1 else pd.concat(found)
+
+
+def _cell_min_eps(samples: pd.DataFrame, model: str, attack: str) -> pd.Series | None:
+    """:func:`per_sample_minimal_eps` of one cell, computed once per samples frame (``None``: no such cell)."""
+    index = cell_index(samples)
+    key = (model, attack)
+    if key not in index.min_eps:
+        part = index.parts.get(key)
+        if part is None or part.empty:
+            return None
+        index.min_eps[key] = per_sample_minimal_eps(part)
+    return index.min_eps[key]
 
 
 def summary_tables(results: pd.DataFrame, samples: pd.DataFrame | None) -> list[SummaryTable]:
@@ -191,7 +209,8 @@ def worst_case_row(model: str, cells: pd.DataFrame, samples: pd.DataFrame | None
     acc_arr = np.asarray([by_eps[e].value for e in common], dtype=float)
     mine = _cell_samples(samples, model, attacks)
     if mine is not None and not mine.empty:
-        per_attack = [per_sample_minimal_eps(part) for _, part in mine.groupby("attack", sort=False)]
+        assert samples is not None
+        per_attack = [m for a in attacks if (m := _cell_min_eps(samples, model, a)) is not None]
         median = median_of(pd.concat(per_attack, axis=1).min(axis=1))
     else:
         median = min(_cell_median_min_eps(model, a, cells[cells["attack"] == a], None) for a in attacks)

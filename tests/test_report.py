@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -443,6 +444,32 @@ def test_curves_give_each_model_a_distinct_colour_and_each_run_a_line_style() ->
         base, cand = (line for line in lines if line.get_label().startswith(f"{model} · "))
         assert to_rgb(base.get_color()) == to_rgb(cand.get_color()) and base.get_linestyle() != cand.get_linestyle()
     assert fig.axes[0].get_xlabel().startswith("Linf radius")
+
+
+def test_curve_painter_reusing_one_figure_draws_what_a_fresh_one_draws() -> None:
+    """MLflow's per-cell curves share one figure: each PNG must not keep anything of the cells before it."""
+    from PIL import Image
+
+    from reports.figures import CurvePainter
+
+    def cell(model: str, norm: str, grid: list[float], drop: float) -> pd.DataFrame:
+        acc = [max(0.0, 0.95 - drop * i) for i in range(len(grid))]
+        return pd.DataFrame(
+            {"model": model, "norm": norm, "eps": grid, "robust_accuracy": acc}
+            | {"ci_low": [a - 0.03 for a in acc], "ci_high": [a + 0.03 for a in acc]}
+        )
+
+    cells = [
+        cell("mlp", "linf", [0.0, 0.1, 0.2, 0.3], 0.3),
+        cell("lenet", "patch", [0.0, 4.0, 8.0, 12.0], 0.1),
+        cell("cnn", "l2", [0.0, 0.5, 1.0, 2.0, 3.0], 0.2),
+    ]
+    with CurvePainter() as shared:
+        reused = [shared.png(c, title=f"{c['model'][0]} · x") for c in cells]
+    for c, png in zip(cells, reused, strict=True):
+        with CurvePainter() as fresh:
+            assert fresh.png(c, title=f"{c['model'][0]} · x") == png
+    assert len(set(reused)) == 3 and Image.open(io.BytesIO(reused[0])).size == (740, 420)
 
 
 def test_every_flag_explains_itself_and_names_a_remedy() -> None:

@@ -18,7 +18,7 @@ from bench import limits, stats
 from bench.rundir import RunDir, cell_id
 from bench.tracking.layout import CURVE_SCALE, cell_fields, cell_run_name, curve_metric, curve_step
 from bench.types import eps_label
-from reports.figures import curve_figure
+from reports.figures import CurvePainter
 from reports.montage import example_grid, png_bytes
 
 TABLE_COLUMNS = [
@@ -78,8 +78,12 @@ def log_cell(
     manifest: dict[str, Any],
     model_info: dict[str, Any],
     span: tuple[int, int],
+    painter: CurvePainter,
 ) -> str:
-    """One nested run ``<model> · <attack>``, started and ended at ``span`` (ms); returns its id."""
+    """One nested run ``<model> · <attack>``, started and ended at ``span`` (ms); returns its id.
+
+    ``painter`` draws the cell's curve PNG (one figure reused over the cells of a sync).
+    """
     from mlflow.entities import Metric, Param  # heavy optional (about 1 s): only a sync needs it
 
     first = rows.iloc[0]
@@ -104,9 +108,7 @@ def log_cell(
     for i in range(0, len(metrics), 900):
         client.log_batch(run_id, metrics=metrics[i : i + 900])
     if norm in CURVE_SCALE:
-        fig = curve_figure(rows, hue="model", title=f"{model} · {attack}")
-        fig.axes[0].set_xlabel(AXIS_LABEL[norm])
-        _log_and_close(client, run_id, fig, "robust_accuracy_curve.png")
+        _log_png(client, run_id, painter.png(rows, title=f"{model} · {attack}"), "robust_accuracy_curve.png")
     client.log_table(run_id, rows[TABLE_COLUMNS].reset_index(drop=True), "robust_accuracy_table.json")
     examples = run.read_examples(cell_id(model, attack))
     if examples is not None and examples["x_adv"].shape[1] > 0:
@@ -189,13 +191,3 @@ def _log_png(client: Any, run_id: str, png: bytes, name: str) -> None:
         path = Path(tmp) / name
         path.write_bytes(png)
         client.log_artifact(run_id, str(path))
-
-
-def _log_and_close(client: Any, run_id: str, fig: Any, name: str) -> None:
-    """``log_figure``, then close it: pyplot keeps every open figure alive, one per cell and kind otherwise."""
-    import matplotlib.pyplot as plt  # heavy optional, like mlflow: only a sync draws
-
-    try:
-        client.log_figure(run_id, fig, name)
-    finally:
-        plt.close(fig)

@@ -39,6 +39,7 @@ from bench.runstate import verify_finished
 from bench.tracking.cells import comparison_figure, log_cell
 from bench.tracking.client import COMPLETE_TAG, UID_TAG, TrackingUnavailable, check_reachable, fail_fast, tracking_uri
 from bench.tracking.layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, epoch_ms, parent_run_name
+from reports.figures import CurvePainter
 from reports.tables import leaderboard
 
 RESULTS_TAG = "bench.results_digest"
@@ -197,20 +198,22 @@ def _sync(run: RunDir, results_digest: str) -> str:
         _log_leaderboard(results, run, parent_id, client, tags.get("mlflow.note.content", ""))
         seconds = manifest.get("cell_seconds") or {}
         offset = start + int(1000 * float(manifest.get("prepare_seconds") or 0.0))
-        for (model, attack), rows in cells:
-            cell_ms = int(1000 * float(seconds.get(cell_id(model, attack), 0.0)))
-            span = (min(offset, end), min(offset + cell_ms, end)) if end >= start else (offset, offset + cell_ms)
-            offset += cell_ms
-            log_cell(
-                client,
-                run,
-                experiment_id=exp.experiment_id,
-                parent_id=parent_id,
-                rows=rows.sort_values("eps"),
-                manifest=manifest,
-                model_info=models.get(str(model), {}),
-                span=span,
-            )
+        with CurvePainter() as painter:
+            for (model, attack), rows in cells:
+                cell_ms = int(1000 * float(seconds.get(cell_id(model, attack), 0.0)))
+                span = (min(offset, end), min(offset + cell_ms, end)) if end >= start else (offset, offset + cell_ms)
+                offset += cell_ms
+                log_cell(
+                    client,
+                    run,
+                    experiment_id=exp.experiment_id,
+                    parent_id=parent_id,
+                    rows=rows.sort_values("eps"),
+                    manifest=manifest,
+                    model_info=models.get(str(model), {}),
+                    span=span,
+                    painter=painter,
+                )
         _log_extra_parent(run)
         client.set_tag(parent_id, COMPLETE_TAG, "true")
     client.set_terminated(parent_id, "FINISHED", end_time=end)
