@@ -42,10 +42,11 @@ def attack_curves(results: pd.DataFrame, *, dpi: int = 100) -> dict[str, bytes]:
     The same figures serve the run directory's ``figures/curve_<attack>.png`` and the
     report's curves section (bounded attacks), so a run draws each of them once.
     """
-    return {
-        str(attack): figure_png(curve_figure(rows, hue="model", title=curve_title(str(attack), rows)), dpi=dpi)
-        for attack, rows in results.groupby("attack", sort=False)
-    }
+    with CurvePainter(dpi=dpi) as painter:
+        return {
+            str(attack): painter.png(rows, title=curve_title(str(attack), rows), legend=True)
+            for attack, rows in results.groupby("attack", sort=False)
+        }
 
 
 def curve_title(attack: str, rows: pd.DataFrame) -> str:
@@ -146,6 +147,9 @@ def plot_curves(
     ax.set_ylim(-0.02, 1.02)
 
 
+SUBPLOT_MARGINS = ("left", "right", "bottom", "top", "wspace", "hspace")
+
+
 class CurvePainter:
     """Many single-model curves on one reused figure: the per-cell curve PNG of every MLflow nested run.
 
@@ -161,20 +165,31 @@ class CurvePainter:
         self._fig: Figure | None = None
         self._ax: Axes | None = None
 
-    def png(self, rows: pd.DataFrame, *, title: str) -> bytes:
-        """PNG of ``rows`` (one model, one attack: eps, robust_accuracy, ci_low, ci_high, norm) titled ``title``."""
+    def png(self, rows: pd.DataFrame, *, title: str, legend: bool = False) -> bytes:
+        """PNG of ``rows`` (eps, robust_accuracy, ci_low, ci_high, norm; a line per model) titled ``title``.
+
+        ``legend``: the models' legend outside the axes on the right, as :func:`curve_figure`
+        draws it (the PNG is then byte for byte that figure's :func:`figure_png`).
+        """
         if self._fig is None or self._ax is None:
             sns.set_theme(style="whitegrid", context="notebook")
             self._fig, self._ax = plt.subplots(figsize=CURVE_SIZE)
         else:
             for artist in [*self._ax.lines, *self._ax.collections]:
                 artist.remove()
+            if self._ax.get_legend() is not None:
+                self._ax.get_legend().remove()
+            self._ax.set_prop_cycle(None)
         ax = self._ax
         plot_curves(ax, rows, hue="model")
         ax.relim()
         ax.autoscale_view()
         ax.set_title(title)
-        self._fig.tight_layout()  # tick labels differ between eps grids: laid out anew, as a fresh figure is
+        if legend:
+            ax.legend(title="model", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+        # Laid out anew from the default margins, as a fresh figure is (tick labels differ between grids).
+        self._fig.subplots_adjust(**{k: plt.rcParams[f"figure.subplot.{k}"] for k in SUBPLOT_MARGINS})
+        self._fig.tight_layout()
         buf = io.BytesIO()
         self._fig.savefig(buf, format="png", dpi=self.dpi)
         return buf.getvalue()

@@ -450,7 +450,7 @@ def test_curve_painter_reusing_one_figure_draws_what_a_fresh_one_draws() -> None
     """MLflow's per-cell curves share one figure: each PNG must not keep anything of the cells before it."""
     from PIL import Image
 
-    from reports.figures import CurvePainter
+    from reports.figures import CurvePainter, curve_figure, figure_png
 
     def cell(model: str, norm: str, grid: list[float], drop: float) -> pd.DataFrame:
         acc = [max(0.0, 0.95 - drop * i) for i in range(len(grid))]
@@ -470,6 +470,12 @@ def test_curve_painter_reusing_one_figure_draws_what_a_fresh_one_draws() -> None
         with CurvePainter() as fresh:
             assert fresh.png(c, title=f"{c['model'][0]} · x") == png
     assert len(set(reused)) == 3 and Image.open(io.BytesIO(reused[0])).size == (740, 420)
+    # with the legend (the run's figures/curve_<attack>.png): the PNG of curve_figure itself
+    both = pd.concat([cells[0], cell("lenet", "linf", [0.0, 0.1, 0.2, 0.3], 0.2)])
+    with CurvePainter() as shared:
+        shared.png(cells[1], title="before")
+        drawn = shared.png(both, title="pgd (linf)", legend=True)
+    assert drawn == figure_png(curve_figure(both, title="pgd (linf)"))
 
 
 def test_every_flag_explains_itself_and_names_a_remedy() -> None:
