@@ -20,6 +20,10 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
+FAST_PNG = {"compress_level": 3}
+"""zlib level of every figure PNG: half the encoding time of the default 6, files about 10% larger
+(the same level as :func:`reports.montage.png_bytes`)."""
+
 
 def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
     """``fig`` as PNG bytes, then closed.
@@ -30,7 +34,7 @@ def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
     """
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format="png", dpi=dpi)
+        fig.savefig(buf, format="png", dpi=dpi, pil_kwargs=FAST_PNG)
     finally:
         plt.close(fig)
     return buf.getvalue()
@@ -191,7 +195,7 @@ class CurvePainter:
         self._fig.subplots_adjust(**{k: plt.rcParams[f"figure.subplot.{k}"] for k in SUBPLOT_MARGINS})
         self._fig.tight_layout()
         buf = io.BytesIO()
-        self._fig.savefig(buf, format="png", dpi=self.dpi)
+        self._fig.savefig(buf, format="png", dpi=self.dpi, pil_kwargs=FAST_PNG)
         return buf.getvalue()
 
     def close(self) -> None:
