@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -52,8 +53,10 @@ def test_serial_loky_and_dask_cluster_give_identical_results(suite_file: Path, t
     assert len(serial) == 2 * 3 * 3
     assert (serial["grad_evals"][serial["attack"] == "pgd"] > 0).any()
 
-    loky = _run(suite_file, tmp_path / "loky", "--n-jobs", "2")
+    loky = _run(suite_file, tmp_path / "loky", "--n-jobs", "2", "--exact-workers")  # workers even if predicted slower
     _same_results(serial, loky)
+    workers = json.loads((tmp_path / "loky" / "manifest.json").read_text())["workers"]
+    assert workers["n_jobs"] == 2 and workers["threads_per_worker"] >= 1 and workers["predicted_gain"] is None
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         dask = _run(suite_file, tmp_path / "dask", "--backend", "dask", "--scheduler", cluster.scheduler_address)
@@ -71,7 +74,7 @@ def test_threading_backend_from_the_suite_gives_identical_results(tmp_path: Path
     threaded.write_text(yaml.safe_dump(small))
     serial = tmp_path / "serial.yaml"
     serial.write_text(yaml.safe_dump({**small, "n_jobs": 1, "backend": "loky"}))
-    _same_results(_run(serial, tmp_path / "a"), _run(threaded, tmp_path / "b"))
+    _same_results(_run(serial, tmp_path / "a"), _run(threaded, tmp_path / "b", "--exact-workers"))
 
 
 def test_backend_does_not_change_the_suite_digest() -> None:
@@ -106,3 +109,63 @@ def test_suite_backend_field_lists_allowed_values(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({**SUITE, "backend": "spark"}))
     with pytest.raises(SuiteError, match=r"bad.yaml: backend: allowed values are 'loky', 'threading' or 'dask'"):
         load_suite(path)
+
+
+def test_n_jobs_measures_the_models_and_runs_serially_when_workers_would_not_pay(
+    suite_file: Path, tmp_path: Path
+) -> None:
+    """Without --exact-workers a local CPU run predicts the gain of its workers from the suite's models."""
+    from bench.engine.parallel import PARALLEL_GAIN
+
+    planned = _run(suite_file, tmp_path / "auto", "--n-jobs", "2")
+    workers = json.loads((tmp_path / "auto" / "manifest.json").read_text())["workers"]
+    assert workers["requested_n_jobs"] == 2 and workers["predicted_gain"] > 0
+    if workers["predicted_gain"] < PARALLEL_GAIN:  # whichever way this machine decides, it says so and obeys it
+        assert workers["n_jobs"] == 1 and "cells run serially" in workers["reason"]
+    else:
+        assert workers["n_jobs"] == 2 and workers["threads_per_worker"] >= 1
+    _same_results(_run(suite_file, tmp_path / "serial"), planned)
+
+
+def test_choose_workers_follows_the_prediction_and_never_measures_what_it_need_not() -> None:
+    import torch
+
+    from bench.engine.parallel import PARALLEL_GAIN, choose_workers
+
+    cpu, asked = torch.device("cpu"), []
+
+    def measure(workers: int) -> float:
+        asked.append(workers)
+        return gain
+
+    gain = PARALLEL_GAIN - 0.01
+    plan = choose_workers("loky", 2, cells=5, device=cpu, measure=measure)
+    assert (plan.n_jobs, plan.threads, plan.requested) == (1, 0, 2) and asked == [2]
+    gain = PARALLEL_GAIN + 0.5
+    plan = choose_workers("loky", 2, cells=5, device=cpu, measure=measure)
+    assert plan.n_jobs == 2 and plan.threads >= 1 and plan.predicted_gain == gain
+    asked.clear()
+    for backend, n_jobs, cells, exact, device in (
+        ("loky", 1, 5, False, cpu),  # serial asked
+        ("loky", 2, 1, False, cpu),  # one cell: runs here with every core anyway
+        ("loky", 2, 5, True, cpu),  # --exact-workers
+        ("loky", 2, 5, False, torch.device("meta")),  # not a CPU: workers share one accelerator
+    ):
+        plan = choose_workers(backend, n_jobs, cells=cells, device=device, measure=measure, exact=exact)
+        assert plan.predicted_gain is None
+    assert asked == []
+
+
+def test_predicted_gain_times_real_passes_and_restores_the_thread_count() -> None:
+    import torch
+    from torch import nn
+
+    from bench.engine.parallel import predicted_gain
+
+    torch.manual_seed(0)
+    small = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
+    before = torch.get_num_threads()
+    x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    gain = predicted_gain({"small": (small, 3)}, x, y, workers=2)
+    assert torch.get_num_threads() == before
+    assert 0.2 < gain < 10  # a ratio of two timings of the same passes, not a placeholder

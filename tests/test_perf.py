@@ -193,6 +193,7 @@ def test_targets_and_harness_breakdown(perf_doc: tuple[dict, str, str]) -> None:
     # --parallel: the suite serially and with two loky workers, identical results, the small-model target
     (point,) = doc["parallel"]["suites"]
     assert point["cells"] == 2 and point["n_jobs"] == 2 and point["identical_results"] is True
+    assert point["workers"]["requested_n_jobs"] == 2 and point["workers"]["n_jobs"] in (1, 2)
     assert point["speedup"] == pytest.approx(point["serial_seconds"] / point["parallel_seconds"])
     p6 = [t for t in doc["targets"] if t["id"] == "P6"]
     assert p6[0]["target"] == ">= 1.3" and p6[1]["passed"] is True

@@ -87,7 +87,9 @@ def test_sample_flags_agree_with_results(tiny_run) -> None:
 
 
 def test_same_suite_same_numbers_serial_and_parallel(tiny_suite: Path, tiny_run, tmp_path: Path) -> None:
-    again = run_suite(load_suite(tiny_suite), out=tmp_path / "parallel", n_jobs=2, track=False, echo=None)
+    again = run_suite(
+        load_suite(tiny_suite), out=tmp_path / "parallel", n_jobs=2, track=False, echo=None, exact_workers=True
+    )
     cols = [c for c in RESULT_COLUMNS if c != "seconds"]
     pd.testing.assert_frame_equal(tiny_run.results[cols], again.results[cols])
 

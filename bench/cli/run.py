@@ -138,6 +138,14 @@ def run(
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="dask.distributed scheduler address (with --backend dask)")
     ] = None,
+    exact_workers: Annotated[
+        bool,
+        typer.Option(
+            "--exact-workers",
+            help="start exactly --n-jobs workers; by default a local CPU run measures one forward+backward "
+            "pass per model and runs the cells serially when workers are predicted to be slower",
+        ),
+    ] = False,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -183,6 +191,7 @@ def run(
             resume=resume is not None,
             backend=backend,
             scheduler=scheduler,
+            exact_workers=exact_workers,
         )
     print_summary(
         outcome.results,

@@ -81,6 +81,7 @@ def finish_manifest(
     prep_seconds: float,
     backend: str,
     scheduler: str | None,
+    workers: dict[str, Any] | None = None,
 ) -> None:
     """The manifest once results are on disk: ``incomplete`` (figures and report to come), the results' sha256,
     timings per cell and clean accuracy per model (``wall``: perf_counter start). :func:`mark_finished` follows."""
@@ -95,6 +96,7 @@ def finish_manifest(
         cell_seconds={o.cell_id: o.seconds for o in ordered},
         backend=backend,
         scheduler=scheduler,
+        workers=workers,
         cell_extras={o.cell_id: o.extras for o in ordered if o.extras},
         clean_accuracy={k: v["clean_accuracy"] for k, v in model_info.items()},
     )

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+import torch
 from joblib import effective_n_jobs, parallel_config
+from torch import nn
 
 from bench.rundir import RunError
 
@@ -65,3 +69,108 @@ def plan_workers(backend: str, n_jobs: int, cells: int | None = None) -> tuple[i
         # One torch thread per dask task: a worker runs as many tasks at once as it has threads.
         n_jobs, threads = (-1 if n_jobs == 1 else n_jobs), 1
     return n_jobs, threads
+
+
+PARALLEL_GAIN = 1.25
+"""Predicted speed-up of parallel cells below which ``--n-jobs`` runs them serially instead.
+
+Starting a loky worker costs 2 to 4 s on a 2-core CPU (importing torch, loading the
+models, the first call of each op): a predicted gain under a quarter does not pay for it.
+"""
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How the cells run: ``n_jobs`` workers with ``threads`` torch threads each (0: leave torch alone).
+
+    ``requested``: the ``--n-jobs`` asked for; ``predicted_gain``: the measured prediction of
+    serial over parallel cell time (``None`` when nothing was measured); ``reason``: one line.
+    """
+
+    n_jobs: int
+    threads: int
+    requested: int
+    predicted_gain: float | None
+    reason: str
+
+    def as_manifest(self) -> dict[str, object]:
+        return {
+            "requested_n_jobs": self.requested,
+            "n_jobs": self.n_jobs,
+            "threads_per_worker": self.threads,
+            "predicted_gain": self.predicted_gain,
+            "reason": self.reason,
+        }
+
+
+def _step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threads: int) -> float:
+    """Fastest of a few forward+backward passes (the unit of every gradient attack) with ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+
+    def step() -> float:
+        tick = time.perf_counter()
+        xx = x.detach().clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(xx), y)
+        if loss.requires_grad:  # a model without an input gradient (a declared black box): its forward pass
+            torch.autograd.grad(loss, xx, allow_unused=True)
+        return time.perf_counter() - tick
+
+    step()  # warm-up: first-call costs are not what the cells pay per step
+    first = step()
+    repeats = max(3, min(50, int(0.03 / max(first, 1e-6))))  # at least ~30 ms of steps: small models are noisy
+    return min(step() for _ in range(repeats))
+
+
+def predicted_gain(models: dict[str, tuple[nn.Module, int]], x: torch.Tensor, y: torch.Tensor, workers: int) -> float:
+    """Serial cell time over parallel cell time, predicted from one forward+backward pass per model.
+
+    ``models``: id -> (model, cells of that model still to run); ``x``, ``y``: one batch of
+    the suite's data on the model's device. Serially every cell runs with all cores' torch
+    threads; in parallel ``workers`` cells run at once with ``cores // workers`` threads
+    each. Where one op keeps every core busy (a large model, a large batch), the gain is
+    near 1; where torch's threads idle (a small model or batch), it nears ``workers``.
+    """
+    cores = os.cpu_count() or 1
+    per_worker = max(1, cores // max(1, workers))
+    before = torch.get_num_threads()
+    serial = parallel = 0.0
+    try:
+        with torch.enable_grad():
+            for model, cells in models.values():
+                serial += cells * _step_seconds(model, x, y, cores)
+                parallel += cells * _step_seconds(model, x, y, per_worker) / workers
+    finally:
+        torch.set_num_threads(before)
+    return serial / parallel if parallel > 0 else 1.0
+
+
+def choose_workers(
+    backend: str,
+    n_jobs: int,
+    *,
+    cells: int,
+    device: torch.device,
+    measure: Callable[[int], float] | None,
+    exact: bool = False,
+) -> WorkerPlan:
+    """The :class:`WorkerPlan` of a run: :func:`plan_workers`, then serial when parallel cells would not pay.
+
+    On a local backend (loky, threading) and a CPU, with more than one worker planned and
+    not ``exact``, ``measure(workers)`` (:func:`predicted_gain` on the suite's models) decides:
+    under :data:`PARALLEL_GAIN` the cells run serially with every core's threads, so that
+    ``--n-jobs`` is never much slower than a serial run. dask runs as asked (a cluster's
+    workers are not this machine's cores).
+    """
+    jobs, threads = plan_workers(backend, n_jobs, cells=cells)
+    if jobs == 1 or backend == "dask" or device.type != "cpu" or exact or measure is None:
+        why = "as asked" if jobs == n_jobs else f"{jobs} cell(s) to run"
+        return WorkerPlan(jobs, threads, n_jobs, None, why)
+    workers = effective_n_jobs(jobs)
+    gain = measure(workers)
+    if gain < PARALLEL_GAIN:
+        why = (
+            f"{workers} workers predicted {gain:.2f}x faster than one process with {os.cpu_count()} threads "
+            f"(< {PARALLEL_GAIN}x): torch's threads already keep the cores busy, cells run serially"
+        )
+        return WorkerPlan(1, 0, n_jobs, gain, why)
+    return WorkerPlan(jobs, threads, n_jobs, gain, f"{workers} workers predicted {gain:.2f}x faster than serial")

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from bench.engine.finish import (
     write_results,
 )
 from bench.engine.models import ModelRef, prepare_models, resolve_device
-from bench.engine.parallel import check_backend, parallel_backend, plan_workers
+from bench.engine.parallel import WorkerPlan, check_backend, choose_workers, parallel_backend, predicted_gain
 from bench.limits import cap_n_jobs
 from bench.rundir import (
     RunDir,
@@ -69,13 +70,17 @@ def run_suite(
     resume: bool = False,
     backend: str | None = None,
     scheduler: str | None = None,
+    exact_workers: bool = False,
 ) -> RunOutcome:
     """Run every cell of ``suite`` and write its run directory; returns the tidy results.
 
     With ``resume`` the run directory ``out`` of an interrupted run of the same
     suite is continued: finished cells are read back, the others are run.
     ``backend``/``scheduler`` override the suite's joblib backend (loky,
-    threading, dask) and dask.distributed scheduler address.
+    threading, dask) and dask.distributed scheduler address. With more than one
+    worker on a local CPU backend the cells run serially when parallel workers are
+    predicted to be slower (:func:`bench.engine.parallel.choose_workers`), unless
+    ``exact_workers``; the manifest's ``workers`` says what ran and why.
     """
     wall = time.perf_counter()
     backend = backend or suite.backend
@@ -95,11 +100,21 @@ def run_suite(
     prep_seconds = time.perf_counter() - prep
 
     jobs = cap_n_jobs(n_jobs if n_jobs is not None else suite.n_jobs, source="--n-jobs" if n_jobs else "n_jobs")
-    ordered = run_cells(run, suite, refs, data, dev, jobs=jobs, backend=backend, scheduler=scheduler, echo=echo)
+    ordered, plan = run_cells(
+        run, suite, refs, data, dev, jobs=jobs, backend=backend, scheduler=scheduler, echo=echo, exact=exact_workers
+    )
 
     results = write_results(run, ordered)
     finish_manifest(
-        run, manifest, ordered, model_info, wall=wall, prep_seconds=prep_seconds, backend=backend, scheduler=scheduler
+        run,
+        manifest,
+        ordered,
+        model_info,
+        wall=wall,
+        prep_seconds=prep_seconds,
+        backend=backend,
+        scheduler=scheduler,
+        workers=plan.as_manifest(),
     )
     outcome = RunOutcome(run, results, manifest)
     curves: dict[str, bytes] = {}  # drawn once, for figures/ and the report
@@ -166,10 +181,22 @@ def run_cells(
     backend: str,
     scheduler: str | None,
     echo: Callable[[str], None] | None,
-) -> list[CellOutcome]:
-    """Run the cells not yet done (joblib), read back the finished ones; outcomes in suite order."""
+    exact: bool = False,
+) -> tuple[list[CellOutcome], WorkerPlan]:
+    """Run the cells not yet done (joblib), read back the finished ones; outcomes in suite order, and the plan."""
     cells = expand(suite)
-    jobs, threads = plan_workers(backend, jobs, cells=sum(not run.cell_done(c.id) for c in cells))
+    todo = [c for c in cells if not run.cell_done(c.id)]
+
+    def measure(workers: int) -> float:
+        per_model = Counter(c.model.id for c in todo)
+        models = {mid: (refs[mid].load(device), count) for mid, count in per_model.items()}
+        x, y = data.x[: suite.batch_size].to(device), data.y[: suite.batch_size].to(device)
+        return predicted_gain(models, x, y, workers)
+
+    plan = choose_workers(backend, jobs, cells=len(todo), device=device, measure=measure, exact=exact)
+    jobs, threads = plan.n_jobs, plan.threads
+    if echo and plan.predicted_gain is not None:
+        echo(f"--n-jobs {plan.requested}: {plan.reason}")
     tasks = [
         CellTask(
             cell,
@@ -198,7 +225,7 @@ def run_cells(
     for t in tasks:
         if t.cell.id not in outcomes:
             outcomes[t.cell.id] = load_cell(run, t.cell.id)
-    return [outcomes[t.cell.id] for t in tasks]
+    return [outcomes[t.cell.id] for t in tasks], plan
 
 
 def _check_target_classes(suite: Suite, data: DataSplit) -> None:

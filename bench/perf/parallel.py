@@ -3,8 +3,9 @@
 Each suite runs twice in this process with a warm checkpoint cache (its models are
 trained or loaded first, untimed), without MLflow, into temporary run directories:
 once serially (``n_jobs=1``: one process, torch's intra-op threads on every core) and
-once with ``n_jobs`` loky workers (each with ``cores // n_jobs`` torch threads, see
-:func:`bench.engine.parallel.plan_workers`). The parallel time includes starting the
+once with ``--n-jobs n_jobs`` as a user runs it: loky workers with ``cores // n_jobs`` torch
+threads each, or serial cells where :func:`bench.engine.parallel.choose_workers` predicts
+workers to be slower (its plan is in the JSON). The parallel time includes starting the
 workers (each imports torch) and shipping them the data, as a user's run does. The
 results (every column but the timings) must be identical.
 """
@@ -45,12 +46,14 @@ def measure_suite(path: Path, n_jobs: int) -> dict[str, Any]:
     warm_zoo_models(suite)  # untimed
     walls: dict[str, float] = {}
     results: dict[str, pd.DataFrame] = {}
+    plan: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-perf-parallel-") as tmp:
         for mode, jobs in (("serial", 1), ("parallel", n_jobs)):
             start = time.perf_counter()
             outcome = run_suite(suite, out=Path(tmp) / mode, track=False, echo=None, n_jobs=jobs)
             walls[mode] = time.perf_counter() - start
             results[mode] = _comparable(outcome.results)
+            plan = outcome.manifest.get("workers") or {}
     identical = results["serial"].equals(results["parallel"])
     return {
         "suite": str(path),
@@ -60,6 +63,7 @@ def measure_suite(path: Path, n_jobs: int) -> dict[str, Any]:
         "parallel_seconds": walls["parallel"],
         "speedup": walls["serial"] / walls["parallel"],
         "identical_results": identical,
+        "workers": plan,  # what --n-jobs ran: bench.engine.parallel.choose_workers' plan and its reason
     }
 
 
@@ -74,7 +78,8 @@ def measure_parallel(cfg: PerfConfig, *, echo: Callable[[str], None] | None = No
             echo(
                 f"  serial {point['serial_seconds']:.1f} s, --n-jobs {cfg.parallel_n_jobs} "
                 f"{point['parallel_seconds']:.1f} s: {point['speedup']:.2f}x, "
-                f"results {'identical' if point['identical_results'] else 'DIFFERENT'}"
+                f"results {'identical' if point['identical_results'] else 'DIFFERENT'}; "
+                f"{point['workers'].get('reason', '')}"
             )
     small = None if cfg.parallel_small is None else str(cfg.parallel_small)
     return {"n_jobs": cfg.parallel_n_jobs, "small_model_suite": small, "suites": points}
