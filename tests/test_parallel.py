@@ -115,12 +115,12 @@ def test_n_jobs_measures_the_models_and_runs_serially_when_workers_would_not_pay
     suite_file: Path, tmp_path: Path
 ) -> None:
     """Without --exact-workers a local CPU run predicts the gain of its workers from the suite's models."""
-    from bench.engine.parallel import PARALLEL_GAIN
+    from bench.engine.parallel import required_gain
 
     planned = _run(suite_file, tmp_path / "auto", "--n-jobs", "2")
     workers = json.loads((tmp_path / "auto" / "manifest.json").read_text())["workers"]
     assert workers["requested_n_jobs"] == 2 and workers["predicted_gain"] > 0
-    if workers["predicted_gain"] < PARALLEL_GAIN:  # whichever way this machine decides, it says so and obeys it
+    if workers["predicted_gain"] < required_gain(2):  # whichever way this machine decides, it says so and obeys it
         assert workers["n_jobs"] == 1 and "cells run serially" in workers["reason"]
     else:
         assert workers["n_jobs"] == 2 and workers["threads_per_worker"] >= 1
@@ -130,7 +130,7 @@ def test_n_jobs_measures_the_models_and_runs_serially_when_workers_would_not_pay
 def test_choose_workers_follows_the_prediction_and_never_measures_what_it_need_not() -> None:
     import torch
 
-    from bench.engine.parallel import PARALLEL_GAIN, choose_workers
+    from bench.engine.parallel import choose_workers, required_gain
 
     cpu, asked = torch.device("cpu"), []
 
@@ -138,10 +138,10 @@ def test_choose_workers_follows_the_prediction_and_never_measures_what_it_need_n
         asked.append(workers)
         return gain
 
-    gain = PARALLEL_GAIN - 0.01
+    gain = required_gain(2) - 0.01
     plan = choose_workers("loky", 2, cells=5, device=cpu, measure=measure)
     assert (plan.n_jobs, plan.threads, plan.requested) == (1, 0, 2) and asked == [2]
-    gain = PARALLEL_GAIN + 0.5
+    gain = required_gain(2) + 0.1
     plan = choose_workers("loky", 2, cells=5, device=cpu, measure=measure)
     assert plan.n_jobs == 2 and plan.threads >= 1 and plan.predicted_gain == gain
     asked.clear()
