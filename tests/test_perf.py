@@ -194,6 +194,10 @@ def test_targets_and_harness_breakdown(perf_doc: tuple[dict, str, str]) -> None:
     (point,) = doc["parallel"]["suites"]
     assert point["cells"] == 2 and point["n_jobs"] == 2 and point["identical_results"] is True
     assert point["workers"]["requested_n_jobs"] == 2 and point["workers"]["n_jobs"] in (1, 2)
+    assert len(point["serial_runs"]) == len(point["parallel_runs"]) == 2
+    assert point["serial_seconds"] == min(point["serial_runs"]) and point["parallel_seconds"] == min(
+        point["parallel_runs"]
+    )
     assert point["speedup"] == pytest.approx(point["serial_seconds"] / point["parallel_seconds"])
     p6 = [t for t in doc["targets"] if t["id"] == "P6"]
     assert p6[0]["target"] == ">= 1.3" and p6[1]["passed"] is True
