@@ -126,8 +126,9 @@ def _step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threads: i
 
     step()  # warm-up: first-call costs are not what the cells pay per step
     first = step()
-    repeats = max(3, min(50, int(0.03 / max(first, 1e-6))))  # at least ~30 ms of steps: small models are noisy
-    return min(step() for _ in range(repeats))
+    # a small model's pass is noisy: repeat it for about 20 ms; a large one's (tens of ms) twice in all
+    repeats = max(1, min(50, int(0.02 / max(first, 1e-6))))
+    return min(first, *(step() for _ in range(repeats)))
 
 
 def predicted_gain(models: dict[str, tuple[nn.Module, int]], x: torch.Tensor, y: torch.Tensor, workers: int) -> float:

@@ -3,11 +3,12 @@
 Each suite runs four times in this process with a warm checkpoint cache (its models are
 trained or loaded first, untimed), without MLflow, into temporary run directories:
 twice serially (``n_jobs=1``: one process, torch's intra-op threads on every core) and
-twice with ``--n-jobs n_jobs`` as a user runs it (in :data:`ORDER`, fastest of each kept): loky workers with ``cores // n_jobs`` torch
-threads each, or serial cells where :func:`bench.engine.parallel.choose_workers` predicts
-workers to be slower (its plan is in the JSON). The parallel time includes starting the
-workers (each imports torch) and shipping them the data, as a user's run does. The
-results (every column but the timings) must be identical.
+twice with ``--n-jobs n_jobs`` as a user runs it (in :data:`ORDER`, fastest of each kept):
+loky workers with ``cores // n_jobs`` torch threads each, or serial cells where
+:func:`bench.engine.parallel.choose_workers` predicts workers to be slower (its plan is in
+the JSON). The parallel time includes starting the workers (each imports torch) and
+shipping them the data, as a user's run does. The results (every column but the timings)
+must be identical.
 """
 
 from __future__ import annotations
