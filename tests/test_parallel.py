@@ -155,6 +155,12 @@ def test_choose_workers_follows_the_prediction_and_never_measures_what_it_need_n
         assert plan.predicted_gain is None
     assert asked == []
 
+    def broken(workers: int) -> float:
+        raise RuntimeError("this model has no backward pass")
+
+    plan = choose_workers("loky", 2, cells=5, device=cpu, measure=broken)
+    assert plan.n_jobs == 2 and plan.predicted_gain is None and "no backward pass" in plan.reason
+
 
 def test_predicted_gain_times_real_passes_and_restores_the_thread_count() -> None:
     import torch

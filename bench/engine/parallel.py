@@ -176,7 +176,11 @@ def choose_workers(
         why = "as asked" if jobs == n_jobs else f"{jobs} cell(s) to run"
         return WorkerPlan(jobs, threads, n_jobs, None, why)
     workers = effective_n_jobs(jobs)
-    gain, needed = measure(workers), required_gain(workers)
+    try:
+        gain = measure(workers)
+    except Exception as exc:  # a model the probe cannot run: its cells will say why; run them as asked
+        return WorkerPlan(jobs, threads, n_jobs, None, f"as asked (no prediction: {type(exc).__name__}: {exc})"[:300])
+    needed = required_gain(workers)
     if gain < needed:
         why = (
             f"{workers} workers predicted {gain:.2f}x faster than one process with {os.cpu_count()} threads "
