@@ -106,19 +106,19 @@ def example_grid(
     h, w = x_adv.shape[-2:]
     factor = tile_scale(h, w)
     th, tw = h * factor, w * factor
-    small, label_face = font(12), font(13)
+    small, label_face = font(14), font(15)
     names = class_names_for(class_names, y, pred)
     eps_labels = [f"eps={float(eps[r]):.3g}" for r in rows]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     margin_left = max(_text_width(probe, s, small) for s in eps_labels) + 16
-    gap_x, label_h, gap_y = max(8, tw // 10), 20, 10
+    gap_x, label_h, gap_y = max(8, tw // 10), 22, 10
     title_h = 28 if title else 8
     width = margin_left + k * (tw + gap_x)
     height = title_h + len(rows) * (label_h + th + gap_y)
     canvas = Image.new("RGB", (width, height), WHITE)
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((width // 2, 6), title, fill=INK, font=font(15), anchor="ma")
+        draw.text((width // 2, 6), title, fill=INK, font=font(17), anchor="ma")
     for i, r in enumerate(rows):
         top = title_h + i * (label_h + th + gap_y)
         draw.text((margin_left - 10, top + label_h + th // 2), eps_labels[i], fill=INK, font=small, anchor="rm")
@@ -153,16 +153,16 @@ def first_image_strip(
     h, w = x_adv.shape[-2:]
     factor = tile_scale(h, w)
     th, tw = h * factor, w * factor
-    small = font(12)
+    small = font(14)
     names = class_names_for(class_names, y, pred)
-    margin_left, gap_x, caption_h, gap_y = 96, max(10, tw // 6), 38, 12
+    margin_left, gap_x, caption_h, gap_y = 104, max(10, tw // 6), 42, 12
     title_h = 28 if title else 6
     width = margin_left + e * (tw + gap_x)
     height = title_h + caption_h + 2 * th + gap_y + 6
     canvas = Image.new("RGB", (width, height), WHITE)
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((width // 2, 6), title, fill=INK, font=font(15), anchor="ma")
+        draw.text((width // 2, 6), title, fill=INK, font=font(17), anchor="ma")
     top = title_h + caption_h
     bottom = top + th + gap_y
     draw.text((margin_left - 10, top + th // 2), "adversarial", fill=INK, font=small, anchor="rm")
@@ -213,14 +213,14 @@ def fooling_grid(
     th, tw = h * factor, w * factor
     seen_targets = np.asarray([] if targets is None else targets, dtype=np.int64).ravel()
     names = class_names_for(class_names, y, pred, seen_targets)
-    small = font(12)
-    gap_x, caption_h = max(10, tw // 6), 22
+    small = font(14)
+    gap_x, caption_h = max(10, tw // 6), 24
     title_h = 28 if title else 6
     width = gap_x + k * (tw + gap_x)
     canvas = Image.new("RGB", (width, title_h + caption_h + th + 8), WHITE)
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((width // 2, 6), title, fill=INK, font=font(15), anchor="ma")
+        draw.text((width // 2, 6), title, fill=INK, font=font(17), anchor="ma")
     top = title_h + caption_h
     for c in range(min(k, x_adv.shape[0])):
         left = gap_x + c * (tw + gap_x)
