@@ -79,7 +79,7 @@ Measured on the 2-core CPU: a loky worker costs about 2.2 s to start (importing 
 about 1.5 s more in its first cell (loading the model, first calls of each op), and the
 attacks' other ops (projections, noise draws) use torch's threads better than a bare
 forward+backward pass. Two mlp suites at batch 100 and 50, predicted 1.50x and 1.66x, ran
-0.50x and 0.73x as fast as serially; suites at batch 500 are predicted 1.06 to 1.14x.
+0.50x and 0.73x as fast as serially; the shipped suites at batch 500 are predicted 1.06 to 1.31x.
 """
 
 
@@ -184,7 +184,7 @@ def choose_workers(
     if gain < needed:
         why = (
             f"{workers} workers predicted {gain:.2f}x faster than one process with {os.cpu_count()} threads "
-            f"(< {needed:.2f}x): torch's threads already keep the cores busy, cells run serially"
+            f"(< {needed:.2f}x, what pays for starting them): cells run serially"
         )
         return WorkerPlan(1, 0, n_jobs, gain, why)
     return WorkerPlan(jobs, threads, n_jobs, gain, f"{workers} workers predicted {gain:.2f}x faster than serial")

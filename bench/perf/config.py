@@ -12,13 +12,13 @@ SMALL_MODELS = QUICKSTART.with_name("small_models.yaml")
 GIB = 1024**3
 
 # (target id, what, bound, direction, models it applies to (None: all))
+# The bounds as the performance round-two issue restates them. The ratios against ART's single
+# attacks (art_fgsm_loop / fgsm_sweep, art_pgd / pgd) and P3 are still measured and printed; their
+# targets were set against a slower ART and are replaced by P5's (the whole sweep against ART's loop).
 TARGETS: tuple[tuple[str, str, float, str, tuple[str, ...] | None], ...] = (
-    ("P1", "fgsm_sweep / (forward_backward + E forwards)", 1.15, "<=", None),
-    ("P1", "art_fgsm_loop / fgsm_sweep", 3.5, ">=", None),
-    ("P2", "pgd / (steps forward_backward + 1 forward)", 1.10, "<=", None),
-    ("P2", "art_pgd / pgd", 1.4, ">=", ("lenet",)),
-    ("P2", "art_pgd / pgd", 3.0, ">=", ("mlp",)),
-    ("P3", "pgd_sweep / pgd_naive", 0.35, "<=", ("lenet",)),
+    ("P1", "fgsm_sweep / (forward_backward + E forwards)", 1.08, "<=", None),
+    ("P2", "pgd / (steps forward_backward + 1 forward)", 1.05, "<=", ("lenet",)),
+    ("P2", "pgd / (steps forward_backward + 1 forward)", 1.10, "<=", ("mlp",)),
 )
 
 TIMES = (
