@@ -41,6 +41,8 @@ RUN_JSON_BYTES = 16 * MiB
 """A run directory's JSON or YAML file (manifest.json, models.json, suite.yaml)."""
 RUN_TABLE_BYTES = 2048 * MiB
 """A run directory's parquet table (results.parquet, samples.parquet)."""
+EXAMPLES_BYTES = 256 * MiB
+"""A cell's examples.npz, inflated (checked before its arrays are decompressed)."""
 
 
 class LimitError(ValueError):

@@ -32,6 +32,7 @@ import pandas as pd
 import yaml
 
 from bench import limits
+from bench.examples_file import read_examples_file
 from bench.fsutil import atomic_path, atomic_write_text, safe_filename
 
 CELL_SEPARATOR = "__"
@@ -233,11 +234,11 @@ class RunDir:
         return data
 
     def read_examples(self, cell_id: str) -> dict[str, np.ndarray] | None:
+        """The cell's checked example arrays (:func:`bench.examples_file.read_examples_file`), or ``None``."""
         path = self.cell(cell_id) / "examples.npz"
         if not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        return read_examples_file(path)
 
 
 def read_json_capped(path: Path, *, what: str) -> Any:

@@ -19,8 +19,8 @@ import numpy as np
 from matplotlib import colormaps, font_manager
 from PIL import Image, ImageDraw, ImageFont
 
-CORRECT = (26, 127, 55)  # "#1a7f37", as reports.figures.CORRECT
-FOOLED = (207, 34, 46)  # "#cf222e", as reports.figures.FOOLED
+CORRECT = (26, 127, 55)  # "#1a7f37": a label still correct
+FOOLED = (207, 34, 46)  # "#cf222e": a label fooled
 INK = (36, 41, 47)
 WHITE = (255, 255, 255)
 
@@ -64,6 +64,30 @@ def upscale(tile: np.ndarray, factor: int) -> np.ndarray:
     return tile.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
+MAX_TILE = 256
+"""Longest side of a drawn tile: larger images are shrunk (a grid of 8 x 8 ImageNet-size or larger
+images stays a few megapixels)."""
+
+
+def tile_size(h: int, w: int) -> tuple[int, int]:
+    """``(height, width)`` of the drawn tile of an ``h`` x ``w`` image: upscaled by :func:`tile_scale`,
+    or shrunk to :data:`MAX_TILE` on its longer side."""
+    factor = tile_scale(h, w)
+    if max(h, w) * factor <= MAX_TILE:
+        return h * factor, w * factor
+    shrink = MAX_TILE / max(h, w)
+    return max(1, round(h * shrink)), max(1, round(w * shrink))
+
+
+def tile(rgb8: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """``(H, W, 3)`` uint8 drawn at ``size``: pixel repetition when upscaled, a box filter when shrunk."""
+    h, w = rgb8.shape[:2]
+    factor = size[0] // h
+    if factor >= 1 and size == (h * factor, w * factor):
+        return Image.fromarray(upscale(rgb8, factor))
+    return Image.fromarray(rgb8).resize((size[1], size[0]), Image.Resampling.BOX)
+
+
 def class_names_for(class_names: Sequence[str] | None, *arrays: np.ndarray) -> list[str]:
     """``class_names`` or ``"0" .. "K"`` up to the largest class index in ``arrays``."""
     if class_names is not None:
@@ -104,8 +128,7 @@ def example_grid(
     k = max(1, min(max_samples, x_adv.shape[1]))
     shown = min(k, x_adv.shape[1])
     h, w = x_adv.shape[-2:]
-    factor = tile_scale(h, w)
-    th, tw = h * factor, w * factor
+    th, tw = size = tile_size(h, w)
     small, label_face = font(14), font(15)
     names = class_names_for(class_names, y, pred)
     eps_labels = [f"eps={float(eps[r]):.3g}" for r in rows]
@@ -124,7 +147,7 @@ def example_grid(
         draw.text((margin_left - 10, top + label_h + th // 2), eps_labels[i], fill=INK, font=small, anchor="rm")
         for j in range(shown):
             left = margin_left + j * (tw + gap_x)
-            canvas.paste(Image.fromarray(upscale(to_rgb8(x_adv[r, j]), factor)), (left, top + label_h))
+            canvas.paste(tile(to_rgb8(x_adv[r, j]), size), (left, top + label_h))
             truth, seen = int(y[j]), int(pred[r, j])
             draw.text(
                 (left + tw // 2, top + label_h - 4),
@@ -151,8 +174,7 @@ def first_image_strip(
     delta = (x_adv[:, 0] - x[0][None]).mean(axis=1)  # (E, H, W)
     limit = float(np.abs(delta).max()) or 1.0
     h, w = x_adv.shape[-2:]
-    factor = tile_scale(h, w)
-    th, tw = h * factor, w * factor
+    th, tw = size = tile_size(h, w)
     small = font(14)
     names = class_names_for(class_names, y, pred)
     margin_left, gap_x, caption_h, gap_y = 104, max(10, tw // 6), 42, 12
@@ -177,8 +199,8 @@ def first_image_strip(
     truth = int(y[0])
     for i in range(e):
         left = margin_left + i * (tw + gap_x)
-        canvas.paste(Image.fromarray(upscale(to_rgb8(x_adv[i, 0]), factor)), (left, top))
-        canvas.paste(Image.fromarray(upscale(diverging_rgb8(delta[i], limit), factor)), (left, bottom))
+        canvas.paste(tile(to_rgb8(x_adv[i, 0]), size), (left, top))
+        canvas.paste(tile(diverging_rgb8(delta[i], limit), size), (left, bottom))
         seen = int(pred[i, 0])
         draw.multiline_text(
             (left + tw // 2, top - 4),
@@ -209,8 +231,7 @@ def fooling_grid(
     x_adv, y, pred = examples["x_adv"][-1], examples["y"], examples["adv_pred"][-1]
     k = max(1, min(max_samples, x_adv.shape[0]))
     h, w = x_adv.shape[-2:]
-    factor = tile_scale(h, w)
-    th, tw = h * factor, w * factor
+    th, tw = size = tile_size(h, w)
     seen_targets = np.asarray([] if targets is None else targets, dtype=np.int64).ravel()
     names = class_names_for(class_names, y, pred, seen_targets)
     small = font(14)
@@ -224,7 +245,7 @@ def fooling_grid(
     top = title_h + caption_h
     for c in range(min(k, x_adv.shape[0])):
         left = gap_x + c * (tw + gap_x)
-        canvas.paste(Image.fromarray(upscale(to_rgb8(x_adv[c]), factor)), (left, top))
+        canvas.paste(tile(to_rgb8(x_adv[c]), size), (left, top))
         target = int(targets[c]) if targets is not None and c < len(targets) else -1
         fooled = int(pred[c]) == target if target >= 0 else int(pred[c]) != int(y[c])
         caption = f"→{names[int(pred[c])]}" + (f" (t={names[target]})" if target >= 0 else "")

@@ -378,3 +378,98 @@ def test_run_directory_tables_are_size_capped_before_pandas_opens_them(
     with pytest.raises(limits.LimitError, match=r"larger than the limit"):
         monkeypatch.setattr(limits, "RUN_TABLE_BYTES", 16)
         load_cell(run, cell_id)
+
+
+# -- a cell's examples.npz: read with caps, checked before the report or MLflow draws it -------------
+
+
+def _examples_file(run: Path) -> Path:
+    return sorted((run / "cells").glob("*/examples.npz"))[0]
+
+
+def _rewrite(path: Path, **changes: Any) -> None:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        arrays.pop(key)
+    with path.open("wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def test_a_huge_class_index_in_examples_fails_the_report_in_one_line(tiny_run: Path, tmp_path: Path) -> None:
+    """It used to hang: the example grid built one label per class up to the largest index (10**9 here)."""
+    run = _copy(tiny_run, tmp_path)
+    path = _examples_file(run)
+    with np.load(path, allow_pickle=False) as data:
+        y = data["y"].copy()
+    y[0] = 10**9
+    _rewrite(path, y=y)
+    code, message = cli("report", str(run), "--out", str(tmp_path / "r"))
+    assert code == 2 and f"{path.parent.name}/examples.npz: y: class indices from {y.min()} to 1000000000" in message
+    assert "allowed: 0 to 99999" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"x_adv": None}, "missing array(s) x_adv (an examples file holds x, y, x_adv, adv_pred, epsilons)"),
+        ({"x_adv": np.zeros((2, 1, 2, 4, 4), np.float32)}, "x_adv: 2 channel(s) of 4 x 4 pixels (allowed: 1 or 3"),
+        ({"x_adv": np.zeros((2, 4), np.float32)}, "x_adv: expected floats of shape (epsilons, samples"),
+        ({"epsilons": np.array([0.0, np.inf])}, "epsilons: expected numbers of shape"),
+        ({"adv_pred": np.full((1, 1), -1)}, "adv_pred: expected integers of shape"),
+    ],
+)
+def test_examples_with_the_wrong_arrays_are_refused_naming_the_array(
+    tiny_run: Path, tmp_path: Path, change: dict[str, Any], expected: str
+) -> None:
+    run = _copy(tiny_run, tmp_path)
+    path = _examples_file(run)
+    _rewrite(path, **change)
+    with pytest.raises(ValueError, match=r"examples\.npz: ") as caught:
+        RunDir(run).read_examples(path.parent.name)
+    assert expected in str(caught.value)
+
+
+def test_examples_file_negative_class_infinite_eps_pickles_and_non_archives(tiny_run: Path, tmp_path: Path) -> None:
+    from bench.examples_file import ExamplesFileError, read_examples_file
+
+    run = _copy(tiny_run, tmp_path)
+    path = _examples_file(run)
+    arrays = read_examples_file(path)  # the run's own file passes
+    assert arrays["x_adv"].shape[:2] == arrays["adv_pred"].shape
+    pred = arrays["adv_pred"].copy()
+    pred[0, 0] = -3
+    _rewrite(path, adv_pred=pred)
+    with pytest.raises(ExamplesFileError, match=r"adv_pred: class indices from -3 to"):
+        read_examples_file(path)
+    _rewrite(path, adv_pred=arrays["adv_pred"], epsilons=np.where(arrays["epsilons"] > 0, np.inf, 0.0))
+    with pytest.raises(ExamplesFileError, match="epsilons: not all finite"):
+        read_examples_file(path)
+    with path.open("wb") as fh:
+        np.savez(fh, **{**arrays, "y": np.array([object()] * len(arrays["y"]), dtype=object)})
+    with pytest.raises(ExamplesFileError, match=r"unreadable examples file .*allow_pickle"):
+        read_examples_file(path)
+    with path.open("wb") as fh:
+        np.save(fh, arrays["x"])
+    with pytest.raises(ExamplesFileError, match=r"not an \.npz archive"):
+        read_examples_file(path)
+
+
+def test_examples_file_inflated_size_at_the_cap(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap holds before any array is decompressed (a zip bomb never inflates)."""
+    import zipfile
+
+    from bench.examples_file import read_examples_file
+
+    run = _copy(tiny_run, tmp_path)
+    path = _examples_file(run)
+    with zipfile.ZipFile(path) as archive:
+        inflated = sum(info.file_size for info in archive.infolist())
+    monkeypatch.setattr(limits, "EXAMPLES_BYTES", inflated)
+    assert read_examples_file(path)["x"].size > 0
+    monkeypatch.setattr(limits, "EXAMPLES_BYTES", inflated - 1)
+    with pytest.raises(limits.LimitError, match=rf"inflates to {inflated:,} bytes, over the limit of {inflated - 1:,}"):
+        read_examples_file(path)

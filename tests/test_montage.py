@@ -104,3 +104,18 @@ def test_png_bytes_round_trip() -> None:
     image = montage.example_grid(_examples())
     back = Image.open(io.BytesIO(montage.png_bytes(image)))
     assert back.size == image.size and np.array_equal(np.asarray(back.convert("RGB")), np.asarray(image))
+
+
+def test_large_images_are_shrunk_to_a_bounded_tile() -> None:
+    """A 1,000 x 600 image (or a 1 x 4,096 one) is drawn at most MAX_TILE on its longer side, not at full size."""
+    assert montage.tile_size(28, 28) == (112, 112) and montage.tile_size(8, 8) == (96, 96)
+    assert montage.tile_size(1000, 600) == (montage.MAX_TILE, round(600 * montage.MAX_TILE / 1000))
+    assert montage.tile_size(1, 4096) == (1, montage.MAX_TILE)
+    ex = _examples(e=2, k=3, c=3, h=1000, w=600)
+    image = montage.example_grid(ex)
+    assert image.size[0] < 3 * (montage.MAX_TILE + 40) + 200 and image.size[1] < 2 * (montage.MAX_TILE + 40) + 40
+    strip = np.asarray(montage.tile(montage.to_rgb8(ex["x_adv"][0, 0]), (4, 2)))
+    assert strip.shape == (4, 2, 3)
+    # the box filter averages: a shrunk tile of a uniform image keeps its value
+    flat = np.full((3, 10, 10), 0.5, dtype=np.float32)
+    assert np.all(np.asarray(montage.tile(montage.to_rgb8(flat), (5, 5))) == 128)

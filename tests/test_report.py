@@ -58,7 +58,9 @@ def test_bench_run_writes_the_report(report_run: Path, report_dir: Path) -> None
     assert "<script" not in html
 
 
-def test_run_draws_each_attack_curve_once_for_its_figures_and_its_report(report_run: Path, report_dir: Path) -> None:
+def test_run_draws_each_attack_curve_once_for_its_figures_and_its_report(
+    report_run: Path, report_dir: Path, tmp_path: Path
+) -> None:
     """``figures/curve_<attack>.png`` and the report's curve are one PNG, drawn once, used in both places."""
     from PIL import Image
 
@@ -68,6 +70,17 @@ def test_run_draws_each_attack_curve_once_for_its_figures_and_its_report(report_
         attack = curve.stem.removeprefix("curve_")
         assert (report_dir / "figures" / f"r1-curve-{attack}.png").read_bytes() == curve.read_bytes()
         assert Image.open(curve).size[0] > 500
+    # the report takes the curves it is handed as they are, and draws only the ones it is not handed
+    from reports.montage import png_bytes
+    from reports.render import render_report
+    from reports.sources import load_run
+
+    handed = png_bytes(Image.new("RGB", (3, 2), (1, 2, 3)))
+    paths = render_report([load_run(report_run)], tmp_path / "handed", drawn_curves={"fgsm": handed})
+    assert (paths.figures / "r1-curve-fgsm.png").read_bytes() == handed
+    assert (paths.figures / "r1-curve-fgsm_t.png").read_bytes() == (
+        report_run / "figures" / "curve_fgsm_t.png"
+    ).read_bytes()
 
 
 def test_markdown_numbers_equal_results_csv(report_run: Path, report_dir: Path) -> None:

@@ -18,7 +18,7 @@ from bench import limits, stats
 from bench.rundir import RunDir, cell_id
 from bench.tracking.layout import CURVE_SCALE, cell_fields, cell_run_name, curve_metric, curve_step
 from bench.types import eps_label
-from reports.figures import CurvePainter
+from reports.figures import AXIS_LABEL, CurvePainter
 from reports.montage import example_grid, png_bytes
 
 TABLE_COLUMNS = [
@@ -33,13 +33,6 @@ TABLE_COLUMNS = [
     "grad_evals",
     "seconds",
 ]
-
-AXIS_LABEL: dict[str, str] = {
-    "linf": "Linf radius (pixel units, range [0, 1])",
-    "l2": "L2 radius (pixel units)",
-    "l0": "fraction of pixels changed",
-    "patch": "patch side (pixels)",
-}
 
 
 def cell_metrics(rows: pd.DataFrame, norm: str) -> list[tuple[str, float, int]]:
