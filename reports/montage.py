@@ -47,21 +47,23 @@ def tile_scale(h: int, w: int) -> int:
 
 
 def to_rgb8(img: np.ndarray) -> np.ndarray:
-    """``(C, H, W)`` in [0, 1] (C = 1 or 3) -> ``(H, W, 3)`` uint8, values clipped to [0, 1] first."""
+    """``(..., C, H, W)`` in [0, 1] (C = 1 or 3) -> ``(..., H, W, 3)`` uint8, values clipped to [0, 1] first."""
     img = np.clip(np.nan_to_num(img, nan=0.0), 0.0, 1.0)
-    hwc = np.repeat(img[0][..., None], 3, axis=-1) if img.shape[0] == 1 else np.transpose(img[:3], (1, 2, 0))
+    hwc = np.moveaxis(img[..., :3, :, :], -3, -1)
+    if hwc.shape[-1] == 1:
+        hwc = np.repeat(hwc, 3, axis=-1)
     return (hwc * 255.0 + 0.5).astype(np.uint8)
 
 
 def diverging_rgb8(delta: np.ndarray, limit: float) -> np.ndarray:
-    """``(H, W)`` signed values -> ``(H, W, 3)`` uint8 on ``RdBu_r`` centred on 0, saturating at ``±limit``."""
+    """``(..., H, W)`` signed values -> ``(..., H, W, 3)`` uint8 on ``RdBu_r`` (0 white, ``±limit`` saturated)."""
     scaled = 0.5 + 0.5 * np.clip(delta / (limit or 1.0), -1.0, 1.0)
     return (colormaps["RdBu_r"](scaled)[..., :3] * 255.0 + 0.5).astype(np.uint8)
 
 
 def upscale(tile: np.ndarray, factor: int) -> np.ndarray:
-    """``(H, W, 3)`` -> ``(H * factor, W * factor, 3)`` by pixel repetition (no smoothing)."""
-    return tile.repeat(factor, axis=0).repeat(factor, axis=1)
+    """``(..., H, W, 3)`` -> ``(..., H * factor, W * factor, 3)`` by pixel repetition (no smoothing)."""
+    return tile.repeat(factor, axis=-3).repeat(factor, axis=-2)
 
 
 MAX_TILE = 256
@@ -86,6 +88,17 @@ def tile(rgb8: np.ndarray, size: tuple[int, int]) -> Image.Image:
     if factor >= 1 and size == (h * factor, w * factor):
         return Image.fromarray(upscale(rgb8, factor))
     return Image.fromarray(rgb8).resize((size[1], size[0]), Image.Resampling.BOX)
+
+
+def tiles(rgb8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(..., H, W, 3)`` uint8 -> ``(..., *size, 3)``: :func:`tile` of every image, upscaled all at once."""
+    h, w = rgb8.shape[-3:-1]
+    factor = size[0] // h
+    if factor >= 1 and size == (h * factor, w * factor):
+        return upscale(rgb8, factor)
+    flat = rgb8.reshape(-1, h, w, 3)
+    shrunk = [np.asarray(tile(image, size)) for image in flat]
+    return np.stack(shrunk).reshape(*rgb8.shape[:-3], *size, 3)
 
 
 def class_names_for(class_names: Sequence[str] | None, *arrays: np.ndarray) -> list[str]:
@@ -138,7 +151,14 @@ def example_grid(
     title_h = 28 if title else 8
     width = margin_left + k * (tw + gap_x)
     height = title_h + len(rows) * (label_h + th + gap_y)
-    canvas = Image.new("RGB", (width, height), WHITE)
+    pixels = np.full((height, width, 3), WHITE, dtype=np.uint8)
+    drawn = tiles(to_rgb8(x_adv[rows, :shown]), size)  # (rows, shown, th, tw, 3), all at once
+    for i in range(len(rows)):
+        top = title_h + i * (label_h + th + gap_y) + label_h
+        for j in range(shown):
+            left = margin_left + j * (tw + gap_x)
+            pixels[top : top + th, left : left + tw] = drawn[i, j]
+    canvas = Image.fromarray(pixels)
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((width // 2, 6), title, fill=INK, font=font(17), anchor="ma")
@@ -147,7 +167,6 @@ def example_grid(
         draw.text((margin_left - 10, top + label_h + th // 2), eps_labels[i], fill=INK, font=small, anchor="rm")
         for j in range(shown):
             left = margin_left + j * (tw + gap_x)
-            canvas.paste(tile(to_rgb8(x_adv[r, j]), size), (left, top + label_h))
             truth, seen = int(y[j]), int(pred[r, j])
             draw.text(
                 (left + tw // 2, top + label_h - 4),
@@ -181,12 +200,18 @@ def first_image_strip(
     title_h = 28 if title else 6
     width = margin_left + e * (tw + gap_x)
     height = title_h + caption_h + 2 * th + gap_y + 6
-    canvas = Image.new("RGB", (width, height), WHITE)
+    top = title_h + caption_h
+    bottom = top + th + gap_y
+    pixels = np.full((height, width, 3), WHITE, dtype=np.uint8)
+    adversarial, perturbation = tiles(to_rgb8(x_adv[:, 0]), size), tiles(diverging_rgb8(delta, limit), size)
+    for i in range(e):
+        left = margin_left + i * (tw + gap_x)
+        pixels[top : top + th, left : left + tw] = adversarial[i]
+        pixels[bottom : bottom + th, left : left + tw] = perturbation[i]
+    canvas = Image.fromarray(pixels)
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((width // 2, 6), title, fill=INK, font=font(17), anchor="ma")
-    top = title_h + caption_h
-    bottom = top + th + gap_y
     draw.text((margin_left - 10, top + th // 2), "adversarial", fill=INK, font=small, anchor="rm")
     draw.multiline_text(
         (margin_left - 10, bottom + th // 2),
@@ -199,8 +224,6 @@ def first_image_strip(
     truth = int(y[0])
     for i in range(e):
         left = margin_left + i * (tw + gap_x)
-        canvas.paste(tile(to_rgb8(x_adv[i, 0]), size), (left, top))
-        canvas.paste(tile(diverging_rgb8(delta[i], limit), size), (left, bottom))
         seen = int(pred[i, 0])
         draw.multiline_text(
             (left + tw // 2, top - 4),

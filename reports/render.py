@@ -15,7 +15,9 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +30,9 @@ from reports import montage
 from reports.compare import compare_runs, differences, model_summary
 from reports.flags import EXPLANATIONS, Flag, sanity_flags
 from reports.sources import ReportError, RunData, load_run, unique_labels
-from reports.tables import (
-    CROSSCHECK_VIEW,
-    SummaryTable,
-    choose_heatmap_eps,
-    crosscheck_view,
-    leaderboard,
-    summary_tables,
-    unbounded_rows,
-)
+from reports.tables import SummaryTable, choose_heatmap_eps, leaderboard, summary_tables
 from reports.templating import environment
+from reports.views import CROSSCHECK_VIEW, crosscheck_view, unbounded_rows
 from reports.writer import FigureWriter, RenderedFigure
 
 FOOLING = frozenset({"fooling_images"})
@@ -129,12 +124,12 @@ def render_report(
         grid = sorted({float(e) for r in runs for e in r.results["eps"]})
         raise ReportError(f"--eps: {eps:g} is on no run's epsilon grid (allowed: {', '.join(f'{e:g}' for e in grid)})")
     out.mkdir(parents=True, exist_ok=True)
-    writer = FigureWriter(out, dpi)
-    sections = [
-        _run_section(i, run, writer, eps=eps, max_examples=max_examples, drawn=drawn_curves if i == 1 else None)
-        for i, run in enumerate(runs, 1)
-    ]
-    comparisons = [_comparison(runs[0], cand, writer, alpha=alpha) for cand in runs[1:]]
+    with FigureWriter(out, dpi) as writer:
+        sections = [
+            _run_section(i, run, writer, eps=eps, max_examples=max_examples, drawn=drawn_curves if i == 1 else None)
+            for i, run in enumerate(runs, 1)
+        ]
+        comparisons = [_comparison(runs[0], cand, writer, alpha=alpha) for cand in runs[1:]]
     context = {
         "title": title or _default_title(runs),
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -179,6 +174,8 @@ def _run_section(
 ) -> RunSection:
     results = run.results
     prefix = f"r{index}"
+    # the montages first, on the writer's thread, while the figures and tables below are made here
+    pending = _submit_montages(prefix, run, writer, max_examples=max_examples)
     curves = []
     for attack, rows in results[results["norm"] != "none"].groupby("attack", sort=False):
         name, caption = (
@@ -211,47 +208,20 @@ def _run_section(
                 f"robust accuracy, model x attack, {norm} eps = {at:g}",
             )
         )
-    examples, fooling = [], []
-    for (model, attack), rows in results.groupby(["model", "attack"], sort=False):
-        cell = cell_id(model, attack)
-        found = run.examples.get(cell)
-        if found is None or found["x_adv"].shape[1] == 0:
-            continue
-        if rows["attack_name"].iloc[0] in FOOLING:
-            fooling.append(
-                writer.add(
-                    montage.fooling_grid(
-                        found, _example_targets(run, str(model), str(attack), found), max_samples=max_examples
-                    ),
-                    f"{prefix}-fooling-{cell}",
-                    f"{model} / {attack}: synthesized images (red: the model sees the target class)",
-                )
-            )
-            continue
-        examples.append(
-            CellExamples(
-                cell,
-                str(model),
-                str(attack),
-                writer.add(
-                    montage.example_grid(found, max_samples=max_examples),
-                    f"{prefix}-examples-{cell}",
-                    f"{model} / {attack}: rows eps, columns samples; label→prediction, green still correct, red fooled",
-                ),
-                writer.add(
-                    montage.first_image_strip(found),
-                    f"{prefix}-first-{cell}",
-                    f"{model} / {attack}: the first image at each eps and its perturbation",
-                ),
-            )
-        )
     crosscheck = None if run.crosscheck is None else crosscheck_view(run.crosscheck)
     board = leaderboard(results, run.samples)
+    tables = summary_tables(results, run.samples)
+    flags = sanity_flags(results, models=run.models, crosscheck=run.crosscheck, attacks=run.manifest.get("attacks"))
+    examples = [
+        CellExamples(cell, model, attack, grid.result(), strip.result())
+        for cell, model, attack, grid, strip in pending.examples
+    ]
+    fooling = [figure.result() for figure in pending.fooling]
     return RunSection(
         index=index,
         run=run,
-        tables=summary_tables(results, run.samples),
-        flags=sanity_flags(results, models=run.models, crosscheck=run.crosscheck, attacks=run.manifest.get("attacks")),
+        tables=tables,
+        flags=flags,
         curves=curves,
         heatmaps=heatmaps,
         examples=examples,
@@ -266,6 +236,44 @@ def _run_section(
         headline=dict(board.attrs.get("headline", {})),
         unbounded=unbounded_rows(results),
     )
+
+
+@dataclass
+class _Montages:
+    examples: list[tuple[str, str, str, Future[RenderedFigure], Future[RenderedFigure]]] = field(default_factory=list)
+    fooling: list[Future[RenderedFigure]] = field(default_factory=list)
+
+
+def _submit_montages(prefix: str, run: RunData, writer: FigureWriter, *, max_examples: int) -> _Montages:
+    """Every cell's example grid and first-image strip (fooling grid for synthesis attacks), submitted to ``writer``."""
+    pending = _Montages()
+    for (model, attack), rows in run.results.groupby(["model", "attack"], sort=False):
+        cell = cell_id(model, attack)
+        found = run.examples.get(cell)
+        if found is None or found["x_adv"].shape[1] == 0:
+            continue
+        if rows["attack_name"].iloc[0] in FOOLING:
+            targets = _example_targets(run, str(model), str(attack), found)
+            pending.fooling.append(
+                writer.submit(
+                    partial(montage.fooling_grid, found, targets, max_samples=max_examples),
+                    f"{prefix}-fooling-{cell}",
+                    f"{model} / {attack}: synthesized images (red: the model sees the target class)",
+                )
+            )
+            continue
+        grid = writer.submit(
+            partial(montage.example_grid, found, max_samples=max_examples),
+            f"{prefix}-examples-{cell}",
+            f"{model} / {attack}: rows eps, columns samples; label→prediction, green still correct, red fooled",
+        )
+        strip = writer.submit(
+            partial(montage.first_image_strip, found),
+            f"{prefix}-first-{cell}",
+            f"{model} / {attack}: the first image at each eps and its perturbation",
+        )
+        pending.examples.append((cell, str(model), str(attack), grid, strip))
+    return pending
 
 
 def _example_targets(run: RunData, model: str, attack: str, examples: dict[str, np.ndarray]) -> np.ndarray | None:

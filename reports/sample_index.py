@@ -19,6 +19,9 @@ class CellIndex:
 
     parts: dict[tuple[str, str], pd.DataFrame]
     min_eps: dict[tuple[str, str], pd.Series] = field(default_factory=dict)
+    worst: dict[tuple[object, ...], object] = field(default_factory=dict)
+    """Per-sample worst cases already computed (``reports.tables``): the summary tables and the
+    leaderboard ask for the same (model, attacks, eps grid) rows."""
 
 
 _LIVE: dict[int, tuple[weakref.ref[pd.DataFrame], CellIndex]] = {}

@@ -9,7 +9,6 @@ the worst case.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,9 +77,13 @@ def per_sample_minimal_eps(cell_samples: pd.DataFrame) -> pd.Series:
     """
     if "min_eps" in cell_samples.columns and cell_samples["min_eps"].notna().all():
         return cell_samples.groupby("index", sort=True)["min_eps"].first().astype(float)
-    flags = cell_samples.pivot_table(index="eps", columns="index", values="correct", aggfunc="first").sort_index()
-    robust = stats.cumulative_robust(flags.to_numpy(dtype=bool))
-    return pd.Series(stats.first_fooled_eps(robust, flags.index.to_numpy(dtype=float)), index=flags.columns)
+    # eps x sample matrix of the flags (a pandas pivot_table per cell was half of a report's table time)
+    eps, eps_row = np.unique(cell_samples["eps"].to_numpy(dtype=float), return_inverse=True)
+    index, index_col = np.unique(cell_samples["index"].to_numpy(), return_inverse=True)
+    flags = np.ones((len(eps), len(index)), dtype=bool)  # a missing (eps, sample) pair reads as not fooled
+    flags[eps_row[::-1], index_col[::-1]] = cell_samples["correct"].to_numpy(dtype=bool)[::-1]  # first row wins
+    robust = stats.cumulative_robust(flags)
+    return pd.Series(stats.first_fooled_eps(robust, eps), index=pd.Index(index, name="index"))
 
 
 def median_of(min_eps: np.ndarray | pd.Series) -> float:
@@ -180,13 +183,25 @@ def worst_case_at(model: str, cells: pd.DataFrame, samples: pd.DataFrame | None,
     at = cells[np.isclose(cells["eps"].astype(float), eps, rtol=0, atol=1e-12)]
     if at.empty:
         return Interval(math.nan, math.nan, math.nan)
-    mine = _cell_samples(samples, model, tuple(str(a) for a in at["attack"].unique()))
+    attacks = tuple(str(a) for a in at["attack"].unique())
+    memo = None if samples is None or samples.empty else cell_index(samples).worst
+    key = ("at", model, attacks, float(eps))
+    if memo is not None and key in memo:
+        found = memo[key]
+        assert isinstance(found, Interval)
+        return found
+    mine = _cell_samples(samples, model, attacks)
     if mine is not None and not mine.empty:
-        mine = mine[np.isclose(mine["eps"].astype(float), eps, rtol=0, atol=1e-12)]
-        robust = common_samples(mine).groupby("index")["correct"].all()
-        count, n = int(robust.sum()), len(robust)
-        low, high = stats.wilson_interval(count, n)
-        return Interval(count / n if n else math.nan, low, high)
+        assert memo is not None
+        if key not in memo:
+            mine = mine[np.isclose(mine["eps"].astype(float), eps, rtol=0, atol=1e-12)]
+            robust = common_samples(mine).groupby("index")["correct"].all()
+            count, n = int(robust.sum()), len(robust)
+            low, high = stats.wilson_interval(count, n)
+            memo[key] = Interval(count / n if n else math.nan, low, high)
+        found = memo[key]
+        assert isinstance(found, Interval)
+        return found
     worst = at.loc[at["robust_accuracy"].idxmin()]
     return Interval(float(worst["robust_accuracy"]), float(worst["ci_low"]), float(worst["ci_high"]))
 
@@ -204,6 +219,51 @@ def worst_case_row(model: str, cells: pd.DataFrame, samples: pd.DataFrame | None
     attacks = tuple(str(a) for a in cells["attack"].unique())
     grids = [set(cells.loc[cells["attack"] == a, "eps"].astype(float)) for a in attacks]
     common = sorted(set.intersection(*grids))
+    if samples is None:
+        return _worst_case_row(model, cells, samples, attacks, common)
+    # the summary tables and the leaderboard ask for the same rows of the same frame
+    key = ("row", model, attacks, tuple(common), float(cells["clean_accuracy"].iloc[0]), str(cells["norm"].iloc[0]))
+    memo = cell_index(samples).worst
+    if key not in memo:
+        memo[key] = _worst_case_row(model, cells, samples, attacks, common)
+    found = memo[key]
+    assert isinstance(found, SummaryRow)
+    return found
+
+
+def _fill_worst_at(model: str, samples: pd.DataFrame, attacks: tuple[str, ...], common: list[float]) -> None:
+    """:func:`worst_case_at` of ``attacks`` at every eps of ``common`` (all of them on each attack's grid),
+    in one grouping over the samples instead of one per eps; memoized as :func:`worst_case_at` reads it."""
+    memo = cell_index(samples).worst
+    todo = [eps for eps in common if ("at", model, attacks, float(eps)) not in memo]
+    mine = _cell_samples(samples, model, attacks)
+    if not todo or mine is None or mine.empty:
+        return
+    eps_col = mine["eps"].to_numpy(dtype=float)
+    grid = np.asarray(todo, dtype=float)
+    slot = np.searchsorted(grid, eps_col).clip(0, len(grid) - 1)
+    hit = np.isclose(grid[slot], eps_col, rtol=0, atol=1e-12)
+    rows = pd.DataFrame(
+        {"slot": slot[hit], "index": mine["index"].to_numpy()[hit], "attack": mine["attack"].to_numpy()[hit]}
+    )
+    rows["correct"] = mine["correct"].to_numpy(dtype=bool)[hit]
+    per_sample = rows.groupby(["slot", "index"]).agg(correct=("correct", "all"), attacks=("attack", "nunique"))
+    ran = rows.groupby("slot")["attack"].nunique()
+    slots = per_sample.index.get_level_values("slot")
+    # common_samples per eps: the samples every attack at that eps ran
+    kept = per_sample[per_sample["attacks"].to_numpy() == ran.reindex(slots).to_numpy()]
+    counts = kept.groupby(level="slot")["correct"].agg(["sum", "size"])
+    for i, eps in enumerate(todo):
+        count, n = (int(counts.at[i, "sum"]), int(counts.at[i, "size"])) if i in counts.index else (0, 0)
+        low, high = stats.wilson_interval(count, n)
+        memo[("at", model, attacks, float(eps))] = Interval(count / n if n else math.nan, low, high)
+
+
+def _worst_case_row(
+    model: str, cells: pd.DataFrame, samples: pd.DataFrame | None, attacks: tuple[str, ...], common: list[float]
+) -> SummaryRow:
+    if samples is not None and not samples.empty:
+        _fill_worst_at(model, samples, attacks, common)
     by_eps = {eps: worst_case_at(model, cells, samples, eps) for eps in common}
     eps_arr = np.asarray(common, dtype=float)
     acc_arr = np.asarray([by_eps[e].value for e in common], dtype=float)
@@ -293,86 +353,3 @@ def leaderboard(results: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataF
     table.attrs["reference_eps"] = {norm: stats.REFERENCE_EPS[norm] for norm in norms}
     table.attrs["headline"] = headline  # per norm: "reliable" (if any model ran it) or "worst case"
     return table
-
-
-def unbounded_rows(results: pd.DataFrame) -> list[dict[str, object]]:
-    """Attacks without a budget (norm ``none``: fooling images, targeted ascent): one row per cell.
-
-    They have no eps axis, so the report shows what they achieved and at what size
-    instead of a curve: success rate (among clean-correct samples), robust accuracy,
-    and the mean and largest Linf and L2 size of what they produced.
-    """
-    rows = []
-    for (model, attack), cell in results[results["norm"] == "none"].groupby(["model", "attack"], sort=False):
-        last = cell.sort_values("eps").iloc[-1]
-        rows.append(
-            {
-                "model": str(model),
-                "attack": str(attack),
-                "targeted": bool(last["targeted"]),
-                "n": int(last["n"]),
-                "clean": float(last["clean_accuracy"]),
-                "success_rate": float(last["attack_success_rate"]),
-                "robust_accuracy": float(last["robust_accuracy"]),
-                "mean_linf": float(last["mean_linf"]),
-                "max_linf": float(last["max_linf"]),
-                "mean_l2": float(last["mean_l2"]),
-                "max_l2": float(last["max_l2"]),
-            }
-        )
-    return rows
-
-
-def compact_call(text: str, width: int = 60) -> str:
-    """An attack's repr in a compact form: ``PGD(eps_step=0.01, max_iter=40, …)``, enum reprs reduced to values."""
-    text = re.sub(r"<(?:\w+\.)+(\w+): '?([^'>]*)'?>", r"\2", str(text))
-    text = re.sub(r"\b(?:[a-z_]\w*\.)+([A-Z]\w*)\(", r"\1(", text)
-    text = re.sub(r"\bestimator=[^,()]*(?:\([^()]*\))?, ", "", text)  # ART's wrapped model: the same on every row
-    if len(text) <= width:
-        return text
-    cut = text[: width - 3]
-    comma = cut.rfind(", ")
-    return (cut[:comma] + ", …)") if comma > cut.find("(") else (cut[: cut.find("(") + 1] + "…)")
-
-
-CROSSCHECK_VIEW = [
-    "verdict",
-    "pair",
-    "model",
-    "eps",
-    "acc. native",
-    "acc. ART",
-    "diff",
-    "tol.",
-    "max |Δx|",
-    "labels agree",
-    "native",
-    "ART",
-]
-"""Columns of the report's cross-check table: the verdict first, robust accuracy of each side, their difference and
-tolerance, the largest pixel difference, the label agreement, the attack calls last and compact."""
-
-
-def crosscheck_view(table: pd.DataFrame) -> list[dict[str, object]]:
-    """``crosscheck.csv`` rows in the report's order (:data:`CROSSCHECK_VIEW`), failures first."""
-    rows = []
-    for r in table.sort_values("passed", kind="stable").to_dict("records"):
-        rows.append(
-            {
-                "verdict": bool(r["passed"]),
-                "pair": str(r["pair"]),
-                "model": str(r["model"]),
-                "eps": float(r["eps"]),
-                "acc. native": float(r["robust_acc_native"]),
-                "acc. ART": float(r["robust_acc_art"]),
-                "diff": float(r["robust_acc_diff"]),
-                "tol.": float(r["tolerance"]),
-                "max |Δx|": float(r["max_abs_diff"]),
-                "labels agree": float(r["label_agreement"]),
-                "native": compact_call(str(r["native"])),
-                "ART": compact_call(str(r["art"])),
-                "native_full": str(r["native"]),
-                "art_full": str(r["art"]),
-            }
-        )
-    return rows

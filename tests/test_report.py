@@ -396,7 +396,7 @@ def _comparison_md(run, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
 
 def test_unbounded_attacks_get_a_table_not_a_curve_and_crosscheck_puts_the_verdict_first() -> None:
     from bench.crosscheck import CROSSCHECK_COLUMNS
-    from reports.tables import CROSSCHECK_VIEW, compact_call, crosscheck_view, unbounded_rows
+    from reports.views import CROSSCHECK_VIEW, compact_call, crosscheck_view, unbounded_rows
 
     base = dict.fromkeys(RESULT_COLUMNS, 0.0) | {"model": "mlp", "n": 10, "targeted": True, "clean_accuracy": 0.9}
     results = pd.DataFrame(
@@ -489,6 +489,25 @@ def test_curve_painter_reusing_one_figure_draws_what_a_fresh_one_draws() -> None
         shared.png(cells[1], title="before")
         drawn = shared.png(both, title="pgd (linf)", legend=True)
     assert drawn == figure_png(curve_figure(both, title="pgd (linf)"))
+    # the margins and the background of one layout are reused: cells on one grid with other titles
+    # and values, a title wider than the axes in between, then the first layout again
+    wide = "a title far wider than the axes of this figure, so that the layout must measure it anew " * 2
+    sequence = [
+        (cell("mlp", "linf", [0.0, 0.1, 0.2, 0.3], 0.3), "mlp · fgsm"),
+        (cell("mlp", "linf", [0.0, 0.1, 0.2, 0.3], 0.1), "lenet · pgd_targeted"),
+        (cell("mlp", "linf", [0.0, 0.1, 0.2, 0.3], 0.2), wide),
+        (cell("mlp", "linf", [0.0, 0.1, 0.2, 0.3], 0.05), "x"),
+        (cell("mlp", "linf", [0.0, 0.1, 0.2, 0.3], 0.15), "a title\non two lines"),
+        (cell("a_model_with_a_long_name", "linf", [0.0, 0.1, 0.2, 0.3], 0.1), "mlp · fgsm"),
+        (cell("cnn", "l2", [0.0, 0.5, 1.0, 2.0, 3.0], 0.2), "cnn · pgd_l2"),
+        (cell("mlp", "linf", [0.0, 0.1, 0.2, 0.3], 0.25), "mlp · bim"),
+    ]
+    with CurvePainter() as shared:
+        for rows, title in sequence:
+            with CurvePainter() as fresh:
+                assert shared.png(rows, title=title) == fresh.png(rows, title=title), title
+            pair = pd.concat([rows, cell("lenet", str(rows["norm"].iloc[0]), list(rows["eps"]), 0.15)])
+            assert shared.png(pair, title=title, legend=True) == figure_png(curve_figure(pair, title=title)), title
 
 
 def test_every_flag_explains_itself_and_names_a_remedy() -> None:

@@ -26,7 +26,8 @@ from bench.suite import Suite, load_raw, validate
 from bench.tracking import review_links, tracking_uri
 from bench.types import eps_label
 from model_zoo import CheckpointError
-from reports.tables import leaderboard, unbounded_rows
+from reports.tables import leaderboard
+from reports.views import unbounded_rows
 
 
 def _fmt(value: float, narrow: bool) -> str:

@@ -21,6 +21,9 @@ from bench.types import eps_label
 from reports.figures import AXIS_LABEL, CurvePainter
 from reports.montage import example_grid, png_bytes
 
+TABLE_FILE = "robust_accuracy_table.json"
+"""The cell's curve as a table artifact, in the format of ``MlflowClient.log_table``."""
+
 TABLE_COLUMNS = [
     "eps",
     "robust_accuracy",
@@ -71,20 +74,30 @@ def log_cell(
     manifest: dict[str, Any],
     model_info: dict[str, Any],
     span: tuple[int, int],
-    painter: CurvePainter,
+    curve_png: bytes | None,
 ) -> str:
     """One nested run ``<model> · <attack>``, started and ended at ``span`` (ms); returns its id.
 
-    ``painter`` draws the cell's curve PNG (one figure reused over the cells of a sync).
+    ``curve_png``: the cell's curve (:func:`cell_curve_png`, drawn by the caller's thread), or
+    ``None`` for an unbounded attack.
     """
     from mlflow.entities import Metric, Param  # heavy optional (about 1 s): only a sync needs it
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
     first = rows.iloc[0]
     model, attack, norm = str(first["model"]), str(first["attack"]), str(first["norm"])
     fields = cell_fields(
         model=model, attack=attack, norm=norm, data=manifest.get("data", {}), seed=first["seed"], model_info=model_info
     )
-    tags = {"mlflow.parentRunId": parent_id, "bench.model": model, "bench.attack": attack, **fields}
+    tags = {
+        "mlflow.parentRunId": parent_id,
+        "bench.model": model,
+        "bench.attack": attack,
+        **fields,
+        # what MlflowClient.log_table records (so the UI lists the table), set here rather than by
+        # log_table's own get_run, list_artifacts and set_tag calls: a fifth of a sync's time
+        MLFLOW_LOGGED_ARTIFACTS: json.dumps([{"path": TABLE_FILE, "type": "table"}]),
+    }
     child = client.create_run(experiment_id, start_time=span[0], tags=tags, run_name=cell_run_name(model, attack))
     run_id = child.info.run_id
     attack_params = json.loads(first["attack_params"])
@@ -96,23 +109,46 @@ def log_cell(
         "checkpoint_key": str(model_info.get("cache_key", "")),
         **{f"attack.{k}": str(v)[:500] for k, v in attack_params.items()},
     }
-    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-    metrics = [Metric(name, value, span[1], step) for name, value, step in cell_metrics(rows, norm)]
-    for i in range(0, len(metrics), 900):
-        client.log_batch(run_id, metrics=metrics[i : i + 900])
-    if norm in CURVE_SCALE:
-        _log_png(client, run_id, painter.png(rows, title=f"{model} · {attack}"), "robust_accuracy_curve.png")
-    client.log_table(run_id, rows[TABLE_COLUMNS].reset_index(drop=True), "robust_accuracy_table.json")
-    examples = run.read_examples(cell_id(model, attack))
-    if examples is not None and examples["x_adv"].shape[1] > 0:
-        drawn = report_png(run, f"r1-examples-{cell_id(model, attack)}.png")
-        if drawn is not None:  # the report drew this grid already: log its PNG rather than draw it again
-            _log_png(client, run_id, drawn, "adversarial_examples.png")
-        else:
-            grid = example_grid(examples, title=f"{model} · {attack}")
-            _log_png(client, run_id, png_bytes(grid), "adversarial_examples.png")
+    log_batches(
+        client,
+        run_id,
+        params=[Param(k, v) for k, v in params.items()],
+        metrics=[Metric(name, value, span[1], step) for name, value, step in cell_metrics(rows, norm)],
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
+        folder = Path(tmp)
+        if curve_png is not None:
+            (folder / "robust_accuracy_curve.png").write_bytes(curve_png)
+        # the file MlflowClient.log_table writes for a new table
+        rows[TABLE_COLUMNS].reset_index(drop=True).to_json(
+            folder / TABLE_FILE, orient="split", index=False, date_format="iso"
+        )
+        examples = run.read_examples(cell_id(model, attack))
+        if examples is not None and examples["x_adv"].shape[1] > 0:
+            # the report drew this grid already: log its PNG rather than draw it again
+            drawn = report_png(run, f"r1-examples-{cell_id(model, attack)}.png")
+            grid = drawn if drawn is not None else png_bytes(example_grid(examples, title=f"{model} · {attack}"))
+            (folder / "adversarial_examples.png").write_bytes(grid)
+        client.log_artifacts(run_id, str(folder))  # one call for the cell's files
     client.set_terminated(run_id, "FINISHED", end_time=span[1])
     return str(run_id)
+
+
+def cell_curve_png(painter: CurvePainter, rows: pd.DataFrame) -> bytes | None:
+    """The curve PNG of one cell's rows titled ``model · attack`` (``None``: an unbounded attack has none);
+    ``painter`` reuses one figure over the cells of a sync."""
+    first = rows.iloc[0]
+    if str(first["norm"]) not in CURVE_SCALE:
+        return None
+    return painter.png(rows, title=f"{first['model']} · {first['attack']}")
+
+
+def log_png(client: Any, run_id: str, png: bytes, name: str) -> None:
+    """``png`` as the artifact ``name`` of ``run_id``."""
+    with tempfile.TemporaryDirectory(prefix="bench-figure-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(png)
+        client.log_artifact(run_id, str(path))
 
 
 def comparison_figure(results: pd.DataFrame, *, title: str) -> Any:
@@ -179,8 +215,11 @@ def report_png(run: RunDir, name: str) -> bytes | None:
     return data if data.startswith(PNG_MAGIC) else None
 
 
-def _log_png(client: Any, run_id: str, png: bytes, name: str) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-figure-") as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(png)
-        client.log_artifact(run_id, str(path))
+def log_batches(client: Any, run_id: str, *, params: list[Any], metrics: list[Any]) -> None:
+    """``log_batch`` of ``params`` and ``metrics`` in as few calls as MLflow's limits allow
+    (100 params, 1,000 entries per call)."""
+    while params or metrics:
+        head, params = params[:100], params[100:]
+        room = 1000 - len(head)
+        client.log_batch(run_id, params=head, metrics=metrics[:room])
+        metrics = metrics[room:]

@@ -36,10 +36,11 @@ from bench.crosscheck import metric_name, pair_results
 from bench.data import load_dataset, select
 from bench.rundir import RunDir, RunDirError, RunError, cell_id, open_run_dir
 from bench.runstate import verify_finished
-from bench.tracking.cells import comparison_figure, log_cell
+from bench.tracking.cells import cell_curve_png, comparison_figure, log_cell, log_png
 from bench.tracking.client import COMPLETE_TAG, UID_TAG, TrackingUnavailable, check_reachable, fail_fast, tracking_uri
 from bench.tracking.layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, epoch_ms, parent_run_name
-from reports.figures import CurvePainter
+from bench.tracking.uploads import Uploads
+from reports.figures import CurvePainter, figure_png
 from reports.tables import leaderboard
 
 RESULTS_TAG = "bench.results_digest"
@@ -184,36 +185,45 @@ def _sync(run: RunDir, results_digest: str) -> str:
             }
         )
         _log_dataset(manifest, suite)
-        # samples.parquet and the cells' examples let `bench report --runs ID` rebuild the full report.
-        for artifact in (run.suite, run.manifest, run.models, run.results_csv, run.samples):
-            if artifact.exists():
-                mlflow.log_artifact(str(artifact))
-        for examples in sorted((run.root / "cells").glob("*/examples.npz")):
-            mlflow.log_artifact(str(examples), artifact_path=f"cells/{examples.parent.name}")
-        if (run.root / "report" / "report.html").exists():
-            mlflow.log_artifacts(str(run.root / "report"), artifact_path="report")
-        if run.figures.is_dir():
-            mlflow.log_artifacts(str(run.figures), artifact_path="figures")
-        _log_and_close(comparison_figure(results, title=f"{name}: robust accuracy per norm"), "comparison.png")
-        _log_leaderboard(results, run, parent_id, client, tags.get("mlflow.note.content", ""))
-        seconds = manifest.get("cell_seconds") or {}
-        offset = start + int(1000 * float(manifest.get("prepare_seconds") or 0.0))
-        with CurvePainter() as painter:
-            for (model, attack), rows in cells:
-                cell_ms = int(1000 * float(seconds.get(cell_id(model, attack), 0.0)))
-                span = (min(offset, end), min(offset + cell_ms, end)) if end >= start else (offset, offset + cell_ms)
-                offset += cell_ms
-                log_cell(
-                    client,
-                    run,
-                    experiment_id=exp.experiment_id,
-                    parent_id=parent_id,
-                    rows=rows.sort_values("eps"),
-                    manifest=manifest,
-                    model_info=models.get(str(model), {}),
-                    span=span,
-                    painter=painter,
-                )
+        # MLflow calls on a background thread (in order) while this thread draws the figures
+        with Uploads() as uploads:
+            # samples.parquet and the cells' examples let `bench report --runs ID` rebuild the full report.
+            for artifact in (run.suite, run.manifest, run.models, run.results_csv, run.samples):
+                if artifact.exists():
+                    uploads.submit(client.log_artifact, parent_id, str(artifact))
+            for examples in sorted((run.root / "cells").glob("*/examples.npz")):
+                uploads.submit(client.log_artifact, parent_id, str(examples), f"cells/{examples.parent.name}")
+            if (run.root / "report" / "report.html").exists():
+                uploads.submit(client.log_artifacts, parent_id, str(run.root / "report"), "report")
+            if run.figures.is_dir():
+                uploads.submit(client.log_artifacts, parent_id, str(run.figures), "figures")
+            comparison = figure_png(comparison_figure(results, title=f"{name}: robust accuracy per norm"))
+            uploads.submit(log_png, client, parent_id, comparison, "comparison.png")
+            board = leaderboard(results, run.read_samples() if run.samples.exists() else None)
+            uploads.submit(_log_leaderboard, client, parent_id, board, tags.get("mlflow.note.content", ""))
+            seconds = manifest.get("cell_seconds") or {}
+            offset = start + int(1000 * float(manifest.get("prepare_seconds") or 0.0))
+            with CurvePainter() as painter:
+                for (model, attack), rows in cells:
+                    cell_ms = int(1000 * float(seconds.get(cell_id(model, attack), 0.0)))
+                    span = (
+                        (min(offset, end), min(offset + cell_ms, end)) if end >= start else (offset, offset + cell_ms)
+                    )
+                    offset += cell_ms
+                    rows = rows.sort_values("eps")
+                    uploads.submit(
+                        log_cell,
+                        client,
+                        run,
+                        experiment_id=exp.experiment_id,
+                        parent_id=parent_id,
+                        rows=rows,
+                        manifest=manifest,
+                        model_info=models.get(str(model), {}),
+                        span=span,
+                        curve_png=cell_curve_png(painter, rows),
+                    )
+            uploads.wait()
         _log_extra_parent(run)
         client.set_tag(parent_id, COMPLETE_TAG, "true")
     client.set_terminated(parent_id, "FINISHED", end_time=end)
@@ -237,13 +247,9 @@ def _mark_model_training(client: Any, experiment_id: str) -> None:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
-def _log_leaderboard(results: pd.DataFrame, run: RunDir, parent_id: str, client: Any, note: str) -> None:
+def _log_leaderboard(client: Any, parent_id: str, table: pd.DataFrame, note: str) -> None:
     """The leaderboard (one row per model, :func:`reports.tables.leaderboard`) as a table and in the run's note."""
-    import mlflow  # heavy optional (about 1 s): runs without tracking never load it
-
-    samples = run.read_samples() if run.samples.exists() else None
-    table = leaderboard(results, samples)
-    mlflow.log_table(table, "leaderboard.json")
+    client.log_table(parent_id, table, "leaderboard.json")
     shown = table[[c for c in table.columns if not c.endswith("_partial")]]
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     for row in shown.itertuples(index=False):
@@ -291,14 +297,3 @@ def _log_dataset(manifest: dict[str, Any], suite: dict[str, Any]) -> None:
             digest=data.get("digest"),
         )
     mlflow.log_input(dataset, context="evaluation")
-
-
-def _log_and_close(fig: Any, name: str) -> None:
-    """``log_figure`` on the active (parent) run, then close it."""
-    import matplotlib.pyplot as plt  # heavy optional, like mlflow: only a sync draws
-    import mlflow  # heavy optional (about 1 s): runs without tracking never load it
-
-    try:
-        mlflow.log_figure(fig, name)
-    finally:
-        plt.close(fig)

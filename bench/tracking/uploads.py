@@ -1,0 +1,52 @@
+"""MLflow calls of a sync made on one background thread, in order, while the calling thread draws figures.
+
+A sync spends about half of its time in MLflow calls (SQL, file copies, a commit per call) and
+half drawing figures (the suite's comparison figure, a curve per cell). The calls wait on
+sqlite and the disk without holding the GIL, so made on a second thread they overlap the
+drawing. One thread keeps them in submission order; the first failure cancels the rest and is
+raised by :meth:`Uploads.wait` (an interrupted sync is redone whole by the next one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from typing import Any
+
+
+class Uploads:
+    """Calls run in submission order on one thread; :meth:`wait` returns when all are done or raises the first error."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-mlflow")
+        self._futures: list[Future[Any]] = []
+        self._failed = False
+
+    def submit(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue ``call(*args, **kwargs)``; it does not run if a call before it failed."""
+        self._futures.append(self._pool.submit(self._run, call, args, kwargs))
+
+    def _run(self, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._failed:
+            raise CancelledError("an earlier MLflow call of this sync failed")
+        try:
+            return call(*args, **kwargs)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def wait(self) -> None:
+        """Wait for every queued call; the first failure (the calls after it do not run) is raised here."""
+        try:
+            for future in self._futures:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._futures.clear()
+
+    def __enter__(self) -> Uploads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # on an error of the calling thread: drop what is queued, let the running call finish
+        self._pool.shutdown(wait=True, cancel_futures=True)
