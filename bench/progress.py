@@ -54,7 +54,7 @@ class Progress:
         self.samples_total = 0
         self.samples_done = 0
         self.start = time.perf_counter()
-        self._last_line = 0.0
+        self._last_line: float | None = None  # nothing printed yet (perf_counter's zero is arbitrary)
         self._bar = None
         self._task = None
 
@@ -74,7 +74,7 @@ class Progress:
             return
         if self.tty and not force:
             return  # a terminal shows tqdm's training bar; the last epoch still leaves a line
-        if force or time.perf_counter() - self._last_line >= self.interval:
+        if force or self._last_line is None or time.perf_counter() - self._last_line >= self.interval:
             self.line(f"{self._count()} {text} ({self._times()})")
 
     def _count(self) -> str:
