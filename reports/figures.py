@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from PIL import Image
+from seaborn.utils import relative_luminance
 
 PNG_LEVEL = 3
 """zlib level of every figure PNG: half the encoding time of the default 6, files about 10% larger
@@ -242,7 +243,7 @@ class CurvePainter:
             ax.get_ylim(),
             ax.get_xlabel(),
             ax.get_ylabel(),
-            handles and tuple(handles),
+            None if handles is None else tuple(handles),
         )
         if ax.title.get_text():  # layouts measure a title's height only: its width is collapsed to a point
             key = (*key, ax.title.get_window_extent(fig.canvas.get_renderer()).height)
@@ -319,8 +320,7 @@ def heatmap_figure(table: pd.DataFrame, *, title: str = "") -> Figure:
     mesh = ax.pcolormesh(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, edgecolors="white", linewidth=0.5)
     for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value):
-            red, green, blue, _ = cmap(value)
-            light = 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.408  # seaborn's contrast rule
+            light = relative_luminance(cmap(value)) > 0.408  # seaborn.heatmap's rule for the annotation colour
             ax.text(j + 0.5, i + 0.5, f"{value:.2f}", ha="center", va="center", color=".15" if light else "w")
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)  # first model on top

@@ -81,7 +81,7 @@ def per_sample_minimal_eps(cell_samples: pd.DataFrame) -> pd.Series:
     eps, eps_row = np.unique(cell_samples["eps"].to_numpy(dtype=float), return_inverse=True)
     index, index_col = np.unique(cell_samples["index"].to_numpy(), return_inverse=True)
     flags = np.ones((len(eps), len(index)), dtype=bool)  # a missing (eps, sample) pair reads as not fooled
-    flags[eps_row[::-1], index_col[::-1]] = cell_samples["correct"].to_numpy(dtype=bool)[::-1]  # first row wins
+    flags[eps_row, index_col] = cell_samples["correct"].to_numpy(dtype=bool)  # a cell has one row per pair
     robust = stats.cumulative_robust(flags)
     return pd.Series(stats.first_fooled_eps(robust, eps), index=pd.Index(index, name="index"))
 

