@@ -145,7 +145,7 @@ def summary_tables(results: pd.DataFrame, samples: pd.DataFrame | None) -> list[
                         clean=float(cell["clean_accuracy"].iloc[0]),
                         by_eps={
                             float(r.eps): Interval(float(r.robust_accuracy), float(r.ci_low), float(r.ci_high))
-                            for r in cell.itertuples()
+                            for r in cell[["eps", "robust_accuracy", "ci_low", "ci_high"]].itertuples()
                         },
                         auc=stats.curve_auc(cell["eps"], cell["robust_accuracy"]),
                         median_min_eps=_cell_median_min_eps(str(model), str(attack), cell, samples),

@@ -49,10 +49,10 @@ def cell_metrics(rows: pd.DataFrame, norm: str) -> list[tuple[str, float, int]]:
             if value == value:
                 out.append((name, value, 0))
     else:
-        for _, row in rows.iterrows():
-            step = curve_step(norm, float(row["eps"]))
-            for name, column in ((robust, "robust_accuracy"), (success, "attack_success_rate")):
-                value = float(row[column])
+        columns = rows[["eps", "robust_accuracy", "attack_success_rate"]].to_numpy(dtype=float)
+        for eps, robust_accuracy, success_rate in columns:
+            step = curve_step(norm, float(eps))
+            for name, value in ((robust, float(robust_accuracy)), (success, float(success_rate))):
                 if value == value:  # skip NaN (no clean-correct sample)
                     out.append((name, value, step))
         ref = stats.reference_auc(rows["eps"], rows["robust_accuracy"], norm)
