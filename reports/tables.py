@@ -241,20 +241,26 @@ def _fill_worst_at(model: str, samples: pd.DataFrame, attacks: tuple[str, ...], 
         return
     eps_col = mine["eps"].to_numpy(dtype=float)
     grid = np.asarray(todo, dtype=float)
-    slot = np.searchsorted(grid, eps_col).clip(0, len(grid) - 1)
-    hit = np.isclose(grid[slot], eps_col, rtol=0, atol=1e-12)
-    rows = pd.DataFrame(
-        {"slot": slot[hit], "index": mine["index"].to_numpy()[hit], "attack": mine["attack"].to_numpy()[hit]}
-    )
-    rows["correct"] = mine["correct"].to_numpy(dtype=bool)[hit]
-    per_sample = rows.groupby(["slot", "index"]).agg(correct=("correct", "all"), attacks=("attack", "nunique"))
-    ran = rows.groupby("slot")["attack"].nunique()
-    slots = per_sample.index.get_level_values("slot")
-    # common_samples per eps: the samples every attack at that eps ran
-    kept = per_sample[per_sample["attacks"].to_numpy() == ran.reindex(slots).to_numpy()]
-    counts = kept.groupby(level="slot")["correct"].agg(["sum", "size"])
+    slot = np.abs(eps_col[:, None] - grid[None, :]).argmin(axis=1)  # the nearest eps of the grid ...
+    hit = np.isclose(grid[slot], eps_col, rtol=0, atol=1e-12)  # ... if it is that eps
+    slot = slot[hit]
+    _, sample = np.unique(mine["index"].to_numpy()[hit], return_inverse=True)
+    _, attack = np.unique(mine["attack"].to_numpy(dtype=str)[hit], return_inverse=True)
+    correct = mine["correct"].to_numpy(dtype=bool)[hit]
+    n_samples, n_attacks = int(sample.max(initial=-1)) + 1, int(attack.max(initial=-1)) + 1
+    # one group per (eps, sample): robust if every attack left it correct, counted if every attack at that eps ran it
+    group = slot * n_samples + sample
+    fooled = np.bincount(group, weights=~correct, minlength=len(grid) * n_samples)
+    pairs = np.unique(group * n_attacks + attack)  # distinct (group, attack)
+    attacks_per_group = np.bincount(pairs // n_attacks, minlength=len(grid) * n_samples)
+    ran = np.bincount(np.unique(slot * n_attacks + attack) // n_attacks, minlength=len(grid))  # attacks per eps
+    present = attacks_per_group > 0
+    kept = present & (attacks_per_group == np.repeat(ran, n_samples))
+    robust = kept & (fooled == 0)
+    kept_per_eps = kept.reshape(len(grid), n_samples).sum(axis=1)
+    robust_per_eps = robust.reshape(len(grid), n_samples).sum(axis=1)
     for i, eps in enumerate(todo):
-        count, n = (int(counts.at[i, "sum"]), int(counts.at[i, "size"])) if i in counts.index else (0, 0)
+        count, n = int(robust_per_eps[i]), int(kept_per_eps[i])
         low, high = stats.wilson_interval(count, n)
         memo[("at", model, attacks, float(eps))] = Interval(count / n if n else math.nan, low, high)
 

@@ -93,3 +93,48 @@ def test_reference_auc_is_the_same_for_the_same_curve_on_different_grids() -> No
     short = stats.reference_auc(coarse[:3], curve(coarse[:3]), "linf")
     assert short.partial and short.value > 0.5  # extended flat past 0.2: an upper bound
     assert math.isnan(stats.reference_auc([0], [0.3], "none").value)
+
+
+def test_per_sample_worst_case_matches_a_brute_force_count_with_partial_attacks() -> None:
+    """Per eps: robust = correct under every attack, counted over the samples every attack at that eps ran
+    (an attack limited to its first n samples limits the worst case to them)."""
+    from reports.tables import worst_case_at, worst_case_row
+
+    rng = np.random.default_rng(3)
+    grid = [0.0, 0.1, 0.2, 0.3]
+    ran = {"fgsm": 40, "pgd": 40, "reliable": 15}  # reliable ran the first 15 samples only
+    rows, cells = [], []
+    for attack, n in ran.items():
+        fooled_at = rng.choice([0.1, 0.2, 0.3, np.inf], size=n)
+        for eps in grid:
+            correct = fooled_at > eps
+            rows += [
+                {"model": "m", "attack": attack, "eps": eps, "index": i, "correct": bool(c)}
+                for i, c in enumerate(correct)
+            ]
+            cells.append(
+                {
+                    "model": "m",
+                    "attack": attack,
+                    "norm": "linf",
+                    "eps": eps,
+                    "clean_accuracy": 1.0,
+                    "robust_accuracy": float(correct.mean()),
+                    "ci_low": 0.0,
+                    "ci_high": 1.0,
+                }
+            )
+    samples, cells_frame = pd.DataFrame(rows), pd.DataFrame(cells)
+    row = worst_case_row("m", cells_frame, samples)
+    for eps in grid:
+        at = samples[samples["eps"] == eps]
+        everyone = set.intersection(*(set(at.loc[at["attack"] == a, "index"]) for a in ran))
+        robust = sum(bool(at[(at["index"] == i)]["correct"].all()) for i in everyone)
+        assert len(everyone) == 15
+        assert row.by_eps[eps].value == pytest.approx(robust / 15)
+        assert worst_case_at("m", cells_frame, samples, eps) == row.by_eps[eps]
+    # without the limited attack the worst case covers all 40 samples again
+    two = cells_frame[cells_frame["attack"] != "reliable"]
+    assert worst_case_at("m", two, samples[samples["attack"] != "reliable"], 0.1).value == pytest.approx(
+        samples[(samples["eps"] == 0.1) & (samples["attack"] != "reliable")].groupby("index")["correct"].all().mean()
+    )
