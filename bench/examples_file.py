@@ -10,12 +10,12 @@ traceback deep inside the drawing code.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from bench import limits
+from bench.npzfile import NpzError, read_npz_capped
 
 EXAMPLE_KEYS = ("x", "y", "x_adv", "adv_pred", "epsilons")
 """The arrays every examples file holds (``bench.engine.cell.run_cell`` writes them; ``clean_pred`` is optional)."""
@@ -32,24 +32,12 @@ class ExamplesFileError(ValueError):
 
 
 def read_examples_file(path: Path) -> dict[str, np.ndarray]:
-    """The checked arrays of ``path`` (see :func:`check_examples`); at most :data:`limits.EXAMPLES_BYTES` inflated."""
-    limits.check_regular_file(path, what="examples file")
+    """The checked arrays of ``path`` (see :func:`check_examples`); at most :data:`limits.EXAMPLES_BYTES` inflated,
+    by the zip's sizes and by every array header's (:func:`bench.npzfile.read_npz_capped`)."""
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ExamplesFileError(f"{path}: unreadable examples file ({exc})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ExamplesFileError(f"{path}: not an .npz archive of arrays")
-    with data:
-        inflated = sum(info.file_size for info in data.zip.infolist())
-        if inflated > limits.EXAMPLES_BYTES:
-            raise limits.LimitError(
-                f"{path}: examples file inflates to {inflated:,} bytes, over the limit of {limits.EXAMPLES_BYTES:,}"
-            )
-        try:
-            arrays = {name: data[name] for name in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise ExamplesFileError(f"{path}: unreadable examples file ({exc})") from None
+        arrays = read_npz_capped(path, limits.EXAMPLES_BYTES, what="examples file")
+    except NpzError as exc:
+        raise ExamplesFileError(str(exc)) from None
     check_examples(arrays, source=str(path))
     return arrays
 

@@ -43,6 +43,8 @@ RUN_TABLE_BYTES = 2048 * MiB
 """A run directory's parquet table (results.parquet, samples.parquet)."""
 EXAMPLES_BYTES = 256 * MiB
 """A cell's examples.npz, inflated (checked before its arrays are decompressed)."""
+NPZ_WEIGHTS_BYTES = 2048 * MiB
+"""A model's ``.npz`` weights, inflated (checked before its arrays are decompressed)."""
 
 
 class LimitError(ValueError):

@@ -4,7 +4,7 @@ Weights come in two formats:
 
 * ``.pt`` / ``.pth``: a plain ``state_dict`` (a dict of tensors), read with
   ``torch.load(..., weights_only=True)``: no pickled code ever runs.
-* ``.npz``: named NumPy arrays, read with ``np.load(..., allow_pickle=False)``.
+* ``.npz``: named NumPy arrays, read without pickles and capped (``bench.npzfile.read_npz_capped``).
   A name is either a key of the model's ``state_dict`` (``"3.weight"``) or
   ``fc<k>.weight`` / ``fc<k>.bias``, the ``k``-th ``nn.Linear`` of the model in
   module order, counting from 1 (the numpy assignment's ``fc1.weight`` ...
@@ -29,7 +29,6 @@ import inspect
 import os
 import re
 import sys
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench import limits
+from bench.npzfile import NpzError, read_npz_capped
 from bench.registry import RegistryError, import_object
 from model_zoo import MODELS
 from model_zoo.architectures import Normalize
@@ -258,9 +259,8 @@ def npz_state_dict(model: nn.Module, arrays: dict[str, np.ndarray], *, source: s
 def load_npz(model: nn.Module, path: Path, *, layout: Layout = "in_out") -> None:
     """Load ``.npz`` arrays into ``model`` (see the module docstring for names and transposition)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        arrays = read_npz_capped(path, limits.NPZ_WEIGHTS_BYTES, what="weights")
+    except (NpzError, limits.LimitError) as exc:
         raise ExternalModelError(f"weights {path}: cannot be read as an .npz of numeric arrays ({exc})") from None
     assign_state_dict(model, npz_state_dict(model, arrays, source=str(path), layout=layout), source=str(path))
 

@@ -473,3 +473,49 @@ def test_examples_file_inflated_size_at_the_cap(
     monkeypatch.setattr(limits, "EXAMPLES_BYTES", inflated - 1)
     with pytest.raises(limits.LimitError, match=rf"inflates to {inflated:,} bytes, over the limit of {inflated - 1:,}"):
         read_examples_file(path)
+
+
+def _lying_npz(path: Path, shape: tuple[int, ...]) -> None:
+    """An .npz whose member ``x_adv`` states ``shape`` in its header but holds 16 bytes of data."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x_adv.npy", header.getvalue() + bytes(16))  # the header writer writes the magic too
+
+
+def test_an_npy_header_that_states_more_than_its_member_holds_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    """np.load allocates what a member's header states before reading it: 16 bytes claiming 10**14 floats
+    raised a MemoryError traceback ("Unable to allocate 364 TiB") from the report and the MLflow mirror."""
+    import zipfile
+
+    from bench.examples_file import ExamplesFileError, read_examples_file
+    from bench.npzfile import read_npz_capped
+    from model_zoo.external import ExternalModelError, load_external
+
+    run = _copy(tiny_run, tmp_path)
+    path = _examples_file(run)
+    _lying_npz(path, (10**7, 10**7, 1, 1, 1))
+    with pytest.raises(limits.LimitError, match=r"examples file holds arrays of 400,000,000,000,000 bytes"):
+        read_examples_file(path)
+    _lying_npz(path, (2, 3, 1, 4, 4))  # under the cap, but more than the member holds
+    with pytest.raises(ExamplesFileError, match=r"member 'x_adv.npy' states shape \(2, 3, 1, 4, 4\) \(384 bytes\)"):
+        read_examples_file(path)
+    code, message = cli("report", str(run), "--out", str(tmp_path / "r"))
+    assert code == 2 and "x_adv.npy' states shape" in message
+    weights = tmp_path / "mlp.npz"
+    _lying_npz(weights, (10**6, 10**6))
+    with pytest.raises(ExternalModelError, match=r"weights .*mlp\.npz: cannot be read .*holds arrays of"):
+        load_external("mlp", weights=weights, input_shape=(1, 8, 8), num_classes=10)
+    honest = tmp_path / "honest.npz"
+    np.savez(honest, a=np.arange(6, dtype=np.int64).reshape(2, 3))
+    assert read_npz_capped(honest, 1024, what="test")["a"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    with zipfile.ZipFile(honest) as archive:
+        inflated = sum(info.file_size for info in archive.infolist())  # the 48 data bytes and the header
+    assert read_npz_capped(honest, inflated, what="test")["a"].shape == (2, 3)
+    with pytest.raises(
+        limits.LimitError, match=rf"test inflates to {inflated} bytes, over the limit of {inflated - 1}"
+    ):
+        read_npz_capped(honest, inflated - 1, what="test")

@@ -1,0 +1,87 @@
+"""``.npz`` archives read without pickles and with a cap on what they inflate to.
+
+An ``.npz`` is a zip of ``.npy`` members, and each member's header states its shape and
+dtype: ``np.load`` allocates what the header states before it reads a byte of data, so
+a 16-byte member claiming ``(10**7, 10**7)`` floats asks for 364 TiB. Here every
+member's header is read first and the archive refused, with one line naming the file
+and the member, when the zip sizes or the headers' sizes add up to more than the cap, a
+header states more bytes than its member holds; pickled objects are refused by
+``np.load(allow_pickle=False)``.
+Examples files (``bench.examples_file``) and ``.npz`` weights (``model_zoo.external``)
+are read through :func:`read_npz_capped`.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from bench import limits
+
+
+class NpzError(ValueError):
+    """An archive that is not a readable ``.npz`` of plain numeric arrays; the message names the file."""
+
+
+def read_npz_capped(path: str | Path, cap: int, *, what: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, after checking that they inflate to at most ``cap`` bytes.
+
+    Raises :class:`limits.LimitError` over the cap (zip sizes or header sizes) and
+    :class:`NpzError` for anything else that is not an archive of plain arrays.
+    """
+    path = Path(path)
+    limits.check_regular_file(path, what=what)
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise NpzError(f"{path}: not an .npz archive of arrays ({what})") from None
+    except OSError as exc:
+        raise NpzError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from None
+    try:
+        with archive:
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            inflated = sum(info.file_size for info in members)
+            if inflated > cap:
+                raise limits.LimitError(f"{path}: {what} inflates to {inflated:,} bytes, over the limit of {cap:,}")
+            stated = 0
+            for info in members:
+                with archive.open(info) as member:
+                    stated += _checked_header(member, info, path=path, what=what, cap=cap)
+            if stated > cap:
+                raise limits.LimitError(f"{path}: {what} holds arrays of {stated:,} bytes, over the limit of {cap:,}")
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as exc:
+        if isinstance(exc, limits.LimitError | NpzError):
+            raise
+        raise NpzError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from None
+
+
+def _checked_header(member: zipfile.ZipExtFile, info: zipfile.ZipInfo, *, path: Path, what: str, cap: int) -> int:
+    """Bytes the ``.npy`` member's header says its array takes; refuses object dtypes and headers that lie."""
+    if not info.filename.endswith(".npy"):
+        raise NpzError(f"{path}: {what}: member {info.filename!r} is not an .npy array")
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise NpzError(f"{path}: {what}: member {info.filename!r} has .npy format {version}")
+    if dtype.hasobject:
+        return 0  # pickled objects: np.load(allow_pickle=False) refuses them before it reads them
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > cap:
+        raise limits.LimitError(
+            f"{path}: {what} holds arrays of {nbytes:,} bytes ({info.filename!r} states shape {shape}), "
+            f"over the limit of {cap:,}"
+        )
+    if nbytes > info.file_size:
+        raise NpzError(
+            f"{path}: {what}: member {info.filename!r} states shape {shape} ({nbytes:,} bytes) "
+            f"but holds {info.file_size:,} bytes"
+        )
+    return nbytes
