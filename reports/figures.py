@@ -7,7 +7,6 @@ the file system.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import matplotlib
@@ -25,9 +24,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from seaborn.utils import relative_luminance
 
-PNG_LEVEL = 3
-"""zlib level of every figure PNG: half the encoding time of the default 6, files about 10% larger
-(the same level as :func:`reports.montage.png_bytes`)."""
+from reports.montage import png_bytes
 
 
 def rasterize(fig: Figure, *, dpi: int = 100) -> bytes:
@@ -45,12 +42,10 @@ def rasterize(fig: Figure, *, dpi: int = 100) -> bytes:
 
 
 def encode_canvas(fig: Figure) -> bytes:
-    """What ``fig``'s Agg canvas holds now, as an RGB PNG (zlib level :data:`PNG_LEVEL`)."""
+    """What ``fig``'s Agg canvas holds now, as an RGB PNG (:func:`reports.montage.png_bytes`)."""
     width, height = fig.canvas.get_width_height(physical=True)
     image = Image.frombuffer("RGBA", (width, height), fig.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG", compress_level=PNG_LEVEL)
-    return buf.getvalue()
+    return png_bytes(image.convert("RGB"))
 
 
 def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:

@@ -459,6 +459,21 @@ def test_curves_give_each_model_a_distinct_colour_and_each_run_a_line_style() ->
     assert fig.axes[0].get_xlabel().startswith("Linf radius")
 
 
+def _full_draw(rows: pd.DataFrame, title: str) -> bytes:
+    """A per-cell curve drawn whole on a new figure, as curve_figure draws it less the legend."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from reports.figures import CURVE_SIZE, figure_png, plot_curves
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=CURVE_SIZE)
+    plot_curves(ax, rows, hue="model")
+    ax.set_title(title)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
 def test_curve_painter_reusing_one_figure_draws_what_a_fresh_one_draws() -> None:
     """MLflow's per-cell curves share one figure: each PNG must not keep anything of the cells before it."""
     from PIL import Image
@@ -505,7 +520,9 @@ def test_curve_painter_reusing_one_figure_draws_what_a_fresh_one_draws() -> None
     with CurvePainter() as shared:
         for rows, title in sequence:
             with CurvePainter() as fresh:
-                assert shared.png(rows, title=title) == fresh.png(rows, title=title), title
+                alone = shared.png(rows, title=title)
+                assert alone == fresh.png(rows, title=title), title
+            assert alone == _full_draw(rows, title), title  # MLflow's per-cell curve: no legend
             pair = pd.concat([rows, cell("lenet", str(rows["norm"].iloc[0]), list(rows["eps"]), 0.15)])
             assert shared.png(pair, title=title, legend=True) == figure_png(curve_figure(pair, title=title)), title
 

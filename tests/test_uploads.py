@@ -41,10 +41,24 @@ def test_the_first_failure_is_raised_and_nothing_after_it_runs() -> None:
 
 def test_an_error_of_the_calling_thread_drops_the_queue() -> None:
     done: list[int] = []
-    gate = threading.Event()
+    started, gate = threading.Event(), threading.Event()
+
+    def running() -> None:
+        started.set()
+        gate.wait()
+
     threading.Timer(0.3, gate.set).start()  # the running call ends only after the error below
     with pytest.raises(RuntimeError, match="drawing failed"), Uploads() as uploads:
-        uploads.submit(gate.wait)
+        uploads.submit(running)
         uploads.submit(done.append, 1)
+        assert started.wait(10)  # the first call is running, the second queued
         raise RuntimeError("drawing failed")
     assert gate.is_set() and done == []  # the running call finished; the queued one never ran
+
+
+def test_leaving_without_wait_still_raises_a_failure() -> None:
+    def fail() -> None:
+        raise ConnectionError("tracking server gone")
+
+    with pytest.raises(ConnectionError, match="tracking server gone"), Uploads() as uploads:
+        uploads.submit(fail)

@@ -115,21 +115,17 @@ def log_cell(
         params=[Param(k, v) for k, v in params.items()],
         metrics=[Metric(name, value, span[1], step) for name, value, step in cell_metrics(rows, norm)],
     )
-    with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
-        folder = Path(tmp)
-        if curve_png is not None:
-            (folder / "robust_accuracy_curve.png").write_bytes(curve_png)
+    table = rows[TABLE_COLUMNS].reset_index(drop=True)
+    files: dict[str, bytes] = {
         # the file MlflowClient.log_table writes for a new table
-        rows[TABLE_COLUMNS].reset_index(drop=True).to_json(
-            folder / TABLE_FILE, orient="split", index=False, date_format="iso"
-        )
-        examples = run.read_examples(cell_id(model, attack))
-        if examples is not None and examples["x_adv"].shape[1] > 0:
-            # the report drew this grid already: log its PNG rather than draw it again
-            drawn = report_png(run, f"r1-examples-{cell_id(model, attack)}.png")
-            grid = drawn if drawn is not None else png_bytes(example_grid(examples, title=f"{model} · {attack}"))
-            (folder / "adversarial_examples.png").write_bytes(grid)
-        client.log_artifacts(run_id, str(folder))  # one call for the cell's files
+        TABLE_FILE: table.to_json(orient="split", index=False, date_format="iso").encode(),
+    }
+    if curve_png is not None:
+        files["robust_accuracy_curve.png"] = curve_png
+    grid = _examples_png(run, model, attack)
+    if grid is not None:
+        files["adversarial_examples.png"] = grid
+    log_files(client, run_id, files)  # one call for the cell's files
     client.set_terminated(run_id, "FINISHED", end_time=span[1])
     return str(run_id)
 
@@ -143,12 +139,24 @@ def cell_curve_png(painter: CurvePainter, rows: pd.DataFrame) -> bytes | None:
     return painter.png(rows, title=f"{first['model']} · {first['attack']}")
 
 
-def log_png(client: Any, run_id: str, png: bytes, name: str) -> None:
-    """``png`` as the artifact ``name`` of ``run_id``."""
-    with tempfile.TemporaryDirectory(prefix="bench-figure-") as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(png)
-        client.log_artifact(run_id, str(path))
+def log_files(client: Any, run_id: str, files: dict[str, bytes]) -> None:
+    """``files`` (artifact name -> content) as artifacts of ``run_id``, in one ``log_artifacts`` call."""
+    with tempfile.TemporaryDirectory(prefix="bench-artifacts-") as tmp:
+        for name, content in files.items():
+            (Path(tmp) / name).write_bytes(content)
+        client.log_artifacts(run_id, tmp)
+
+
+def _examples_png(run: RunDir, model: str, attack: str) -> bytes | None:
+    """The cell's example grid: the report's PNG when it drew one (the examples file is then not read
+    again), else drawn from the checked examples file; ``None`` without examples."""
+    drawn = report_png(run, f"r1-examples-{cell_id(model, attack)}.png")
+    if drawn is not None:
+        return drawn
+    examples = run.read_examples(cell_id(model, attack))
+    if examples is None or examples["x_adv"].shape[1] == 0:
+        return None
+    return png_bytes(example_grid(examples, title=f"{model} · {attack}"))
 
 
 def comparison_figure(results: pd.DataFrame, *, title: str) -> Any:

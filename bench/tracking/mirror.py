@@ -36,7 +36,7 @@ from bench.crosscheck import metric_name, pair_results
 from bench.data import load_dataset, select
 from bench.rundir import RunDir, RunDirError, RunError, cell_id, open_run_dir
 from bench.runstate import verify_finished
-from bench.tracking.cells import cell_curve_png, comparison_figure, log_cell, log_png
+from bench.tracking.cells import cell_curve_png, comparison_figure, log_cell, log_files
 from bench.tracking.client import COMPLETE_TAG, UID_TAG, TrackingUnavailable, check_reachable, fail_fast, tracking_uri
 from bench.tracking.layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, epoch_ms, parent_run_name
 from bench.tracking.uploads import Uploads
@@ -198,7 +198,7 @@ def _sync(run: RunDir, results_digest: str) -> str:
             if run.figures.is_dir():
                 uploads.submit(client.log_artifacts, parent_id, str(run.figures), "figures")
             comparison = figure_png(comparison_figure(results, title=f"{name}: robust accuracy per norm"))
-            uploads.submit(log_png, client, parent_id, comparison, "comparison.png")
+            uploads.submit(log_files, client, parent_id, {"comparison.png": comparison})
             board = leaderboard(results, run.read_samples() if run.samples.exists() else None)
             uploads.submit(_log_leaderboard, client, parent_id, board, tags.get("mlflow.note.content", ""))
             seconds = manifest.get("cell_seconds") or {}

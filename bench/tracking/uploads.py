@@ -48,6 +48,8 @@ class Uploads:
     def __enter__(self) -> Uploads:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        # on an error of the calling thread: drop what is queued, let the running call finish
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.wait()  # a failure is never dropped because wait() was not called
+        else:  # an error of the calling thread: drop what is queued, let the running call finish
+            self._pool.shutdown(wait=True, cancel_futures=True)
