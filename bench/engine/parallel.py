@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ import torch
 from joblib import effective_n_jobs, parallel_config
 from torch import nn
 
+from bench import limits
 from bench.rundir import RunError
 
 BACKENDS = ("loky", "threading", "dask")
@@ -51,8 +51,7 @@ def parallel_backend(backend: str, scheduler: str | None) -> Iterator[None]:
 
 def threads_per_worker(n_jobs: int) -> int:
     """Torch threads per worker so that workers x threads does not exceed the cores (``-1`` = all cores)."""
-    cores = os.cpu_count() or 1
-    return max(1, cores // max(1, effective_n_jobs(n_jobs)))
+    return max(1, limits.cores() // max(1, effective_n_jobs(n_jobs)))
 
 
 def plan_workers(backend: str, n_jobs: int, cells: int | None = None) -> tuple[int, int]:
@@ -135,19 +134,19 @@ def predicted_gain(models: dict[str, tuple[nn.Module, int]], x: torch.Tensor, y:
     """Serial cell time over parallel cell time, predicted from one forward+backward pass per model.
 
     ``models``: id -> (model, cells of that model still to run); ``x``, ``y``: one batch of
-    the suite's data on the model's device. Serially every cell runs with all cores' torch
-    threads; in parallel ``workers`` cells run at once with ``cores // workers`` threads
-    each. Where one op keeps every core busy (a large model, a large batch), the gain is
-    near 1; where torch's threads idle (a small model or batch), it nears ``workers``.
+    the suite's data on the model's device. Serially every cell runs with torch's own thread
+    count (a serial run leaves it alone); in parallel ``workers`` cells run at once with
+    :func:`threads_per_worker` threads each. Where one op keeps every core busy (a large
+    model, a large batch), the gain is near 1; where torch's threads idle (a small model or
+    batch), it nears ``workers``.
     """
-    cores = os.cpu_count() or 1
-    per_worker = max(1, cores // max(1, workers))
+    per_worker = threads_per_worker(workers)
     before = torch.get_num_threads()
     serial = parallel = 0.0
     try:
         with torch.enable_grad():
             for model, cells in models.values():
-                serial += cells * _step_seconds(model, x, y, cores)
+                serial += cells * _step_seconds(model, x, y, before)
                 parallel += cells * _step_seconds(model, x, y, per_worker) / workers
     finally:
         torch.set_num_threads(before)
@@ -173,9 +172,10 @@ def choose_workers(
     """
     jobs, threads = plan_workers(backend, n_jobs, cells=cells)
     if jobs == 1 or backend == "dask" or device.type != "cpu" or exact or measure is None:
-        why = "as asked" if jobs == n_jobs else f"{jobs} cell(s) to run"
+        fewer = backend != "dask" and jobs < effective_n_jobs(n_jobs)  # plan_workers capped them at the cells
+        why = f"{jobs} worker(s) for {cells} cell(s) to run" if fewer else "as asked"
         return WorkerPlan(jobs, threads, n_jobs, None, why)
-    workers = effective_n_jobs(jobs)
+    workers = jobs  # plan_workers resolved -1 to a count
     try:
         gain = measure(workers)
     except Exception as exc:  # a model the probe cannot run: its cells will say why; run them as asked
@@ -183,7 +183,7 @@ def choose_workers(
     needed = required_gain(workers)
     if gain < needed:
         why = (
-            f"{workers} workers predicted {gain:.2f}x faster than one process with {os.cpu_count()} threads "
+            f"{workers} workers predicted {gain:.2f}x faster than one process with {torch.get_num_threads()} threads "
             f"(< {needed:.2f}x, what pays for starting them): cells run serially"
         )
         return WorkerPlan(1, 0, n_jobs, gain, why)

@@ -212,7 +212,8 @@ def run_cells(
         )
         for cell in cells
     ]
-    pending = [t for t in tasks if not run.cell_done(t.cell.id)]
+    to_run = {c.id for c in todo}
+    pending = [t for t in tasks if t.cell.id in to_run]
     if echo:
         where = f"{backend}, n_jobs={jobs}" + (f", scheduler {scheduler}" if scheduler else "")
         echo(f"running {len(pending)} cell(s) of suite {suite.name!r} on {len(data)} samples ({device}, {where})")
