@@ -139,3 +139,34 @@ def test_per_sample_worst_case_matches_a_brute_force_count_with_partial_attacks(
     assert worst_case_at("m", two, samples[samples["attack"] != "reliable"], 0.1).value == pytest.approx(
         samples[(samples["eps"] == 0.1) & (samples["attack"] != "reliable")].groupby("index")["correct"].all().mean()
     )
+
+
+def test_a_second_reading_of_the_same_flags_reuses_the_worst_cases_and_a_changed_copy_does_not(
+    mixed_run: Path,
+) -> None:
+    """``bench run`` reads samples.parquet for its summary, its report and the MLflow mirror: one computation."""
+    from reports.sample_index import KEEP, cell_index
+
+    first, again = load_run(mixed_run), load_run(mixed_run)
+    assert first.samples is not again.samples
+    board = leaderboard(first.results, first.samples)
+    shared = cell_index(again.samples).computed
+    assert shared is cell_index(first.samples).computed and shared.worst and shared.min_eps
+    pd.testing.assert_frame_equal(leaderboard(again.results, again.samples), board)
+
+    # One flag flipped: other content, computed on its own, and its numbers follow the flip.
+    changed = again.samples.copy()
+    fooled = (changed["model"] == "mlp") & (changed["attack"] == "fgsm") & changed["correct"]
+    changed.loc[fooled[fooled].index[:5], ["correct", "correct_pointwise"]] = False
+    assert cell_index(changed).computed is not shared
+    before, after = summary_tables(first.results, first.samples)[0], summary_tables(first.results, changed)[0]
+    worst_before = next(r for r in before.rows if r.attacks_in_worst_case)
+    worst_after = next(r for r in after.rows if r.attacks_in_worst_case)
+    assert any(worst_after.by_eps[e].value < worst_before.by_eps[e].value for e in worst_before.by_eps)
+
+    # Only the last KEEP contents outlive their frames.
+    for k in range(KEEP):
+        other = again.samples.copy()
+        other.loc[other.index[k], "linf"] += 1.0
+        cell_index(other)
+    assert cell_index(load_run(mixed_run).samples).computed is not shared
