@@ -10,7 +10,7 @@ from torch import nn
 
 from bench.attacks import AttackContext, AttackError, make_attack
 from bench.engine import evaluate_cell, run_suite, tidy
-from bench.minimal_eps import bisect_minimal_eps, robust_curve, summarize
+from bench.minimal_eps import add_minimal_eps, bisect_minimal_eps, grid_bracket, robust_curve, summarize
 from bench.suite import SuiteError, validate
 
 META = dict(suite="t", dataset="mnist5k", split="test", model="lenet", attack="a", attack_name="a",
@@ -107,3 +107,63 @@ def test_suite_run_stores_min_eps_per_sample_and_median_per_cell(tmp_path):
 def test_suite_validation_rejects_minimal_eps_for_other_attacks():
     with pytest.raises(SuiteError, match=r"attacks\[0\]\.minimal_eps: not available for attack 'occlusion'"):
         validate(_suite({"name": "occlusion", "minimal_eps": True}))
+
+
+def test_grid_bracket_is_the_first_success_and_the_grid_eps_below_it():
+    # grid given out of order; samples: fooled from 0.1, clean-wrong (eps 0), never, from the first eps
+    epsilons = [0.2, 0.0, 0.1, 0.3]
+    success = np.array(
+        [
+            [True, True, False, False],  # 0.2
+            [False, True, False, False],  # 0.0
+            [True, True, False, False],  # 0.1
+            [True, True, False, True],  # 0.3
+        ]
+    )
+    lo, hi = grid_bracket(epsilons, success)
+    np.testing.assert_array_equal(hi, [0.1, 0.0, np.inf, 0.3])
+    np.testing.assert_array_equal(lo, [0.0, 0.0, 0.0, 0.2])
+    lo, hi = grid_bracket([0.05, 0.1], np.array([[True, False], [True, True]]))  # no eps 0 on the grid
+    np.testing.assert_array_equal(lo, [0.0, 0.05])
+    np.testing.assert_array_equal(hi, [0.05, 0.1])
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_pgd_bisection_starts_from_the_sweep_and_reproduces_its_curve(targeted, lenet_mnist, mnist_test):
+    """The cell's bisection refines between the sweep's grid points: fewer gradients than from (0, max_eps],
+    every minimal eps inside its grid bracket, and the curve read from them is the sweep's at each grid eps."""
+    data = mnist_test.subset(120)
+    grid = (0.0, 0.05, 0.1, 0.15, 0.2)
+    params = {"steps": 10, "targeted": True, "target_mode": "random"} if targeted else {"steps": 10}
+    attack = make_attack("pgd", **params)
+    device = torch.device("cpu")
+    arrays, _ = evaluate_cell(lenet_mnist, attack, data, grid, seed=5, device=device, batch_size=500)
+    meta = {**META, "targeted": targeted}
+    rows, samples = tidy(arrays, data=data, epsilons=grid, attack=attack, meta=meta)
+    targets = arrays["target"] if targeted else None
+    rows, samples, extras = add_minimal_eps(
+        rows, samples, model=lenet_mnist, attack=attack, data=data, epsilons=grid, seed=5, device=device,
+        batch_size=500, iterations=8, targets=targets,
+    )  # fmt: skip
+    min_eps = samples["min_eps"].to_numpy()[: len(data)]
+    adv = arrays["adv_pred"]
+    success = adv == arrays["target"][None, :] if targeted else adv != data.y.numpy()[None, :]
+    lo, hi = grid_bracket(grid, success)
+    finite = np.isfinite(hi)
+    assert finite.any()
+    assert np.isinf(min_eps[~finite]).all()
+    inside = (min_eps[finite] > lo[finite]) | (min_eps[finite] == 0)
+    assert inside.all() and (min_eps[finite] <= hi[finite]).all()
+    assert (hi[finite] - min_eps[finite] >= 0).all()
+    if not targeted:  # the curve from minimal eps is the sweep's at every grid eps
+        clean_correct = arrays["clean_pred"] == data.y.numpy()
+        np.testing.assert_array_equal(
+            robust_curve(min_eps, clean_correct, grid), rows.sort_values("eps")["robust_accuracy"].to_numpy()
+        )
+    # from (0, max_eps] instead: a probe at max_eps and two more halvings per sample
+    ctx = AttackContext(seed=5)
+    bisect_minimal_eps(
+        attack, lenet_mnist, data.x, data.y, max_eps=max(grid), iterations=8, ctx=ctx,
+        target=None if targets is None else torch.as_tensor(targets),
+    )  # fmt: skip
+    assert extras["grad_evals"] < 0.8 * ctx.grad_evals
