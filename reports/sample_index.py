@@ -68,6 +68,11 @@ KEEP = 2
 """Contents whose computations outlive their frames: a run's flags, and a baseline's in a comparison."""
 
 
+def forget_computed() -> None:
+    """Drop the computations kept by content (``bench perf`` times a report as its first reading would run)."""
+    _BY_CONTENT.clear()
+
+
 def content_digest(samples: pd.DataFrame) -> str:
     """sha256 of a frame's column names, dtypes and values (row order included, index ignored).
 
