@@ -42,7 +42,7 @@ dataset: {name: digits, split: test, n: 24}
 models: [mlp]
 attacks:
   - fgsm
-  - {name: pgd, label: pgd_l2, params: {norm: l2, steps: 5}, epsilons: [0, 0.5, 1.5]}
+  - {name: pgd, label: pgd_l2, params: {norm: l2, steps: 5}, epsilons: [0, 0.5, 3], minimal_eps: true}
   - {name: salt_pepper, epsilons: [0, 0.05, 0.1]}
   - {name: occlusion, epsilons: [0, 2, 4]}
   - {name: fooling_images, epsilons: [0]}
@@ -219,7 +219,7 @@ def test_each_norm_family_has_its_own_curve_metric(multi) -> None:
     by_name = {c.info.run_name: c for c in children}
     expected = {
         "mlp · fgsm": ("robust_accuracy_linf", [0, 100, 200]),
-        "mlp · pgd_l2": ("robust_accuracy_l2", [0, 50, 150]),  # hundredths of an L2 radius
+        "mlp · pgd_l2": ("robust_accuracy_l2", [0, 50, 300]),  # hundredths of an L2 radius
         "mlp · salt_pepper": ("robust_accuracy_l0", [0, 50, 100]),  # per mille of the pixels
         "mlp · occlusion": ("robust_accuracy_patch", [0, 2, 4]),  # the patch side in pixels
     }
@@ -233,6 +233,11 @@ def test_each_norm_family_has_its_own_curve_metric(multi) -> None:
         rows = results[results["attack"] == child.data.params["attack"]].sort_values("eps")
         assert [curve_step(child.data.params["norm"], e) for e in rows["eps"]] == steps
         assert [m.value for m in history] == pytest.approx(rows["robust_accuracy"].tolist())
+    # the bisected median minimal eps, in the norm's units, only where the suite asked for it
+    median = float(results.loc[results["attack"] == "pgd_l2", "median_min_eps"].iloc[0])
+    assert 0 < median <= 3
+    assert by_name["mlp · pgd_l2"].data.metrics["median_min_eps_l2"] == pytest.approx(median)
+    assert [k for c in children for k in c.data.metrics if k.startswith("median_min_eps")] == ["median_min_eps_l2"]
     unbounded = by_name["mlp · fooling_images"]
     assert unbounded.data.params["norm"] == "none"
     assert "attack_success_rate" in unbounded.data.metrics

@@ -8,6 +8,7 @@ column is the cell's time, not the logging's).
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,11 @@ def cell_metrics(rows: pd.DataFrame, norm: str) -> list[tuple[str, float, int]]:
         if ref.value == ref.value:
             out.append(("robust_accuracy_auc", ref.value, 0))
         out.append(("robust_accuracy_auc_suite_range", stats.curve_auc(rows["eps"], rows["robust_accuracy"]), 0))
+        # the bisected median minimal eps (``minimal_eps: true``), in the norm's units like the curve;
+        # none when more than half the samples are never fooled (``inf``: MLflow charts no infinity)
+        median = float(rows["median_min_eps"].iloc[0]) if "median_min_eps" in rows.columns else math.nan
+        if math.isfinite(median):
+            out.append((f"median_min_eps_{norm}", median, 0))
     out.append(("grad_evals", float(rows["grad_evals"].sum()), 0))
     out.append(("attack_seconds", float(rows["seconds"].sum()), 0))
     return out
