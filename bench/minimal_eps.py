@@ -104,7 +104,13 @@ def bisect_radii(
         hi = torch.full((n,), float(max_eps), **f64)
         found = success_at(hi, torch.arange(n, device=device))
     else:
-        lo, hi = (torch.as_tensor(np.asarray(b, dtype=np.float64)).to(**f64).clone() for b in bracket)
+        lo_np, hi_np = (np.asarray(b, dtype=np.float64) for b in bracket)
+        finite = np.isfinite(hi_np)
+        if lo_np.shape != (n,) or hi_np.shape != (n,):
+            raise AttackError(f"minimal eps: bracket shapes {lo_np.shape}, {hi_np.shape}; expected ({n},) each")
+        if not ((lo_np >= 0) & (lo_np <= hi_np) & (~finite | (hi_np <= max_eps))).all():
+            raise AttackError(f"minimal eps: a bracket needs 0 <= lo <= hi <= max_eps ({max_eps}) or hi = inf")
+        lo, hi = torch.as_tensor(lo_np).to(**f64), torch.as_tensor(hi_np).to(**f64)
         found = torch.isfinite(hi)
     tolerance = float(max_eps) / 2**iterations
     for _ in range(iterations):  # each call halves every bracket it probes: at most ``iterations`` calls
@@ -124,8 +130,9 @@ def grid_bracket(epsilons: Sequence[float], success: np.ndarray) -> tuple[np.nda
     ``success`` ``(E, N)``: whether the run at each eps fooled the sample (untargeted) or sent
     it to its target. ``hi`` is the smallest eps at which a run succeeded (``inf``: none did),
     ``lo`` the grid eps just below it, where the run failed (``0`` below the first eps). So the
-    bisection only refines between grid points, and the robust-accuracy curve read from its
-    minimal epsilons (:func:`robust_curve`) equals the runs' curve at every grid eps.
+    bisection only refines between grid points; for an untargeted attack the robust-accuracy
+    curve read from its minimal epsilons (:func:`robust_curve`) equals the runs' curve at every
+    grid eps (a targeted attack's minimal eps counts reaching the target, its curve any error).
     """
     eps = np.asarray(epsilons, dtype=np.float64)
     order = np.argsort(eps, kind="stable")
@@ -266,8 +273,8 @@ def add_minimal_eps(
     covers the grid. ``samples`` holds one block of ``len(data)`` rows per
     eps, in data order (as :func:`bench.engine.runner.tidy` writes it). For the
     ``bisect`` method the bisection starts from the sweep's bracket (:func:`grid_bracket`):
-    it refines between grid points only, and the curve read from ``min_eps`` is the
-    sweep's curve at every grid eps. Returns the
+    it refines between grid points only, and (untargeted) the curve read from ``min_eps``
+    is the sweep's curve at every grid eps. Returns the
     distribution summary and the gradients spent, for the cell's extras.
     ``targets``: the per-sample target classes the sweep used (targeted
     attacks), so that ``min_eps`` describes the same targets as the flags.

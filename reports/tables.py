@@ -114,7 +114,7 @@ def _cell_samples(samples: pd.DataFrame | None, model: str, attacks: tuple[str, 
 
 
 def _cell_min_eps(samples: pd.DataFrame, model: str, attack: str) -> pd.Series | None:
-    """:func:`per_sample_minimal_eps` of one cell, computed once per samples frame (``None``: no such cell)."""
+    """:func:`per_sample_minimal_eps` of one cell, computed once per samples content (``None``: no such cell)."""
     index = cell_index(samples)
     key = (model, attack)
     if key not in index.min_eps:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -13,20 +14,41 @@ import pandas as pd
 TEMPLATES = Path(__file__).parent / "templates"
 
 
+AUTOESCAPED = ("html", "html.j2")
+"""Template extensions rendered with HTML escaping."""
+
+SETTINGS: dict[str, Any] = {"trim_blocks": True, "lstrip_blocks": True}
+"""The environment's whitespace options (besides autoescaping and ``StrictUndefined``)."""
+
+
+def settings_key() -> str:
+    """What compiled templates depend on besides their text: jinja2's version and the environment's options.
+
+    Part of every cache entry's name, so that a changed option (autoescaping first of all) or
+    another jinja2 never loads a template compiled under the old ones (jinja2's own key is the
+    template's name, path and text only).
+    """
+    options = repr((jinja2.__version__, AUTOESCAPED, "StrictUndefined", sorted(SETTINGS.items())))
+    return hashlib.sha256(options.encode()).hexdigest()[:16]
+
+
 class TemplateCache(jinja2.FileSystemBytecodeCache):
     """jinja2's on-disk cache of compiled templates, where a broken cache is only a cache miss.
 
     Compiling the two report templates costs about 0.2 s in every process that renders a
     report; a cached compilation loads in a few milliseconds. An entry that cannot be read
-    (jinja2 already recompiles a truncated entry or another Python's) is compiled again, and
-    one that cannot be written (full or read-only disk) is skipped: the report never fails
-    because of its cache.
+    (cut short, another Python's, unreadable) is compiled again, and one that cannot be written
+    (full or read-only disk) is skipped: the report never fails because of its cache. Entries
+    are named by :func:`settings_key` and the template.
     """
+
+    def __init__(self, directory: str | None = None) -> None:
+        super().__init__(directory, pattern=f"__bench_report_{settings_key()}_%s.cache")
 
     def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
         try:
             super().load_bytecode(bucket)
-        except OSError:
+        except Exception:  # any unreadable entry (OSError, a cut pickle header ...) is a miss
             bucket.reset()
 
     def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
@@ -35,12 +57,12 @@ class TemplateCache(jinja2.FileSystemBytecodeCache):
 
 
 def template_cache(directory: Path | None = None) -> TemplateCache | None:
-    """The compiled-template cache in ``directory``, by default jinja2's own per-user folder.
+    """The compiled-template cache in ``directory`` (tests), by default jinja2's own per-user folder.
 
-    That folder (``<tmp>/_jinja2-cache-<uid>``) is created private (mode 0700) and refused when
-    another user owns it or can write to it: compiled templates are code, so they are never
-    read from a shared folder such as a team's checkpoint cache. ``None`` (no cache, templates
-    compiled each time) when no safe folder is available.
+    jinja2 creates that folder (``<tmp>/_jinja2-cache-<uid>`` on POSIX) with mode 0700 and refuses
+    it when it is a link, not a folder, owned by another user or not private: compiled templates
+    are code, so they are never read from a shared folder such as a team's checkpoint cache.
+    ``None`` (no cache: templates compiled each time) when no such folder is available.
     """
     try:
         if directory is not None:
@@ -58,10 +80,9 @@ def environment(*, cache: jinja2.BytecodeCache | None = None) -> jinja2.Environm
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         bytecode_cache=cache if cache is not None else template_cache(),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
+        autoescape=jinja2.select_autoescape(enabled_extensions=AUTOESCAPED, default_for_string=False),
         undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
+        **SETTINGS,
     )
     env.filters.update(num=_num, eps=_eps, signed=_signed, pvalue=_pvalue, mdcell=_mdcell, interval=_interval)
     return env

@@ -10,7 +10,7 @@ from torch import nn
 
 from bench.attacks import AttackContext, AttackError, make_attack
 from bench.engine import evaluate_cell, run_suite, tidy
-from bench.minimal_eps import add_minimal_eps, bisect_minimal_eps, grid_bracket, robust_curve, summarize
+from bench.minimal_eps import add_minimal_eps, bisect_minimal_eps, bisect_radii, grid_bracket, robust_curve, summarize
 from bench.suite import SuiteError, validate
 
 META = dict(suite="t", dataset="mnist5k", split="test", model="lenet", attack="a", attack_name="a",
@@ -154,7 +154,7 @@ def test_pgd_bisection_starts_from_the_sweep_and_reproduces_its_curve(targeted, 
     assert np.isinf(min_eps[~finite]).all()
     inside = (min_eps[finite] > lo[finite]) | (min_eps[finite] == 0)
     assert inside.all() and (min_eps[finite] <= hi[finite]).all()
-    assert (hi[finite] - min_eps[finite] >= 0).all()
+    assert (min_eps[finite] < hi[finite]).any()  # refined below the grid, not just the grid's values
     if not targeted:  # the curve from minimal eps is the sweep's at every grid eps
         clean_correct = arrays["clean_pred"] == data.y.numpy()
         np.testing.assert_array_equal(
@@ -167,3 +167,14 @@ def test_pgd_bisection_starts_from_the_sweep_and_reproduces_its_curve(targeted, 
         target=None if targets is None else torch.as_tensor(targets),
     )  # fmt: skip
     assert extras["grad_evals"] < 0.8 * ctx.grad_evals
+
+
+def test_a_bracket_outside_zero_to_max_eps_is_refused():
+    never = lambda eps, rows: torch.zeros(len(rows), dtype=torch.bool)  # noqa: E731
+    for lo, hi in (([0.0, 0.5], [0.5, 0.8]), ([0.2, 0.0], [0.1, 0.1]), ([-0.1, 0.0], [0.1, 0.1]), ([0.0], [0.1])):
+        with pytest.raises(AttackError, match="bracket"):
+            bisect_radii(never, 2, max_eps=0.1, iterations=4, device=torch.device("cpu"), bracket=(lo, hi))
+    found = bisect_radii(
+        never, 2, max_eps=0.1, iterations=4, device=torch.device("cpu"), bracket=([0.0, 0.05], [np.inf, 0.1])
+    )
+    assert np.isinf(found[0]) and found[1] == 0.1  # never succeeding below hi: hi itself

@@ -7,8 +7,9 @@ import stat
 from pathlib import Path
 
 import jinja2
+import pytest
 
-from reports.templating import TEMPLATES, TemplateCache, environment, template_cache
+from reports.templating import TEMPLATES, TemplateCache, environment, settings_key, template_cache
 
 NAMES = ("report.html.j2", "report.md.j2")
 
@@ -35,7 +36,7 @@ def test_a_second_environment_loads_the_compiled_templates_instead_of_compiling(
     compiled = _counting_compiles(first)
     fresh = [_code(first, name) for name in NAMES]
     assert sorted(compiled) == sorted(NAMES)
-    assert len(list(tmp_path.glob("__jinja2_*.cache"))) == len(NAMES)
+    assert len(list(tmp_path.glob(f"__bench_report_{settings_key()}_*.cache"))) == len(NAMES)
 
     second = environment(cache=template_cache(tmp_path))
     compiled = _counting_compiles(second)
@@ -60,9 +61,11 @@ def test_an_edited_template_is_compiled_again(tmp_path: Path) -> None:
 
 def test_a_broken_cache_entry_is_compiled_again_and_replaced(tmp_path: Path) -> None:
     environment(cache=template_cache(tmp_path)).get_template(NAMES[0])
-    (entry,) = tmp_path.glob("__jinja2_*.cache")
+    (entry,) = tmp_path.glob("__bench_report_*.cache")
     good = entry.read_bytes()
-    for broken in (b"", good[: len(good) // 2], b"\x00" * 64):
+    # cut inside the pickled checksum after jinja2's header: jinja2 alone raises UnpicklingError there
+    header = len(jinja2.bccache.bc_magic)
+    for broken in (good[: header + 1], good[: header + 10], b"", good[: len(good) // 2], b"\x00" * 64):
         entry.write_bytes(broken)
         env = environment(cache=template_cache(tmp_path))
         compiled = _counting_compiles(env)
@@ -105,3 +108,26 @@ def _empty_report() -> dict[str, object]:
         "explanations": {},
         "n_flags": 0,
     }
+
+
+def test_entries_compiled_under_other_settings_are_not_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """jinja2 keys an entry by the template's name and text only: a changed option must not load old code."""
+    import reports.templating as templating
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "t.html.j2").write_text("{% if x %}\n<p>{{ x }}</p>\n{% endif %}\n")
+
+    def render() -> tuple[str, list[str]]:
+        env = environment(cache=template_cache(tmp_path / "cache"))
+        env.loader = jinja2.FileSystemLoader(templates)
+        compiled = _counting_compiles(env)
+        return env.get_template("t.html.j2").render(x="<b>"), compiled
+
+    assert render() == ("<p>&lt;b&gt;</p>\n", ["t.html.j2"])
+    assert render() == ("<p>&lt;b&gt;</p>\n", [])  # loaded from the cache
+    monkeypatch.setitem(templating.SETTINGS, "trim_blocks", False)
+    assert render() == ("\n<p>&lt;b&gt;</p>\n", ["t.html.j2"])  # compiled anew under the new option
+    monkeypatch.setattr(templating, "AUTOESCAPED", ())
+    assert render() == ("\n<p><b></p>\n", ["t.html.j2"])
+    assert len(list((tmp_path / "cache").glob("__bench_report_*.cache"))) == 3

@@ -170,3 +170,37 @@ def test_a_second_reading_of_the_same_flags_reuses_the_worst_cases_and_a_changed
         other.loc[other.index[k], "linf"] += 1.0
         cell_index(other)
     assert cell_index(load_run(mixed_run).samples).computed is not shared
+
+
+def test_the_content_digest_changes_with_any_value_and_only_with_the_values() -> None:
+    """Exact: a run directory is untrusted, so two frames may share computations only when every value agrees."""
+    from reports.sample_index import content_digest
+
+    base = pd.DataFrame(
+        {
+            "model": ["ab", "c", "ab", "c"],
+            "attack": ["fgsm", "pgd", "fgsm", "pgd"],
+            "eps": [0.0, 0.1, 0.2, 0.3],
+            "index": [0, 1, 2, 3],
+            "correct": [True, False, True, True],
+            "l2": np.array([0.5, 1.5, 2.5, 3.5], dtype=np.float32),
+        }
+    )
+    digest = content_digest(base)
+    assert content_digest(base.copy()) == digest
+    assert content_digest(base.set_axis([7, 8, 9, 10])) == digest  # the frame index is not content
+    changed = {
+        "float one ulp": base.assign(eps=np.nextafter(base["eps"], 1.0)),
+        "float32 one ulp": base.assign(l2=np.nextafter(base["l2"], np.float32(9))),
+        "one flag": base.assign(correct=[True, False, True, False]),
+        "one name": base.assign(model=["ab", "c", "ab", "d"]),
+        "names split differently": base.assign(model=["a", "bc", "a", "bc"]),
+        "two rows swapped": base.iloc[[1, 0, 2, 3]].reset_index(drop=True),
+        "an int where a string was": base.assign(model=pd.Series(["ab", 1, "ab", "c"], dtype=object)),
+        "a dtype": base.assign(index=base["index"].astype(np.int32)),
+        "a column renamed": base.rename(columns={"l2": "linf"}),
+        "a row fewer": base.iloc[:3],
+    }
+    digests = {name: content_digest(frame) for name, frame in changed.items()}
+    assert digest not in digests.values()
+    assert len(set(digests.values())) == len(digests)
