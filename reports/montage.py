@@ -23,6 +23,7 @@ CORRECT = (26, 127, 55)  # "#1a7f37": a label still correct
 FOOLED = (207, 34, 46)  # "#cf222e": a label fooled
 INK = (36, 41, 47)
 WHITE = (255, 255, 255)
+assert len(set(WHITE)) == 1, "white_canvas fills one byte value"
 
 TILE_PIXELS = 100
 """Tiles are upscaled by the integer factor that brings their longer side closest to this (28x28 -> 112)."""
@@ -68,7 +69,6 @@ def white_canvas(height: int, width: int) -> np.ndarray:
     Filled with one byte value (a memset): ``np.full`` with the RGB tuple broadcasts it pixel by
     pixel, 70 times slower, and holds the GIL that the report's main thread needs meanwhile.
     """
-    assert len(set(WHITE)) == 1
     return np.full((height, width, 3), WHITE[0], dtype=np.uint8)
 
 

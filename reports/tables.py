@@ -191,16 +191,13 @@ def worst_case_at(model: str, cells: pd.DataFrame, samples: pd.DataFrame | None,
         assert isinstance(found, Interval)
         return found
     mine = _cell_samples(samples, model, attacks)
-    if mine is not None and not mine.empty:
+    if mine is not None and not mine.empty:  # a value of the samples alone: memoized by their content
         assert memo is not None
-        if key not in memo:
-            mine = mine[np.isclose(mine["eps"].astype(float), eps, rtol=0, atol=1e-12)]
-            robust = common_samples(mine).groupby("index")["correct"].all()
-            count, n = int(robust.sum()), len(robust)
-            low, high = stats.wilson_interval(count, n)
-            memo[key] = Interval(count / n if n else math.nan, low, high)
-        found = memo[key]
-        assert isinstance(found, Interval)
+        mine = mine[np.isclose(mine["eps"].astype(float), eps, rtol=0, atol=1e-12)]
+        robust = common_samples(mine).groupby("index")["correct"].all()
+        count, n = int(robust.sum()), len(robust)
+        low, high = stats.wilson_interval(count, n)
+        memo[key] = found = Interval(count / n if n else math.nan, low, high)
         return found
     worst = at.loc[at["robust_accuracy"].idxmin()]
     return Interval(float(worst["robust_accuracy"]), float(worst["ci_low"]), float(worst["ci_high"]))
@@ -219,9 +216,10 @@ def worst_case_row(model: str, cells: pd.DataFrame, samples: pd.DataFrame | None
     attacks = tuple(str(a) for a in cells["attack"].unique())
     grids = [set(cells.loc[cells["attack"] == a, "eps"].astype(float)) for a in attacks]
     common = sorted(set.intersection(*grids))
-    if samples is None:
+    mine = _cell_samples(samples, model, attacks)
+    if mine is None or mine.empty:  # no flags of this model: read off the results, which the memo's key omits
         return _worst_case_row(model, cells, samples, attacks, common)
-    # the summary tables and the leaderboard ask for the same rows of the same frame
+    # the summary tables and the leaderboard ask for the same rows of the same samples content
     key = ("row", model, attacks, tuple(common), float(cells["clean_accuracy"].iloc[0]), str(cells["norm"].iloc[0]))
     memo = cell_index(samples).worst
     if key not in memo:

@@ -519,3 +519,24 @@ def test_an_npy_header_that_states_more_than_its_member_holds_is_refused(tiny_ru
         limits.LimitError, match=rf"test inflates to {inflated} bytes, over the limit of {inflated - 1}"
     ):
         read_npz_capped(honest, inflated - 1, what="test")
+
+
+def test_an_npz_with_an_encrypted_or_unknown_compression_member_is_refused_in_one_line(tmp_path: Path) -> None:
+    """zipfile raises RuntimeError (a password is needed) and NotImplementedError (method 99) for these:
+    both reached the user as tracebacks from the examples reader and the .npz weights reader."""
+    from bench.examples_file import ExamplesFileError, read_examples_file
+    from model_zoo.external import ExternalModelError, load_external
+
+    for flag_offset, value, message in ((8, b"\x01\x00", "encrypted"), (10, b"\x63\x00", "compression")):
+        path = tmp_path / f"patched-{message}.npz"
+        np.savez(path, x=np.zeros(3, dtype=np.float32))
+        data = bytearray(path.read_bytes())
+        central = data.index(b"PK\x01\x02")  # the central directory entry zipfile trusts
+        data[central + flag_offset : central + flag_offset + 2] = value
+        path.write_bytes(bytes(data))
+        with pytest.raises(
+            ExamplesFileError, match=rf"{path.name}: unreadable examples file \((RuntimeError|NotImplementedError)"
+        ):
+            read_examples_file(path)
+        with pytest.raises(ExternalModelError, match=rf"{path.name}"):
+            load_external("mlp", weights=path, input_shape=(1, 8, 8), num_classes=10)

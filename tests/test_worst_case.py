@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from bench import stats
+from reports.sample_index import forget_computed
 from reports.sources import load_run
 from reports.tables import WORST_CASE, leaderboard, per_sample_minimal_eps, summary_tables
 
@@ -132,7 +133,8 @@ def test_per_sample_worst_case_matches_a_brute_force_count_with_partial_attacks(
         robust = sum(bool(at[(at["index"] == i)]["correct"].all()) for i in everyone)
         assert len(everyone) == 15
         assert row.by_eps[eps].value == pytest.approx(robust / 15)
-        # worst_case_at's own per-eps path (a copy of the frame has no memo of worst_case_row's counts)
+        # worst_case_at's own per-eps path: a copy whose content's computations are forgotten
+        forget_computed()
         assert worst_case_at("m", cells_frame, samples.copy(), eps) == row.by_eps[eps]
     # without the limited attack the worst case covers all 40 samples again
     two = cells_frame[cells_frame["attack"] != "reliable"]
@@ -204,3 +206,32 @@ def test_the_content_digest_changes_with_any_value_and_only_with_the_values() ->
     digests = {name: content_digest(frame) for name, frame in changed.items()}
     assert digest not in digests.values()
     assert len(set(digests.values())) == len(digests)
+
+
+def test_a_model_without_flags_is_read_off_its_own_results_every_time() -> None:
+    """Worst cases are kept by the samples' content; a model with no flags in them is read off the results,
+    which that content does not describe: two runs must not get each other's numbers."""
+    from reports.tables import worst_case_row
+
+    flags_of_another_model = pd.DataFrame(
+        {"model": "other", "attack": "fgsm", "eps": [0.0, 0.1], "index": [0, 0], "correct": [True, False]}
+    )
+
+    def results(accuracy: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "model": "m",
+                "attack": "fgsm",
+                "norm": "linf",
+                "eps": [0.0, 0.1],
+                "clean_accuracy": 1.0,
+                "robust_accuracy": [1.0, accuracy],
+                "ci_low": [0.9, accuracy - 0.05],
+                "ci_high": [1.0, accuracy + 0.05],
+            }
+        )
+
+    for samples in (flags_of_another_model, flags_of_another_model.iloc[:0]):
+        for accuracy in (0.9, 0.2, 0.9):
+            row = worst_case_row("m", results(accuracy), samples.copy())
+            assert row.by_eps[0.1].value == accuracy
