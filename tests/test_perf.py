@@ -277,7 +277,7 @@ def test_bad_options_name_the_option_and_allowed_values(args: list[str], message
 
 
 def test_plan_workers_never_starts_more_local_workers_than_cells(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parallel.limits, "cores", lambda: 4)  # threads per worker follow the usable cores
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 4)  # threads per worker follow the usable cores
     assert parallel.plan_workers("loky", 2, cells=26) == (2, 2)
     assert parallel.plan_workers("loky", 4, cells=3) == (3, 1)
     # one cell left: it runs in this process with torch's own (all-core) setting, as serially
@@ -291,10 +291,11 @@ def test_plan_workers_never_starts_more_local_workers_than_cells(monkeypatch: py
 
 
 def test_the_plan_says_why_it_runs_the_workers_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parallel.limits, "cores", lambda: 4)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 4)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert parallel.choose_workers("dask", 1, cells=5, device=cpu, measure=None).reason == "as asked"
-    assert parallel.choose_workers("loky", -1, cells=50, device=cuda, measure=None).reason == "as asked"
+    # more cells than any machine's cores: -1 workers run as asked
+    assert parallel.choose_workers("loky", -1, cells=10**6, device=cuda, measure=None).reason == "as asked"
     capped = parallel.choose_workers("loky", 4, cells=2, device=cuda, measure=None)
     assert (capped.n_jobs, capped.reason) == (2, "2 worker(s) for 2 cell(s) to run")
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-from joblib import effective_n_jobs, parallel_config
+from joblib import cpu_count, effective_n_jobs, parallel_config
 from torch import nn
 
 from bench import limits
@@ -49,9 +49,18 @@ def parallel_backend(backend: str, scheduler: str | None) -> Iterator[None]:
         client.close()
 
 
+def usable_cores() -> int:
+    """The cores this process may keep busy: its CPU affinity, lowered by a container's CPU quota.
+
+    joblib's ``cpu_count`` reads the quota (``docker --cpus 2`` on a 64-core host is 2), as its
+    ``effective_n_jobs(-1)`` does: threads are split over the same cores the workers are counted on.
+    """
+    return max(1, min(limits.cores(), cpu_count()))
+
+
 def threads_per_worker(n_jobs: int) -> int:
     """Torch threads per worker so that workers x threads does not exceed the cores (``-1`` = all cores)."""
-    return max(1, limits.cores() // max(1, effective_n_jobs(n_jobs)))
+    return max(1, usable_cores() // max(1, effective_n_jobs(n_jobs)))
 
 
 def plan_workers(backend: str, n_jobs: int, cells: int | None = None) -> tuple[int, int]:
