@@ -55,8 +55,10 @@ def read_npz_capped(path: str | Path, cap: int, *, what: str) -> dict[str, np.nd
     except zipfile.BadZipFile:
         raise NpzError(f"{path}: not an .npz archive of arrays ({what})") from None
     except (OSError, ValueError, EOFError, MemoryError, RuntimeError, NotImplementedError) as exc:
-        # RuntimeError: an encrypted member; NotImplementedError: a compression method zipfile lacks
-        raise NpzError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from None
+        # RuntimeError: an encrypted member (its message is the member's whole ZipInfo: said shortly);
+        # NotImplementedError: a compression method zipfile lacks
+        reason = "a member is encrypted (password-protected archives are not read)" if "encrypted" in str(exc) else exc
+        raise NpzError(f"{path}: unreadable {what} ({type(exc).__name__}: {reason})") from None
 
 
 def _checked_header(member: zipfile.ZipExtFile, info: zipfile.ZipInfo, *, path: Path, what: str, cap: int) -> int:
