@@ -76,6 +76,27 @@ def attack_curves(results: pd.DataFrame, *, dpi: int = 100) -> dict[str, bytes]:
         }
 
 
+def curve_pngs(curves: list[tuple[pd.DataFrame, str]], *, dpi: int = 100, keep: bool = False) -> list[bytes]:
+    """PNG per ``(rows, title)`` of ``curves`` (a line per model, no legend) on one :class:`CurvePainter`:
+    MLflow's per-cell curves.
+
+    ``keep``: draw on a painter kept for later calls in this process, so that batches of curves share
+    its layouts and drawn axes (:mod:`reports.drawing`'s helper process, which draws one call at a
+    time); it is put back in its theme first, whatever was drawn in between.
+    """
+    if not keep:
+        with CurvePainter(dpi=dpi) as painter:
+            return [painter.png(rows, title=title) for rows, title in curves]
+    painter = _KEPT_PAINTERS.setdefault(dpi, CurvePainter(dpi=dpi))
+    sns.set_theme(style="whitegrid", context="notebook")  # as when the painter made its figure
+    return [painter.png(rows, title=title) for rows, title in curves]
+
+
+def heatmap_png(table: pd.DataFrame, *, title: str = "", dpi: int = 100) -> bytes:
+    """:func:`heatmap_figure` as PNG bytes."""
+    return figure_png(heatmap_figure(table, title=title), dpi=dpi)
+
+
 def curve_title(attack: str, rows: pd.DataFrame) -> str:
     """``attack (norm)``, or the attack alone for unbounded attacks (norm ``none``)."""
     norm = str(rows["norm"].iloc[0]) if "norm" in rows.columns and len(rows) else "none"
@@ -295,6 +316,10 @@ class CurvePainter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_KEPT_PAINTERS: dict[int, CurvePainter] = {}
+"""Per dpi, the painter :func:`curve_pngs` keeps between calls when asked to."""
 
 
 def heatmap_figure(table: pd.DataFrame, *, title: str = "") -> Figure:

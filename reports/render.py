@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from bench.rundir import atomic_write_text, cell_id
+from reports import drawing, montage
 from reports import figures as figs
-from reports import montage
 from reports.compare import compare_runs, differences, model_summary
 from reports.flags import EXPLANATIONS, Flag, sanity_flags
 from reports.sources import ReportError, RunData, load_run, unique_labels
@@ -97,7 +97,7 @@ def render_report(
     alpha: float = 0.05,
     max_examples: int = 8,
     dpi: int = 100,
-    drawn_curves: Mapping[str, bytes] | None = None,
+    drawn_curves: Mapping[str, bytes] | drawing.Pending[dict[str, bytes]] | None = None,
 ) -> ReportPaths:
     """Write ``out/report.html``, ``out/report.md`` and ``out/figures/*.png``.
 
@@ -111,8 +111,8 @@ def render_report(
         max_examples: samples per adversarial example grid (default 8).
         dpi: PNG resolution (default 100).
         drawn_curves: the first run's per-attack curves already drawn at ``dpi`` by
-            :func:`reports.figures.attack_curves` (``bench run`` draws them for ``figures/``); used as
-            they are instead of drawing them again.
+            :func:`reports.figures.attack_curves` (``bench run`` draws them for ``figures/``), or being
+            drawn (:mod:`reports.drawing`); used as they are instead of drawing them again.
     """
     runs = list(runs)
     if not runs:
@@ -170,28 +170,16 @@ def _run_section(
     *,
     eps: float | None,
     max_examples: int,
-    drawn: Mapping[str, bytes] | None = None,
+    drawn: Mapping[str, bytes] | drawing.Pending[dict[str, bytes]] | None = None,
 ) -> RunSection:
     results = run.results
     prefix = f"r{index}"
     # the montages first, on the writer's thread, while the figures and tables below are made here
     pending = _submit_montages(prefix, run, writer, max_examples=max_examples)
-    curves = []
-    for attack, rows in results[results["norm"] != "none"].groupby("attack", sort=False):
-        name, caption = (
-            f"{prefix}-curve-{attack}",
-            f"{attack}: robust accuracy against eps, models overlaid, 95% Wilson bands",
-        )
-        png = (drawn or {}).get(str(attack))
-        if png is not None:
-            curves.append(writer.add_png(png, name, caption))
-        else:
-            curves.append(
-                writer.add(
-                    figs.curve_figure(rows, hue="model", title=figs.curve_title(str(attack), rows)), name, caption
-                )
-            )
-    heatmaps = []
+    # the curves and heatmaps on the drawing process when one runs (reports.drawing), else here
+    if drawn is None:
+        drawn = drawing.submit(figs.attack_curves, results, dpi=writer.dpi)
+    heatmaps_drawn = []
     for norm, part in results.groupby("norm", sort=False):
         if norm == "none":
             continue
@@ -201,17 +189,31 @@ def _run_section(
             .pivot_table(index="model", columns="attack", values="robust_accuracy", sort=False)
             .reindex(index=list(dict.fromkeys(part["model"])))
         )
-        heatmaps.append(
-            writer.add(
-                figs.heatmap_figure(grid, title=f"robust accuracy at {norm} eps {at:g}"),
-                f"{prefix}-heatmap-{norm}",
-                f"robust accuracy, model x attack, {norm} eps = {at:g}",
-            )
-        )
+        title = f"robust accuracy at {norm} eps {at:g}"
+        heatmaps_drawn.append((norm, at, drawing.submit(figs.heatmap_png, grid, title=title, dpi=writer.dpi)))
     crosscheck = None if run.crosscheck is None else crosscheck_view(run.crosscheck)
     board = leaderboard(results, run.samples)
     tables = summary_tables(results, run.samples)
     flags = sanity_flags(results, models=run.models, crosscheck=run.crosscheck, attacks=run.manifest.get("attacks"))
+    pngs = drawn.result() if isinstance(drawn, drawing.Pending) else drawn
+    curves = []
+    for attack, rows in results[results["norm"] != "none"].groupby("attack", sort=False):
+        name, caption = (
+            f"{prefix}-curve-{attack}",
+            f"{attack}: robust accuracy against eps, models overlaid, 95% Wilson bands",
+        )
+        png = pngs.get(str(attack))
+        if png is None:  # not among the curves handed in
+            png = figs.figure_png(
+                figs.curve_figure(rows, hue="model", title=figs.curve_title(str(attack), rows)), dpi=writer.dpi
+            )
+        curves.append(writer.add_png(png, name, caption))
+    heatmaps = [
+        writer.add_png(
+            png.result(), f"{prefix}-heatmap-{norm}", f"robust accuracy, model x attack, {norm} eps = {at:g}"
+        )
+        for norm, at, png in heatmaps_drawn
+    ]
     examples = [
         CellExamples(cell, model, attack, grid.result(), strip.result())
         for cell, model, attack, grid, strip in pending.examples

@@ -15,6 +15,7 @@ from bench.engine import parallel
 from bench.perf import QUICK_SIZES, RATIOS, TIMES, WAYS, WORKLOAD_RATIOS, perf_inputs, time_interleaved
 from bench.perf.workload import compare, plain_pgd
 from bench.types import Bounds
+from reports import drawing
 
 N = 48
 EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
@@ -39,7 +40,11 @@ def perf_doc(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> tuple[d
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
         args = ["perf", "--quick", "--scaling", "--device", "cpu", "--data", "digits", "--n", str(N), "--threads", "1"]
         models = ["--model", "lenet", "--model", "mlp", "--parallel", "--parallel-suite", str(small)]
-        result = CliRunner().invoke(app, [*args, *models, "--batch-size", "20", "--json", str(out)])
+        drawing.start(min_cores=1)  # as `bench perf` does (bench.cli.main): P4's figures on the drawing process
+        try:
+            result = CliRunner().invoke(app, [*args, *models, "--batch-size", "20", "--json", str(out)])
+        finally:
+            drawing.stop()
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text()), result.output, mlflow_server.uri
 
@@ -193,6 +198,11 @@ def test_targets_and_harness_breakdown(perf_doc: tuple[dict, str, str]) -> None:
     expected = h["wall_seconds"] - h["attack_seconds"] - h["crosscheck_attack_seconds"] - h["clean_seconds"]
     assert h["overhead_seconds"] == pytest.approx(expected)
     assert 0 < h["peak_rss_bytes"] <= doc["peak_rss_bytes"]
+    # the figures were drawn by the drawing process, whose memory counts towards the run's
+    assert h["drawing_process"] is True and 0 < h["drawing_peak_rss_bytes"] < h["peak_rss_bytes"]
+    assert h["total_peak_rss_bytes"] == h["peak_rss_bytes"] + h["drawing_peak_rss_bytes"]
+    (memory,) = [t for t in doc["targets"] if t["what"].startswith("peak memory of the harness run")]
+    assert memory["measured"] == pytest.approx(h["total_peak_rss_bytes"] / 2**30)
     assert h["mlflow_seconds"] > 0 and h["mlflow_fraction"] == pytest.approx(h["mlflow_seconds"] / h["wall_seconds"])
     # --parallel: the suite serially and with two loky workers, identical results, the small-model target
     (point,) = doc["parallel"]["suites"]

@@ -29,6 +29,7 @@ import click
 import typer
 
 from bench import __version__
+from reports import drawing
 
 COMMAND_MODULES = (
     "bench.cli.run",
@@ -113,4 +114,16 @@ def main(args: list[str] | None = None) -> None:  # pragma: no cover - console s
         ls = importlib.import_module("bench.cli.ls")  # the torch-free command: see the module docstring
         typer.main.get_command(ls.ls_app)(args[args.index("ls") + 1 :], prog_name="bench ls")
     else:
+        if _draws(args):
+            drawing.start()  # before torch's import, which its own imports then overlap (reports.drawing)
         full_app()(args, prog_name="bench")
+
+
+DRAWING_COMMANDS = frozenset({"run", "report", "sync", "perf"})
+"""Commands that draw figures after their main work, so start the drawing process first."""
+
+
+def _draws(args: list[str]) -> bool:
+    """Whether ``args`` run a command of :data:`DRAWING_COMMANDS` (not its ``--help``)."""
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    return command in DRAWING_COMMANDS and "--help" not in args and "-h" not in args

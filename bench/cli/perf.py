@@ -144,10 +144,16 @@ def _scaling_options(scaling: bool, quick: bool, data: str, models: tuple[str, .
     return {"scaling_sizes": chosen, "scaling_data": data, "scaling_model": model}
 
 
+def _titled(title: str) -> Table:
+    """A table whose title is printed on its own line first: a table title wraps to the table's width."""
+    console.print(f"\n{title}", highlight=False, soft_wrap=True)
+    return Table()
+
+
 def _print(doc: dict) -> None:
     cfg = doc["config"]
     for name, m in doc["models"].items():
-        table = Table(title=f"{name}: {cfg['n']} inputs, batch {cfg['batch_size']}, {cfg['threads']} threads")
+        table = _titled(f"{name}: {cfg['n']} inputs, batch {cfg['batch_size']}, {cfg['threads']} threads")
         table.add_column("measurement")
         table.add_column("seconds (median)", justify="right")
         table.add_column("grad evals", justify="right")
@@ -158,7 +164,7 @@ def _print(doc: dict) -> None:
             table.add_row(key, f"{ratio:.3f}x (fastest runs: {m['best_ratios'][key]:.3f}x)", "")
         console.print(table)
     for name, w in (doc["workload"] or {}).items():
-        table = Table(title=f"P5 {name}: FGSM + PGD-{doc['config']['workload_steps']} over the grid, {w['n']} inputs")
+        table = _titled(f"P5 {name}: FGSM + PGD-{doc['config']['workload_steps']} over the grid, {w['n']} inputs")
         for column in ("way", "seconds", "fgsm", "pgd", "ratio to harness"):
             table.add_column(column, justify="right")
         for way, seconds in w["times"].items():
@@ -169,7 +175,7 @@ def _print(doc: dict) -> None:
         console.print(f"harness not significantly weaker than either loop (McNemar, Holm): {w['harness_not_weaker']}")
     if doc["scaling"] is not None:
         s = doc["scaling"]
-        table = Table(title=f"scaling: {s['model']} on {s['data']} ({s['split']}), whole runs in fresh processes")
+        table = _titled(f"scaling: {s['model']} on {s['data']} ({s['split']}), whole runs in fresh processes")
         for column in ("n", "wall s", "ms per sample", "peak GiB"):
             table.add_column(column, justify="right")
         for p in s["points"]:
@@ -178,7 +184,7 @@ def _print(doc: dict) -> None:
         console.print(table)
     if doc["harness"] is not None:
         h = doc["harness"]
-        table = Table(title=f"harness: {h['suite']} ({h['n']} samples, {h['cells']} cells)")
+        table = _titled(f"harness: {h['suite']} ({h['n']} samples, {h['cells']} cells)")
         table.add_column("part")
         table.add_column("seconds", justify="right")
         for key in (
@@ -196,8 +202,11 @@ def _print(doc: dict) -> None:
             table.add_row(key.removesuffix("_seconds"), f"{h[key]:.2f}")
         table.add_row("overhead fraction", f"{h['overhead_fraction']:.3f}")
         table.add_row("peak memory (GiB)", f"{h['peak_rss_bytes'] / 2**30:.2f}")
+        drawing_peak = h["drawing_peak_rss_bytes"]
+        shown = "none: drawn in the run's process" if drawing_peak is None else f"{drawing_peak / 2**30:.2f}"
+        table.add_row("drawing process peak (GiB)", shown)
         console.print(table)
-    table = Table(title="targets")
+    table = _titled("targets")
     for column in ("id", "model", "ratio", "target", "median", "fastest", ""):
         table.add_column(column)
     for t in doc["targets"]:

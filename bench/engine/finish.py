@@ -38,6 +38,7 @@ from bench.rundir import (
 from bench.runstate import RunIncomplete, results_sha256, resume_hint
 from bench.suite import Suite
 from bench.tracking import TrackingUnavailable, sync_run_dir
+from reports import drawing
 from reports.figures import attack_curves
 from reports.render import render_run_dir
 
@@ -103,16 +104,17 @@ def finish_manifest(
     write_json(run.manifest, manifest)
 
 
-def write_figures(run: RunDir, results: pd.DataFrame) -> dict[str, bytes]:
-    """One robust-accuracy curve per attack (a line per model) in ``figures/``; returns the PNGs by attack.
+def draw_figures(results: pd.DataFrame) -> drawing.Pending[dict[str, bytes]]:
+    """Start drawing one robust-accuracy curve per attack (a line per model): on the drawing process
+    when one runs (:mod:`reports.drawing`), so that the cross-check and the report go on meanwhile."""
+    return drawing.submit(attack_curves, results)
 
-    The report reuses them (:func:`write_report`) instead of drawing the same curves again.
-    """
+
+def write_figures(run: RunDir, curves: drawing.Pending[dict[str, bytes]]) -> None:
+    """The curves of :func:`draw_figures` as ``figures/curve_<attack>.png`` (the report reuses them too)."""
     run.figures.mkdir(exist_ok=True)
-    curves = attack_curves(results)
-    for attack, png in curves.items():
+    for attack, png in curves.result().items():
         (run.figures / f"curve_{safe_filename(attack)}.png").write_bytes(png)
-    return curves
 
 
 def write_crosscheck_table(
@@ -133,10 +135,11 @@ def write_crosscheck_table(
         echo(f"cross-check against ART on {min(len(data), CROSSCHECK_SAMPLES)} samples: {verdict}")
 
 
-def write_report(run: RunDir, curves: dict[str, bytes] | None = None) -> None:
+def write_report(run: RunDir, curves: drawing.Pending[dict[str, bytes]] | None = None) -> None:
     """Render ``report/report.html`` and ``report.md`` (logged to MLflow with the run).
 
-    ``curves``: the per-attack curve PNGs :func:`write_figures` drew in this process, reused as they are.
+    ``curves``: the per-attack curves of :func:`draw_figures`, reused as they are (waited for when the
+    report comes to them).
     """
     render_run_dir(run.root, drawn_curves=curves)
 

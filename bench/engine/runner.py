@@ -34,6 +34,7 @@ from bench.engine.cell import CellOutcome, CellTask, load_cell, run_cell
 from bench.engine.finish import (
     RunOutcome,
     completing,
+    draw_figures,
     finish_manifest,
     mark_finished,
     mirror_to_mlflow,
@@ -56,6 +57,7 @@ from bench.rundir import (
     write_json,
 )
 from bench.suite import Suite, check_n_jobs, dump_yaml, eps_bound_problems, expand
+from reports import drawing
 
 
 def run_suite(
@@ -117,11 +119,14 @@ def run_suite(
         workers=plan.as_manifest(),
     )
     outcome = RunOutcome(run, results, manifest)
-    curves: dict[str, bytes] = {}  # drawn once, for figures/ and the report
-    completing(run, manifest, "figures", lambda: curves.update(write_figures(run, results)))
+    # the curves are drawn once, for figures/ and the report, on the drawing process when one runs:
+    # the cross-check and the report's tables go on meanwhile
+    curves: list[drawing.Pending[dict[str, bytes]]] = []
+    completing(run, manifest, "figures", lambda: curves.append(draw_figures(results)))
     if suite.crosscheck:
         completing(run, manifest, "cross-check", lambda: write_crosscheck_table(run, suite, refs, data, dev, echo))
-    completing(run, manifest, "report", lambda: write_report(run, curves))
+    completing(run, manifest, "report", lambda: write_report(run, curves[0]))
+    completing(run, manifest, "figures", lambda: write_figures(run, curves[0]))
     completing(run, manifest, "finished manifest", lambda: mark_finished(run, manifest))
     if track if track is not None else suite.tracking.enabled:
         mirror_to_mlflow(outcome)

@@ -61,13 +61,14 @@ import torch
 
 from bench.data import load_dataset
 from bench.engine import resolve_device, zoo_model
+from bench.memory import peak_rss_bytes
 from bench.perf.apgd import APGD_MODEL, measure_apgd
 from bench.perf.benches import measure_model, model_benches
 from bench.perf.config import ATTACKS_MNIST, GIB, QUICKSTART, RATIOS, SMALL_MODELS, TARGETS, TIMES, PerfConfig
 from bench.perf.harness import measure_harness
 from bench.perf.parallel import measure_parallel, parallel_targets
 from bench.perf.scaling import QUICK_SIZES, SIZES, measure_scaling, scaling_figure, scaling_targets
-from bench.perf.timing import peak_rss_bytes, perf_inputs, time_interleaved
+from bench.perf.timing import perf_inputs, time_interleaved
 from bench.perf.workload import WAYS, WORKLOAD_RATIOS, measure_workload, workload_targets
 from bench.rundir import package_versions
 
@@ -144,11 +145,11 @@ def run_perf(cfg: PerfConfig, *, echo: Callable[[str], None] | None = None) -> d
             {
                 "id": "P4",
                 "model": "",
-                "what": "peak memory of the harness run (GiB)",
+                "what": "peak memory of the harness run and its drawing process (GiB)",
                 "target": "<= 2",
-                "measured": harness["peak_rss_bytes"] / GIB,
-                "measured_best": harness["peak_rss_bytes"] / GIB,
-                "passed": harness["peak_rss_bytes"] <= 2 * GIB,
+                "measured": harness["total_peak_rss_bytes"] / GIB,
+                "measured_best": harness["total_peak_rss_bytes"] / GIB,
+                "passed": harness["total_peak_rss_bytes"] <= 2 * GIB,
             }
         )
     config = asdict(cfg)

@@ -13,10 +13,12 @@ from torch import nn
 
 from bench.data import load_dataset, select
 from bench.engine import resolve_device, run_suite, zoo_model
+from bench.memory import peak_rss_bytes
 from bench.perf.config import PerfConfig
-from bench.perf.timing import Bench, peak_rss_bytes, time_interleaved
+from bench.perf.timing import Bench, time_interleaved
 from bench.suite import Suite, load_suite, validate
 from bench.tracking import time_sync_into_fresh_store
+from reports import drawing
 from reports.figures import attack_curves
 from reports.render import render_run_dir
 from reports.sample_index import forget_computed
@@ -57,13 +59,15 @@ def measure_harness(cfg: PerfConfig) -> dict[str, Any]:
         total = time.perf_counter() - start
         peak = peak_rss_bytes()
         manifest = outcome.manifest
-        # Re-time the steps after the manifest is written, on the finished run directory.
+        drawing_peak = drawing.helper_peak_rss_bytes()
+        # Re-time the steps after the manifest is written, on the finished run directory: the curves
+        # alone, then the report with the curves drawn beside it, as the run does (reports.drawing).
         tick = time.perf_counter()
-        curves = attack_curves(outcome.results)
+        drawing.submit(attack_curves, outcome.results).result()
         figures = time.perf_counter() - tick
         forget_computed()  # the run's report computed the worst cases first: so does this one
         tick = time.perf_counter()
-        render_run_dir(outcome.run_dir.root, drawn_curves=curves)  # as the run does: its curves reused
+        render_run_dir(outcome.run_dir.root, drawn_curves=drawing.submit(attack_curves, outcome.results))
         report = time.perf_counter() - tick
         mlflow_seconds = time_sync_into_fresh_store(outcome.run_dir.root, Path(tmp))
         # The cross-check's own attack calls (native and ART) are time inside attacks too.
@@ -103,14 +107,18 @@ def measure_harness(cfg: PerfConfig) -> dict[str, Any]:
         "clean_seconds": clean,
         "cell_seconds": cells,
         "after_results_seconds": post,
+        "drawing_process": drawing.running(),
         "figures_seconds": figures,
         "report_seconds": report,
-        "crosscheck_and_rest_seconds": max(0.0, post - figures - report),
-        "crosscheck_overhead_seconds": max(0.0, post - figures - report - crosscheck_attacks),
+        "crosscheck_and_rest_seconds": max(0.0, post - report),
+        "crosscheck_overhead_seconds": max(0.0, post - report - crosscheck_attacks),
         "overhead_seconds": overhead,
         "overhead_fraction": overhead / total,
         "overhead_fraction_without_report": (overhead - report) / (total - report),
         "peak_rss_bytes": peak,
+        "drawing_peak_rss_bytes": drawing_peak,
+        # both peaks added: an upper bound (they need not coincide, and share the forkserver's pages)
+        "total_peak_rss_bytes": peak + (drawing_peak or 0),
         "mlflow_seconds": mlflow_seconds,
         "mlflow_fraction": mlflow_seconds / total,
     }

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from bench.engine import run_suite, zoo_model
+from bench.memory import peak_rss_bytes
 from bench.perf.config import GIB, PerfConfig
-from bench.perf.timing import peak_rss_bytes
 from bench.suite import validate
 
 SIZES = (1_000, 3_000, 10_000, 30_000, 60_000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -37,23 +36,6 @@ def time_interleaved(
             last[name] = bench(x, y)
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(s) for name, s in samples.items()}, samples, last
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far.
-
-    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this process' own memory
-    (``ru_maxrss`` survives ``exec``, so a spawned child would report its parent's peak);
-    elsewhere ``ru_maxrss`` in KiB.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 # -- inputs ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,8 @@ import pandas as pd
 
 from bench import limits, stats
 from bench.rundir import RunDir, cell_id
-from bench.tracking.layout import CURVE_SCALE, cell_fields, cell_run_name, curve_metric, curve_step
+from bench.tracking.layout import cell_fields, cell_run_name, curve_metric, curve_step
 from bench.types import eps_label
-from reports.figures import AXIS_LABEL, CurvePainter
 from reports.montage import example_grid, png_bytes
 
 TABLE_FILE = "robust_accuracy_table.json"
@@ -80,12 +80,12 @@ def log_cell(
     manifest: dict[str, Any],
     model_info: dict[str, Any],
     span: tuple[int, int],
-    curve_png: bytes | None,
+    curve_png: Callable[[], bytes | None],
 ) -> str:
     """One nested run ``<model> · <attack>``, started and ended at ``span`` (ms); returns its id.
 
-    ``curve_png``: the cell's curve (:func:`cell_curve_png`, drawn by the caller's thread), or
-    ``None`` for an unbounded attack.
+    ``curve_png``: returns the cell's curve PNG, or ``None`` for an unbounded attack (it may wait
+    for the curve to be drawn: :mod:`reports.drawing`).
     """
     from mlflow.entities import Metric, Param  # heavy optional (about 1 s): only a sync needs it
     from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
@@ -126,23 +126,15 @@ def log_cell(
         # the file MlflowClient.log_table writes for a new table
         TABLE_FILE: table.to_json(orient="split", index=False, date_format="iso").encode(),
     }
-    if curve_png is not None:
-        files["robust_accuracy_curve.png"] = curve_png
+    curve = curve_png()
+    if curve is not None:
+        files["robust_accuracy_curve.png"] = curve
     grid = _examples_png(run, model, attack)
     if grid is not None:
         files["adversarial_examples.png"] = grid
     log_files(client, run_id, files)  # one call for the cell's files
     client.set_terminated(run_id, "FINISHED", end_time=span[1])
     return str(run_id)
-
-
-def cell_curve_png(painter: CurvePainter, rows: pd.DataFrame) -> bytes | None:
-    """The curve PNG of one cell's rows titled ``model · attack`` (``None``: an unbounded attack has none);
-    ``painter`` reuses one figure over the cells of a sync."""
-    first = rows.iloc[0]
-    if str(first["norm"]) not in CURVE_SCALE:
-        return None
-    return painter.png(rows, title=f"{first['model']} · {first['attack']}")
 
 
 def log_files(client: Any, run_id: str, files: dict[str, bytes]) -> None:
@@ -163,48 +155,6 @@ def _examples_png(run: RunDir, model: str, attack: str) -> bytes | None:
     if examples is None or examples["x_adv"].shape[1] == 0:
         return None
     return png_bytes(example_grid(examples, title=f"{model} · {attack}"))
-
-
-def comparison_figure(results: pd.DataFrame, *, title: str) -> Any:
-    """Every (model, attack) curve of a suite, a panel per norm with its own x-axis; colour = model, style = attack."""
-    import matplotlib.pyplot as plt  # heavy optional, like mlflow: only a sync draws
-
-    bounded = results[results["norm"].astype(str).isin(list(CURVE_SCALE))]
-    norms = [n for n in CURVE_SCALE if n in set(bounded["norm"].astype(str))]
-    cols = min(2, max(1, len(norms)))
-    rows_n = max(1, -(-len(norms) // cols))
-    fig, axes = plt.subplots(rows_n, cols, figsize=(6.4 * cols, 3.8 * rows_n + 0.5), squeeze=False)
-    flat = list(axes.flat)
-    models = list(dict.fromkeys(results["model"].astype(str)))
-    colours = plt.get_cmap("tab10")
-    styles = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))]
-    for ax, norm in zip(flat, norms, strict=False):
-        part = bounded[bounded["norm"].astype(str) == norm]
-        attacks = list(dict.fromkeys(part["attack"].astype(str)))
-        for (model, attack), rows in part.groupby(["model", "attack"], sort=False):
-            rows = rows.sort_values("eps")
-            ax.plot(
-                rows["eps"],
-                rows["robust_accuracy"],
-                marker="o",
-                markersize=3,
-                color=colours(models.index(str(model)) % 10),
-                linestyle=styles[attacks.index(str(attack)) % len(styles)],
-                label=f"{model} · {attack}",
-            )
-        ax.set_xlabel(AXIS_LABEL[norm])
-        ax.set_ylabel("robust accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(norm)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    for ax in flat[len(norms) :]:
-        ax.set_axis_off()
-    if not norms:
-        flat[0].text(0.5, 0.5, "no bounded attack in this suite", ha="center", va="center")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 REPORT_PNG_BYTES = 16 * 1024**2

@@ -23,9 +23,11 @@ other results never passes as the original.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import time
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,13 @@ from bench.crosscheck import metric_name, pair_results
 from bench.data import load_dataset, select
 from bench.rundir import RunDir, RunDirError, RunError, cell_id, open_run_dir
 from bench.runstate import verify_finished
-from bench.tracking.cells import cell_curve_png, comparison_figure, log_cell, log_files
+from bench.tracking.cells import log_cell, log_files
 from bench.tracking.client import COMPLETE_TAG, UID_TAG, TrackingUnavailable, check_reachable, fail_fast, tracking_uri
-from bench.tracking.layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, epoch_ms, parent_run_name
+from bench.tracking.layout import CURVE_SCALE, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, epoch_ms, parent_run_name
 from bench.tracking.uploads import Uploads
-from reports.figures import CurvePainter, figure_png
+from reports import drawing
+from reports.figures import curve_pngs
+from reports.overview import comparison_png
 from reports.tables import leaderboard
 
 RESULTS_TAG = "bench.results_digest"
@@ -160,7 +164,7 @@ def _sync(run: RunDir, results_digest: str) -> str:
         tags["mlflow.note.content"] = str(suite["description"]).strip()
     created = client.create_run(exp.experiment_id, start_time=start, tags=tags, run_name=name)
     parent_id = created.info.run_id
-    cells = list(results.groupby(["model", "attack"], sort=False))
+    cells = [(key, rows.sort_values("eps")) for key, rows in results.groupby(["model", "attack"], sort=False)]
     with mlflow.start_run(run_id=parent_id):
         mlflow.log_params(
             {
@@ -184,9 +188,10 @@ def _sync(run: RunDir, results_digest: str) -> str:
                 "cells": float(len(cells)),
             }
         )
-        _log_dataset(manifest, suite)
-        # MLflow calls on a background thread (in order) while this thread draws the figures
+        # MLflow calls on a background thread (in order) while this thread reads tables and the
+        # drawing process draws the figures
         with Uploads() as uploads:
+            uploads.submit(_log_dataset, client, parent_id, manifest, suite)
             # samples.parquet and the cells' examples let `bench report --runs ID` rebuild the full report.
             for artifact in (run.suite, run.manifest, run.models, run.results_csv, run.samples):
                 if artifact.exists():
@@ -197,37 +202,73 @@ def _sync(run: RunDir, results_digest: str) -> str:
                 uploads.submit(client.log_artifacts, parent_id, str(run.root / "report"), "report")
             if run.figures.is_dir():
                 uploads.submit(client.log_artifacts, parent_id, str(run.figures), "figures")
-            comparison = figure_png(comparison_figure(results, title=f"{name}: robust accuracy per norm"))
-            uploads.submit(log_files, client, parent_id, {"comparison.png": comparison})
-            board = leaderboard(results, run.read_samples() if run.samples.exists() else None)
-            uploads.submit(_log_leaderboard, client, parent_id, board, tags.get("mlflow.note.content", ""))
+            # figures on the drawing process when one runs (reports.drawing), else here; the upload
+            # thread waits for each one when it comes to log it: the cells' curves first, in batches
+            curves = _draw_cell_curves(cells)
+            comparison = drawing.submit(
+                comparison_png, results, title=f"{name}: robust accuracy per norm", norms=list(CURVE_SCALE)
+            )
             seconds = manifest.get("cell_seconds") or {}
             offset = start + int(1000 * float(manifest.get("prepare_seconds") or 0.0))
-            with CurvePainter() as painter:
-                for (model, attack), rows in cells:
-                    cell_ms = int(1000 * float(seconds.get(cell_id(model, attack), 0.0)))
-                    span = (
-                        (min(offset, end), min(offset + cell_ms, end)) if end >= start else (offset, offset + cell_ms)
-                    )
-                    offset += cell_ms
-                    rows = rows.sort_values("eps")
-                    uploads.submit(
-                        log_cell,
-                        client,
-                        run,
-                        experiment_id=exp.experiment_id,
-                        parent_id=parent_id,
-                        rows=rows,
-                        manifest=manifest,
-                        model_info=models.get(str(model), {}),
-                        span=span,
-                        curve_png=cell_curve_png(painter, rows),
-                    )
+            for ((model, attack), rows), curve in zip(cells, curves, strict=True):
+                cell_ms = int(1000 * float(seconds.get(cell_id(model, attack), 0.0)))
+                span = (min(offset, end), min(offset + cell_ms, end)) if end >= start else (offset, offset + cell_ms)
+                offset += cell_ms
+                uploads.submit(
+                    log_cell,
+                    client,
+                    run,
+                    experiment_id=exp.experiment_id,
+                    parent_id=parent_id,
+                    rows=rows,
+                    manifest=manifest,
+                    model_info=models.get(str(model), {}),
+                    span=span,
+                    curve_png=curve,
+                )
+            uploads.submit(_log_comparison, client, parent_id, comparison)
+            board = leaderboard(results, run.read_samples() if run.samples.exists() else None)
+            uploads.submit(_log_leaderboard, client, parent_id, board, tags.get("mlflow.note.content", ""))
             # leaving the block waits for every call and raises the first failure (Uploads.__exit__)
         _log_extra_parent(run)
         client.set_tag(parent_id, COMPLETE_TAG, "true")
     client.set_terminated(parent_id, "FINISHED", end_time=end)
     return str(parent_id)
+
+
+CELL_CURVE_BATCH = 4
+"""Cells' curves per call of the drawing process: the upload thread logs the first cells while the
+helper draws the next ones (the helper keeps its painter between calls)."""
+
+
+def _draw_cell_curves(cells: list[tuple[Any, pd.DataFrame]]) -> list[Callable[[], bytes | None]]:
+    """Per cell, a call returning its curve PNG titled ``model · attack`` (``None``: an unbounded attack has
+    none), drawn in batches of :data:`CELL_CURVE_BATCH` on the drawing process, or all at once here."""
+    todo = [
+        (i, (rows, f"{key[0]} · {key[1]}"))
+        for i, (key, rows) in enumerate(cells)
+        if str(rows["norm"].iloc[0]) in CURVE_SCALE
+    ]
+    getters: list[Callable[[], bytes | None]] = [_no_curve] * len(cells)
+    size = CELL_CURVE_BATCH if drawing.running() else max(1, len(todo))
+    for first in range(0, len(todo), size):
+        batch = todo[first : first + size]
+        pending = drawing.submit(curve_pngs, [curve for _, curve in batch], keep=drawing.running())
+        for j, (i, _) in enumerate(batch):
+            getters[i] = functools.partial(_nth_png, pending, j)
+    return getters
+
+
+def _no_curve() -> None:
+    return None
+
+
+def _nth_png(pending: drawing.Pending[list[bytes]], j: int) -> bytes:
+    return pending.result()[j]
+
+
+def _log_comparison(client: Any, parent_id: str, comparison: drawing.Pending[bytes]) -> None:
+    log_files(client, parent_id, {"comparison.png": comparison.result()})
 
 
 def _run_span(manifest: dict[str, Any]) -> tuple[int, int]:
@@ -273,9 +314,13 @@ def _log_extra_parent(run: RunDir) -> None:
         mlflow.log_metric("crosscheck_passed", float(all(verdicts.values())))
 
 
-def _log_dataset(manifest: dict[str, Any], suite: dict[str, Any]) -> None:
-    """``log_input`` of the evaluated samples (the same slice of the split the run used)."""
+def _log_dataset(client: Any, run_id: str, manifest: dict[str, Any], suite: dict[str, Any]) -> None:
+    """``log_inputs`` of the evaluated samples (the same slice of the split the run used) as what
+    ``mlflow.log_input(dataset, context="evaluation")`` logs, with the client (no active run needed)."""
     import mlflow  # heavy optional (about 1 s), as in every function here: runs without tracking never load it
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json  # heavy optional, as above
+    from mlflow.entities import DatasetInput, InputTag  # heavy optional, as above
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # heavy optional, as above
 
     data = manifest.get("data", {})
     spec = suite.get("dataset") or {}
@@ -286,14 +331,15 @@ def _log_dataset(manifest: dict[str, Any], suite: dict[str, Any]) -> None:
         features, targets = evaluated.x.numpy(), evaluated.y.numpy()
     except Exception:  # data no longer available where the sync runs: log its description only
         features, targets = np.zeros((0,), dtype=np.float32), None
-    with warnings.catch_warnings():
-        # MLflow cannot tell which local source class a plain path is; either is right here.
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        dataset = mlflow.data.from_numpy(
-            features,
-            targets=targets,
-            source=str(data.get("source", "bench")),
-            name=f"{data.get('name')}-{data.get('split')}",
-            digest=data.get("digest"),
-        )
-    mlflow.log_input(dataset, context="evaluation")
+    # the source as the "local" kind MLflow resolves a plain description to (resolving it would warn that
+    # several kinds fit, and silencing that from this thread would race the main thread's warning filters)
+    source = get_dataset_source_from_json(json.dumps({"uri": str(data.get("source", "bench"))}), source_type="local")
+    dataset = mlflow.data.from_numpy(
+        features,
+        targets=targets,
+        source=source,
+        name=f"{data.get('name')}-{data.get('split')}",
+        digest=data.get("digest"),
+    )
+    entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "evaluation")])
+    client.log_inputs(run_id, datasets=[entry])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bench.tracking.client import tracking_uri
@@ -49,4 +50,5 @@ _PARAMS = ("data", "split", "n", "batch_size", "repeats", "threads", "pgd_eps", 
 def _metric_key(text: str) -> str:
     """MLflow metric names allow letters, digits, ``_ - . / space``: ratios are spelled with ``over``."""
     out = text.replace(" / ", "_over_").replace("(", "").replace(")", "").replace("+", "plus").replace("=", "")
-    return "_".join(out.split()).replace("<", "le").replace(">", "ge")
+    out = "_".join(out.split()).replace("<", "le").replace(">", "ge")
+    return re.sub(r"[^A-Za-z0-9_./:-]", "", out)  # anything else MLflow refuses (a comma, a quote) is left out
