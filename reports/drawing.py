@@ -144,13 +144,6 @@ def submit(fn: Callable[..., T], *args: object, **kwargs: object) -> Pending[T]:
     return pending
 
 
-def done(value: T) -> Pending[T]:
-    """A figure already drawn (or nothing to draw), where a :class:`Pending` is expected."""
-    pending: Pending[T] = Pending(_identity, (value,), {})
-    pending.result()
-    return pending
-
-
 def helper_peak_rss_bytes() -> int | None:
     """The helper process's peak resident set size so far (``None`` without one): ``bench perf`` adds it
     to the run's own, since the helper's memory is the run's too."""
@@ -161,10 +154,6 @@ def helper_peak_rss_bytes() -> int | None:
         return pool.submit(peak_rss_bytes).result()
     except (BrokenProcessPool, RuntimeError):  # gone: its memory is no one's now
         return None
-
-
-def _identity(value: T) -> T:
-    return value
 
 
 def _discard(broken: ProcessPoolExecutor) -> None:
