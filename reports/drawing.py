@@ -20,7 +20,10 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import select
+import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -69,11 +72,41 @@ def start(*, min_cores: int = 2) -> bool:
             return False
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
-        _pool = pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        _pool = pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=context, initializer=_in_helper, initargs=(os.getpid(),)
+        )
     # The first submit starts the forkserver and forks the helper from it, which waits for the
     # forkserver's imports: on a thread, so that this one goes on (importing torch, say) meanwhile.
     threading.Thread(target=_warm_up, args=(pool,), name="bench-drawing-start", daemon=True).start()
     return True
+
+
+def _in_helper(parent: int) -> None:
+    """Set up the helper. Ctrl-C reaches the whole process group, but stopping is ``parent``'s to decide
+    (it stops the helper on its way out): ignored here, where it would print a KeyboardInterrupt
+    traceback. A killed ``parent`` stops nothing, and the helper would wait for figures forever (and
+    keep the forkserver alive): a thread ends it once ``parent`` is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(parent,), name="bench-drawing-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """Exit once ``parent`` has exited: at once where Linux gives a pidfd (readable when it terminates,
+    zombie or not: a killed command whose caller reads its output to the end before reaping it is a
+    zombie meanwhile), else by asking every second whether the pid is still there."""
+    try:
+        watch = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # not Linux 5.3+, or parent already gone
+        watch = None
+    if watch is not None:
+        select.select([watch], [], [])
+        os._exit(0)  # nothing of the helper's is worth a clean exit: it only draws for parent
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(parent, 0)  # signal 0: is it there?
+        except OSError:  # gone (or the pid reused by another user's process: gone too)
+            os._exit(0)
 
 
 def _warm_up(pool: ProcessPoolExecutor) -> None:

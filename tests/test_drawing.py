@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,3 +180,62 @@ def test_the_commands_that_draw_start_the_helper() -> None:
     assert not _draws(["run", "--help"]) and not _draws(["report", "-h"])
     assert not _draws(["validate", "suites/quickstart.yaml"]) and not _draws(["check", "b.json", "runs/x"])
     assert not _draws([]) and not _draws(["--version"])
+
+
+HELPER_SCRIPT = """
+import os, sys, time
+from reports import drawing
+assert drawing.start(min_cores=1)
+print(drawing.submit(os.getpid).result(), flush=True)
+try:
+    time.sleep(120)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether ``pid`` exits (or is a zombie left to its parent to reap) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("how", ["SIGKILL", "Ctrl-C"])
+def test_the_helper_ends_with_its_command(how: str) -> None:
+    """Killed, the command cannot stop its helper, which must not wait for figures forever (nor keep the
+    forkserver alive); on Ctrl-C, which reaches the whole process group, the helper prints nothing."""
+    env = {k: v for k, v in os.environ.items() if k != drawing.ENV}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HELPER_SCRIPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job
+    )
+    assert proc.stdout is not None
+    helper = int(proc.stdout.readline())
+    forkserver = _parent_of(helper)
+    assert helper != proc.pid and forkserver != proc.pid
+    if how == "SIGKILL":
+        proc.kill()
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert _gone(helper) and _gone(forkserver)
+    if how == "Ctrl-C":
+        assert out.strip() == "interrupted" and proc.returncode == 0
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
