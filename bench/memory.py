@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import resource
+try:
+    import resource
+except ImportError:  # Windows: no resource module (the drawing process imports this on every platform)
+    resource = None  # type: ignore[assignment]
 
 
 def peak_rss_bytes() -> int:
@@ -19,4 +22,6 @@ def peak_rss_bytes() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    if resource is None:
+        return 0
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

@@ -186,8 +186,8 @@ HELPER_SCRIPT = """
 import os, sys, time
 from reports import drawing
 assert drawing.start(min_cores=1)
-print(drawing.submit(os.getpid).result(), flush=True)
 try:
+    print(drawing.submit(os.getpid).result(), flush=True)
     time.sleep(120)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
