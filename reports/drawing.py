@@ -25,10 +25,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Generic, TypeVar
 
+from bench import limits
 from bench.memory import peak_rss_bytes
 
 T = TypeVar("T")
@@ -50,11 +51,7 @@ def wanted(*, min_cores: int = 2) -> bool:
         return False
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        usable = os.cpu_count() or 1
-    return usable >= min_cores
+    return limits.cores() >= min_cores  # CPU affinity; a container's CPU quota is not read here
 
 
 def start(*, min_cores: int = 2) -> bool:
@@ -112,7 +109,7 @@ def _exit_with(parent: int) -> None:
 def _warm_up(pool: ProcessPoolExecutor) -> None:
     try:
         pool.submit(int).result()
-    except (BrokenProcessPool, RuntimeError):  # died at once, or already stopped: figures are drawn here
+    except (BrokenProcessPool, CancelledError, RuntimeError):  # died at once, or stopped: figures drawn here
         _discard(pool)
 
 
@@ -152,7 +149,7 @@ class Pending(Generic[T]):
             else:
                 try:
                     value = self._future.result()
-                except BrokenProcessPool:  # the helper was killed (out of memory, a signal): drawn here
+                except (BrokenProcessPool, CancelledError):  # helper killed, or stopped first: drawn here
                     assert self._pool is not None
                     _discard(self._pool)
                     value = self._fn(*self._args, **self._kwargs)

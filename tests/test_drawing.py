@@ -19,7 +19,7 @@ from bench.cli import _draws
 from bench.engine import run_suite
 from bench.rundir import RunDir
 from bench.suite import validate
-from bench.tracking import time_sync_into_fresh_store
+from bench.tracking import mirror, time_sync_into_fresh_store
 from reports import drawing
 from reports import figures as figs
 from reports.overview import comparison_png
@@ -116,8 +116,9 @@ def test_bench_report_with_the_helper_is_byte_identical(helper: None, report_run
 
 
 def test_mlflow_figures_drawn_by_the_helper_are_those_drawn_here(
-    helper: None, report_run: Path, tmp_path: Path
+    helper: None, report_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(mirror, "CELL_CURVE_BATCH", 3)  # 4 cells: two batches, each cell's curve picked out of one
     stores = {"helper": tmp_path / "helper", "inline": tmp_path / "inline"}
     for mode, store in stores.items():
         if mode == "inline":

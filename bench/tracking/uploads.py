@@ -1,11 +1,13 @@
-"""MLflow calls of a sync made on one background thread, in order, while the calling thread draws figures.
+"""MLflow calls of a sync made on one background thread, in order, while figures are drawn.
 
 A sync spends about half of its time in MLflow calls (SQL, file copies, a commit per call) and
-half drawing figures (the suite's comparison figure, a curve per cell). Part of each call waits
-on sqlite and the disk without holding the GIL, so on a second thread the calls overlap the
-drawing (`suites/attacks_mnist.yaml`: 6.8 s one after the other, 4.2 s this way). One thread
-keeps them in submission order; after a failure no later call runs, and the failure is raised
-by :meth:`Uploads.wait` (an interrupted sync is redone whole by the next one).
+half drawing figures (the suite's comparison figure, a curve per cell). The figures are drawn by
+the drawing process when one runs (:mod:`reports.drawing`), else by the calling thread; part of
+each call waits on sqlite and the disk without holding the GIL, so on a second thread the calls
+overlap the drawing either way (`suites/attacks_mnist.yaml`: 6.8 s one after the other, 4.2 s with
+the calling thread drawing, 2.0 s with the drawing process). A call that logs a figure waits for
+it. One thread keeps the calls in submission order; after a failure no later call runs, and the
+failure is raised by :meth:`Uploads.wait` (an interrupted sync is redone whole by the next one).
 """
 
 from __future__ import annotations
