@@ -22,7 +22,7 @@ from torch import nn
 from bench.attacks import derive_seed, make_attack
 from bench.data import DataSplit
 from bench.engine.cell import evaluate_cell, tidy
-from bench.engine.model_checks import check_logits
+from bench.engine.model_checks import check_logits, gradient_logits_exact
 from bench.engine.models import resolve_device
 from bench.minimal_eps import add_minimal_eps
 from bench.tracking.evaluation import log_evaluation
@@ -84,13 +84,23 @@ def evaluate(
     the_attack = make_attack(attack, **params)
     where = resolve_device(device)
     model = model.to(where).eval()
+    first = data.x[: min(len(data), batch_size)].to(where)
     with torch.no_grad():
-        logits = model(data.x[: min(len(data), batch_size)].to(where))
+        logits = model(first)
     if logits.ndim != 2:
         raise EvaluateError(f"model: must return logits (N, classes), got shape {tuple(logits.shape)}")
     check_logits(logits, model=model_name, allow_probabilities=allow_probabilities)
     cell_seed = derive_seed(seed, model_name, attack)
-    arrays, _ = evaluate_cell(model, the_attack, data, grid, seed=cell_seed, device=where, batch_size=batch_size)
+    arrays, _ = evaluate_cell(
+        model,
+        the_attack,
+        data,
+        grid,
+        seed=cell_seed,
+        device=where,
+        batch_size=batch_size,
+        gradient_logits=gradient_logits_exact(model, first, logits),
+    )
     meta = {
         "suite": "bench.evaluate",
         "dataset": data.name,

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.rundir import cell_folder
 from bench.suite import SuiteError, dump_yaml, expand, load_suite, validate
 from bench.types import EpsilonError, parse_eps
 
@@ -35,7 +36,10 @@ l2_eps = st.floats(min_value=0, max_value=4, allow_nan=False)
 @st.composite
 def attacks(draw: st.DrawFn) -> list[dict[str, Any]]:
     count = draw(st.integers(min_value=1, max_value=3))
-    labels = draw(st.lists(names, min_size=count, max_size=count, unique=True))
+    # distinct as cell folders too: case-insensitively and after escaping (the suite refuses others)
+    labels = draw(
+        st.lists(names, min_size=count, max_size=count, unique_by=lambda s: cell_folder(f"m__{s}").casefold())
+    )
     out = []
     for label in labels:
         norm = draw(st.sampled_from(["linf", "l2"]))

@@ -222,7 +222,10 @@ class Attack:
         Targets are resolved here, once (``target``: explicit classes, else the
         attack's ``target_mode``), and exposed as ``Sweep.targets``. Whatever the
         algorithm returns is checked for shape, dtype and finiteness, projected
-        onto the eps ball and clipped to ``bounds``.
+        onto the eps ball and clipped to ``bounds``. At eps 0 that projection is
+        ``x`` itself (linf, l2 and l0 budgets), and when ``x`` lies in ``bounds`` the sweep yields ``x``
+        (detached: the same memory, not a copy), whose logits ``ctx`` then computes
+        once for the caller's clean pass and eps-0 scoring alike.
         """
         ctx = ctx if ctx is not None else AttackContext()
         eps_list = [parse_eps(e) for e in epsilons]
@@ -233,6 +236,7 @@ class Attack:
         x = x.detach()
         y = y.to(device=x.device, dtype=torch.long)
         _bpda.check_model(self.name or type(self).__name__, self.bpda, model)
+        ctx.track_clean(x)
         resolved = self.targets(model, x, y, target=target, ctx=ctx)
         return Sweep(self._steps(model, x, y, eps_list, target=resolved, bounds=bounds, ctx=ctx), resolved)
 
@@ -247,13 +251,18 @@ class Attack:
         bounds: Bounds,
         ctx: AttackContext,
     ) -> Generator[tuple[float, torch.Tensor], None, Extras | None]:
+        # At eps 0 a budgeted attack's example (linf, l2, l0) is the projection of its output onto
+        # {x} clipped to the bounds: ``x`` itself when ``x`` lies in them. Yielding the input tensor
+        # (not a copy) lets the caller's scoring reuse the clean logits (AttackContext.track_clean).
+        # Unbounded (none) and patch attacks enforce their budget themselves: their output stands.
+        unmoved = yields_input_at_zero(self, eps_list) and _within(x, bounds)
         if self.ray:
             # One direction serves every eps. It is checked (shape, finite) and projected onto the
             # unit ball once; then ``x + eps * d`` lies in the eps ball by construction, and each
             # example costs two element-wise passes (build, clip) instead of a re-projection.
             d = self.ray_direction(model, x, y, target=target, bounds=bounds, ctx=ctx)
             for eps in eps_list:
-                yield eps, along_ray(x, d, eps, bounds)
+                yield eps, x if eps == 0 and unmoved else along_ray(x, d, eps, bounds)
             return None
         steps = self.run_sweep(model, x, y, eps_list, target=target, bounds=bounds, ctx=ctx)
         while True:
@@ -262,7 +271,8 @@ class Attack:
                     eps, x_adv = next(steps)
             except StopIteration as stop:
                 return stop.value
-            yield eps, self._checked(x_adv, x, eps, bounds)
+            checked = self._checked(x_adv, x, eps, bounds)  # checked at eps 0 too: a NaN is a broken attack
+            yield eps, x if eps == 0 and unmoved else checked
 
     def gradient_scope(self, model: nn.Module) -> contextlib.AbstractContextManager[Any]:
         """Where this attack computes gradients of ``model``: BPDA mode per its ``bpda`` option, else as is."""
@@ -317,6 +327,27 @@ class Attack:
         return unit_direction(out.direction, x, self.norm, who=repr(self))
 
 
+_BALLS = (Norm.LINF, Norm.L2, Norm.L0)
+"""Norms whose eps-0 projection is the input itself (:func:`~bench.attacks.geometry.project`)."""
+
+
+def yields_input_at_zero(attack: Attack, epsilons: Iterable[float]) -> bool:
+    """Whether a sweep of ``attack`` over ``epsilons`` yields its (in-bounds) input itself at eps 0.
+
+    Then the clean pass of a cell and its eps-0 scoring are one forward pass
+    (:meth:`Attack.sweep`); otherwise the clean pass is a forward of its own.
+    """
+    return attack.norm in _BALLS and any(float(e) == 0.0 for e in epsilons)
+
+
+def _within(x: torch.Tensor, bounds: Bounds) -> bool:
+    """Whether every value of ``x`` lies in ``bounds`` (one reduction pass; False for NaN)."""
+    if x.numel() == 0:
+        return True
+    low, high = torch.aminmax(x)
+    return bool(low >= bounds.low) and bool(high <= bounds.high)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TargetedAttack(Attack):
     """An attack that can be targeted: declares ``target_mode`` ("random", "least_likely" or "given")."""
@@ -354,4 +385,5 @@ __all__ = [
     "perturbation_norms",
     "project",
     "resolve_targets",
+    "yields_input_at_zero",
 ]

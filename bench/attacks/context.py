@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_NOT_TRACKED = (0, (), (), torch.float32, "none", -1)
 
 
 class AttackError(ValueError):
@@ -45,12 +47,48 @@ class AttackContext:
             :meth:`loss_gradient` split larger inputs (``None``: never split). A
             pooled attack (:attr:`~bench.attacks.base.Attack.pooled`) can then be
             handed many batches at once.
+        gradient_logits: the model's logits computed under autograd equal its
+            inference logits bit for bit (the runner checks this per model:
+            ``gradient_logits_exact`` in ``models.json``), so the logits a
+            :meth:`loss_gradient` at the clean input computes anyway stand for
+            its clean pass. Default ``False``: only inference passes are reused.
+
+    The logits of the *clean input* (the ``x`` a sweep was called with,
+    :meth:`track_clean`) are computed once per context: a sweep yields that very
+    tensor at eps 0, and the caller's clean pass and eps-0 scoring then share
+    one forward pass (or none, with ``gradient_logits``). A tensor counts as the
+    clean input while it views the same memory with the same shape and strides
+    and has not been written in place since.
     """
 
     seed: int = 0
     grad_evals: int = 0
     forward_evals: int = 0
     batch_size: int | None = None
+    gradient_logits: bool = False
+    _clean_key: tuple[object, ...] = field(default=_NOT_TRACKED, init=False, repr=False, compare=False)
+    _clean_input: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    # per model (an attack may differentiate a wrapper of the scored model): id -> (model, logits)
+    _clean_logits: dict[int, tuple[nn.Module, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def track_clean(self, x: torch.Tensor) -> None:
+        """Remember the logits of ``x`` (the clean input ``(N, ...)``) once they are computed."""
+        if self._clean_input is not None and self._clean_key == _key(x):
+            return
+        self._clean_input, self._clean_key = x, _key(x)  # the reference keeps the memory from being reused
+        self._clean_logits = {}
+
+    def _known(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The remembered logits of ``x`` under ``model``, if ``x`` is the clean input and they were computed."""
+        if id(model) not in self._clean_logits or _key(x) != self._clean_key:
+            return None
+        return self._clean_logits[id(model)][1].clone()  # callers may write into logits (tiny: N x K)
+
+    def _remember(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> None:
+        if self._clean_input is not None and id(model) not in self._clean_logits and _key(x) == self._clean_key:
+            self._clean_logits[id(model)] = (model, logits.clone())
 
     def _chunks(self, n: int) -> list[slice]:
         """Row ranges of at most ``batch_size`` covering ``n`` rows (one range, possibly empty, if unsplit)."""
@@ -74,12 +112,18 @@ class AttackContext:
 
     @torch.no_grad()
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, K)`` of ``x`` without gradient (model calls of at most ``batch_size``); counts N forwards."""
+        """Logits ``(N, K)`` of ``x`` without gradient (model calls of at most ``batch_size``); counts N forwards.
+
+        The clean input's logits come from memory after their first computation (no forward counted).
+        """
+        known = self._known(model, x)
+        if known is not None:
+            return known
         self.forward_evals += int(x.shape[0])
         parts = self._chunks(int(x.shape[0]))
-        if len(parts) == 1:
-            return model(x)
-        return torch.cat([model(x[part]) for part in parts])
+        out = model(x) if len(parts) == 1 else torch.cat([model(x[part]) for part in parts])
+        self._remember(model, x, out)
+        return out
 
     def loss_gradient(
         self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, reduction: str = "sum"
@@ -108,12 +152,18 @@ class AttackContext:
                 (grad,) = torch.autograd.grad(loss, xp)
             grads.append(grad.detach())
             all_logits.append(logits.detach())
-        if len(parts) == 1:
-            return grads[0], all_logits[0]
-        return torch.cat(grads), torch.cat(all_logits)
+        grad, logits = (grads[0], all_logits[0]) if len(parts) == 1 else (torch.cat(grads), torch.cat(all_logits))
+        if self.gradient_logits:
+            self._remember(model, x, logits)
+        return grad, logits
 
     def objective_gradient(self, x: torch.Tensor, objective: torch.Tensor) -> torch.Tensor:
         """Gradient of a scalar ``objective`` built from ``x`` (which requires grad)."""
         (grad,) = torch.autograd.grad(objective, x)
         self.grad_evals += int(x.shape[0])
         return grad.detach()
+
+
+def _key(x: torch.Tensor) -> tuple[object, ...]:
+    """What identifies a tensor's values without reading them: memory, layout, and its in-place write counter."""
+    return (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, str(x.device), x._version)

@@ -25,7 +25,13 @@ if TYPE_CHECKING:  # what static analysis sees; at run time each name loads its 
         tidy,
     )
     from bench.engine.finish import RunOutcome, TrackingWarning
-    from bench.engine.model_checks import ModelOutputError, check_logits, model_checks, zero_gradient_fraction
+    from bench.engine.model_checks import (
+        ModelOutputError,
+        check_logits,
+        gradient_logits_exact,
+        model_checks,
+        zero_gradient_fraction,
+    )
     from bench.engine.models import ModelRef, prepare_models, resolve_device, zoo_model
     from bench.engine.runner import run_suite
     from bench.rundir import RunError
@@ -37,7 +43,8 @@ _HOMES = {
     ),
     **dict.fromkeys(("RunOutcome", "TrackingWarning"), "bench.engine.finish"),
     **dict.fromkeys(
-        ("ModelOutputError", "check_logits", "model_checks", "zero_gradient_fraction"), "bench.engine.model_checks"
+        ("ModelOutputError", "check_logits", "gradient_logits_exact", "model_checks", "zero_gradient_fraction"),
+        "bench.engine.model_checks",
     ),
     **dict.fromkeys(("ModelRef", "prepare_models", "resolve_device", "zoo_model"), "bench.engine.models"),
     "run_suite": "bench.engine.runner",
@@ -69,6 +76,7 @@ __all__ = [
     "TrackingWarning",
     "check_logits",
     "evaluate_cell",
+    "gradient_logits_exact",
     "load_cell",
     "model_checks",
     "pool_size",

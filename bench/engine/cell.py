@@ -98,11 +98,15 @@ def evaluate_cell(
     examples: int = 0,
     target_class: int | None = None,
     progress_id: str = "cell",
+    gradient_logits: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run ``attack`` over ``epsilons`` on ``data`` batch by batch (pooled attacks: see :func:`pool_size`).
 
     ``target_class``: for targeted attacks, the class every sample is driven to
-    (otherwise the attack's own ``target_mode`` picks targets).
+    (otherwise the attack's own ``target_mode`` picks targets). ``gradient_logits``:
+    the model's logits under autograd equal its inference logits (``gradient_logits_exact``
+    of the model checks), so a gradient at the clean input also gives the clean predictions.
+    The clean pass is made once per batch and shared with eps-0 scoring.
 
     Returns per-sample arrays shaped ``(E, N)`` (``adv_pred``, ``linf``, ``l2``),
     ``(N,)`` (``clean_pred``, ``target``), per-eps costs ``(E,)`` and the first
@@ -125,8 +129,7 @@ def evaluate_cell(
         stop = min(start + chunk, n)
         xb = data.x[start:stop].to(device)
         yb = data.y[start:stop].to(device)
-        ctx = AttackContext(seed=derive_seed(seed, start), batch_size=batch_size)
-        clean_pred[start:stop] = ctx.logits(model, xb).argmax(1).cpu().numpy()
+        ctx = AttackContext(seed=derive_seed(seed, start), batch_size=batch_size, gradient_logits=gradient_logits)
         tick = time.perf_counter()
         used = 0
         given = None if target_class is None else torch.full_like(yb, target_class)
@@ -137,9 +140,10 @@ def evaluate_cell(
             if eps != epsilons[i]:
                 raise RunError(f"{attack!r} yielded eps {eps} where {epsilons[i]} was expected")
             adv_pred[i, start:stop] = ctx.logits(model, x_adv).argmax(1).cpu().numpy()
-            norms = perturbation_norms(x_adv, xb)
-            linf[i, start:stop] = norms["linf"].cpu().numpy()
-            l2[i, start:stop] = norms["l2"].cpu().numpy()
+            if x_adv.data_ptr() != xb.data_ptr():  # else the sweep yielded the clean input (eps 0): norms 0
+                norms = perturbation_norms(x_adv, xb)
+                linf[i, start:stop] = norms["linf"].cpu().numpy()
+                l2[i, start:stop] = norms["l2"].cpu().numpy()
             if start < k:
                 take = min(k, stop) - start
                 example_adv[i, start : start + take] = x_adv[:take].cpu().numpy()
@@ -149,6 +153,8 @@ def evaluate_cell(
             seconds[i] += now - tick
             tick = now
             progress.eps_done(progress_id, i, e, eps, stop, n)
+        # After the sweep: its eps-0 scoring (or, with gradient_logits, its first gradient) computed these.
+        clean_pred[start:stop] = ctx.logits(model, xb).argmax(1).cpu().numpy()
         for key, value in sweep.extras.items():
             if key == PER_SAMPLE:  # per-sample columns (E, chunk), e.g. reliable's broken_by: samples.parquet
                 for column, per_eps in value.items():
@@ -263,6 +269,7 @@ def run_cell(task: CellTask) -> CellOutcome:
         examples=task.examples,
         target_class=cell.attack.target_class,
         progress_id=cell.id,
+        gradient_logits=task.model.gradient_logits,
     )
     meta = {
         "suite": task.suite_name,

@@ -108,8 +108,8 @@ def model_checks(
     """What every model must pass before an attack, zoo or external, and what ``models.json`` records of it.
 
     Logits of one row per class, not probabilities (unless the suite allows
-    them), deterministic in eval mode; clean accuracy, mode-dependent layers and
-    the zero-gradient fraction.
+    them), deterministic in eval mode; clean accuracy, mode-dependent layers,
+    the zero-gradient fraction and whether logits under autograd are exact.
     """
     logits = _logits(model, data.x, device, suite.batch_size)
     if logits.ndim != 2 or logits.shape[1] != data.num_classes:
@@ -119,14 +119,32 @@ def model_checks(
         )
     warnings_issued = check_logits(logits, model=model_id, allow_probabilities=suite.allow_probabilities)
     first_batch = min(len(data), suite.batch_size)  # the clean pass's first call
-    check_deterministic(model, data.x[:first_batch].to(device), model_id=model_id, first=logits[:first_batch])
+    x_first = data.x[:first_batch].to(device)
+    check_deterministic(model, x_first, model_id=model_id, first=logits[:first_batch])
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "clean_accuracy": float((logits.argmax(1) == data.y).float().mean()),
         "output_warnings": warnings_issued,
         **mode_info(model),
         "zero_gradient_fraction": zero_gradient_fraction(model, data, device, suite.batch_size),
+        "gradient_logits_exact": gradient_logits_exact(model, x_first, logits[:first_batch]),
     }
+
+
+def gradient_logits_exact(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> bool:
+    """Whether ``model``'s logits under autograd equal ``logits`` (its inference logits of ``x``) bit for bit.
+
+    ``x``: ``(N, C, H, W)`` pixels, one model call; ``logits``: ``(N, K)`` from a
+    ``torch.no_grad()`` call on the same ``x``. Built-in layers compute the same
+    values either way; a model whose ``forward`` branches on grad mode (inference
+    fast paths, custom code) may not, and then the cells never take a
+    gradient's logits for clean predictions (:class:`~bench.attacks.AttackContext`,
+    ``gradient_logits``). The forward pass records a graph; no backward runs.
+    """
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        under_grad = model(x).detach()
+    return bool(torch.equal(under_grad.to(logits.device), logits))
 
 
 ZERO_GRADIENT_SAMPLES = 256

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ class ModelRef:
     recipe: dict[str, Any]
     data_options: dict[str, Any]
     external: dict[str, Any] | None = None  # load_external() keyword arguments for factory/weights models
+    # the model checks' gradient_logits_exact: a gradient's logits serve as the clean pass (not in key())
+    gradient_logits: bool = False
 
     def key(self) -> tuple[Any, ...]:
         return (
@@ -116,14 +118,15 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
             progress_desc=f"train {spec.id}",
         )
         _MODEL_CACHE[(*ref.key(), str(device))] = trained.model
-        refs[spec.id] = ref
+        checks = model_checks(trained.model, spec.id, suite, data, device)
+        refs[spec.id] = replace(ref, gradient_logits=checks["gradient_logits_exact"])
         info[spec.id] = {
             "name": spec.name,
             "checkpoint": str(trained.checkpoint),
             "cache_key": trained.key,
             "trained_now": trained.trained_now,
             "recipe": trained.recipe.as_dict(),
-            **model_checks(trained.model, spec.id, suite, data, device),
+            **checks,
             "seconds": time.perf_counter() - start,
             "train": {
                 k: v
@@ -149,7 +152,8 @@ def _prepare_external(
     }
     ref = ModelRef(spec.id, spec.name, suite.dataset.name, suite.seed, {}, dict(suite.dataset.options), external)
     model = ref.load(device)
-    return ref, {
+    checks = model_checks(model, spec.id, suite, data, device)
+    return replace(ref, gradient_logits=checks["gradient_logits_exact"]), {
         "name": spec.name,
         "factory": spec.factory,
         "weights": spec.weights,
@@ -157,6 +161,6 @@ def _prepare_external(
         "weights_layout": spec.weights_layout,
         "params": dict(spec.params),
         "trained_now": False,
-        **model_checks(model, spec.id, suite, data, device),
+        **checks,
         "seconds": time.perf_counter() - start,
     }

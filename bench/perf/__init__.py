@@ -13,8 +13,10 @@ Raw bounds (per model, over all ``n`` inputs in batches):
 
 Measured, each against its bound or its peer:
 
-* ``fgsm_sweep``: native FGSM over the epsilon grid, each eps scored with a
-  forward pass; bound ``forward_backward + E * forward`` (P1);
+* ``fgsm_sweep``: native FGSM over the epsilon grid, scored as a cell scores it
+  (the clean predictions and every eps through one context, which takes eps 0's
+  logits from the gradient's forward pass when the model's logits under autograd
+  are exact, so E - 1 forward passes); bound ``forward_backward + E * forward`` (P1);
 * ``art_fgsm_loop``: ART's ``FastGradientMethod`` run once per eps, each
   result scored with ``predict`` (P1);
 * ``pgd``: native PGD-10 at one eps, from the clean input, without early exit

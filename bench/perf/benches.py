@@ -15,7 +15,7 @@ from bench.attacks.base import AttackContext
 from bench.attacks.fgsm import FGSM
 from bench.attacks.pgd import PGD
 from bench.data import DataSplit
-from bench.engine import pool_size
+from bench.engine import gradient_logits_exact, pool_size
 from bench.perf.config import TARGETS, PerfConfig
 from bench.perf.timing import Bench, batches, time_interleaved
 from bench.types import Bounds
@@ -49,6 +49,12 @@ def model_benches(
     def predict(x: torch.Tensor) -> torch.Tensor:
         return model(x).argmax(1)
 
+    # As the runner does (model checks): a gradient's logits stand for the clean pass only if exact.
+    gen = torch.Generator().manual_seed(cfg.seed)
+    probe = torch.rand((b, *input_shape), generator=gen) * bounds.width + bounds.low
+    with torch.no_grad():
+        exact = gradient_logits_exact(model, probe, model(probe))
+
     def forward(x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.no_grad():
             for xb, _ in batches(x, y, b):
@@ -61,15 +67,19 @@ def model_benches(
             torch.autograd.grad(loss, xb)
 
     def fgsm_sweep(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-        pred = np.zeros((len(eps_list), len(x)), dtype=np.int64)
+        # Scored as a cell scores (bench.engine.evaluate_cell): every eps and the clean predictions
+        # through the context, which computes the clean input's logits once (from the gradient's
+        # forward pass when ``exact``).
+        pred = np.zeros((len(eps_list) + 1, len(x)), dtype=np.int64)
         evals = 0
         for i, (xb, yb) in enumerate(batches(x, y, b)):
-            ctx = AttackContext()
+            ctx = AttackContext(gradient_logits=exact)
             for j, (_, adv) in enumerate(fgsm.sweep(model, xb, yb, eps_list, bounds=bounds, ctx=ctx)):
-                pred[j, i * b : i * b + len(xb)] = predict(adv).numpy()
+                pred[j, i * b : i * b + len(xb)] = ctx.logits(model, adv).argmax(1).numpy()
+            pred[-1, i * b : i * b + len(xb)] = ctx.logits(model, xb).argmax(1).numpy()
             evals += ctx.grad_evals
         counts.grad_evals["fgsm_sweep"] = evals
-        return pred
+        return pred[:-1]
 
     def art_fgsm_loop(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         x_np, y_np = x.numpy(), np.eye(num_classes, dtype=np.float32)[y.numpy()]
@@ -112,9 +122,10 @@ def model_benches(
         pred = np.zeros((len(eps_list), len(x)), dtype=np.int64)
         evals = 0
         for i, (xb, yb) in enumerate(batches(x, y, pool)):
-            ctx = AttackContext(batch_size=b)
+            ctx = AttackContext(batch_size=b, gradient_logits=exact)
             for j, (_, adv) in enumerate(pgd_early.sweep(model, xb, yb, eps_list, bounds=bounds, ctx=ctx)):
                 pred[j, i * pool : i * pool + len(xb)] = ctx.logits(model, adv).argmax(1).numpy()
+            ctx.logits(model, xb)  # the cell's clean predictions (computed at eps 0 when the grid has it)
             evals += ctx.grad_evals
         counts.grad_evals["pgd_sweep"] = evals
         return pred
