@@ -30,6 +30,8 @@ GRADIENT = frozenset({AttackFamily.ONE_STEP, AttackFamily.ITERATIVE})
 EXPLANATIONS = {
     "eps0-accuracy": "At eps 0 an attack must return its input, so accuracy there must equal clean accuracy; "
     "a difference means the attack leaves its budget or the model is not deterministic (train-mode dropout/BN). "
+    "Linf, l2 and l0 attacks on inputs within the bounds score eps 0 with the clean pass itself, so it concerns "
+    "patch attacks and out-of-bounds inputs; the model checks refuse a model whose repeated calls differ. "
     "Remedy: put the model in eval mode (or fix the attack's eps-0 path).",
     "curve-rises": "A larger budget contains every smaller one, so accuracy should not rise with eps; "
     "a rising curve means the attack misses examples it found at a smaller eps (weak or masked gradients). "

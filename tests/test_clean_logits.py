@@ -3,6 +3,7 @@ where the model's logits under autograd are exact, the first gradient at the cle
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -168,3 +169,41 @@ def test_bounds_of_the_within_check_are_closed(lenet_digits) -> None:
     y = torch.zeros(4, dtype=torch.long)
     ((_, out),) = list(make_attack("fgsm").sweep(lenet_digits, x, y, [0.0], bounds=Bounds(0.0, 1.0)))
     assert out.data_ptr() == x.data_ptr()
+
+
+def test_an_attack_that_writes_into_its_input_is_refused(lenet_digits, digits_test) -> None:
+    """The clean pass follows the sweep, so an input written in place would give wrong clean predictions."""
+    from bench.attacks.noise import GaussianNoise
+    from bench.rundir import RunError
+
+    class Scribbler(GaussianNoise):
+        def run(self, model, x, y, eps, *, target, bounds, ctx):
+            x.mul_(0.5)
+            return x
+
+    data = digits_test.subset(16)
+    data = dataclasses.replace(data, x=data.x.clone())  # the session's data set must stay unwritten
+    with pytest.raises(RunError, match="wrote into its input"):
+        evaluate_cell(lenet_digits, Scribbler(), data, EPS, seed=0, device=torch.device("cpu"), batch_size=16)
+    assert not torch.equal(data.x, digits_test.x[:16])  # it did write: the error is not a false alarm
+
+
+def test_inference_mode_inputs_are_attacked_without_remembering(lenet_digits, digits_test) -> None:
+    with torch.inference_mode():
+        x = digits_test.x[:16].clone()
+    ctx = AttackContext()
+    outs = list(make_attack("gaussian_noise").sweep(lenet_digits, x, digits_test.y[:16], [0.0, 0.1], ctx=ctx))
+    assert torch.equal(outs[0][1], x)
+    model = Counting(lenet_digits)
+    ctx.logits(model, x)
+    ctx.logits(model, x)
+    assert model.calls["no_grad"] == 2
+
+
+def test_evaluate_takes_inference_mode_inputs_for_gradient_free_attacks(lenet_digits, digits_test) -> None:
+    with torch.inference_mode():
+        x = digits_test.x[:64].clone()
+    table = evaluate(lenet_digits, x, digits_test.y[:64], attack="gaussian_noise", epsilons=[0.0, 0.1])
+    with torch.no_grad():
+        expected = float((lenet_digits(digits_test.x[:64]).argmax(1) == digits_test.y[:64]).float().mean())
+    assert table["robust_accuracy"].iloc[0] == pytest.approx(expected)

@@ -201,7 +201,11 @@ class Attack:
         bounds: Bounds = Bounds(),
         ctx: AttackContext | None = None,
     ) -> torch.Tensor:
-        """Adversarial inputs for one epsilon, same shape and dtype as ``x``."""
+        """Adversarial inputs for one epsilon, same shape and dtype as ``x``.
+
+        At eps 0 (linf, l2, l0; ``x`` within ``bounds``) the result is ``x`` itself, detached:
+        clone it before writing into it in place.
+        """
         ((_, x_adv),) = list(self.sweep(model, x, y, [eps], target=target, bounds=bounds, ctx=ctx))
         return x_adv
 

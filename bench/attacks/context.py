@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_NOT_TRACKED = (0, (), (), torch.float32, "none", -1)
-
 
 class AttackError(ValueError):
     """Bad attack parameters or inputs, or an attack that broke its contract."""
@@ -58,7 +56,9 @@ class AttackContext:
     tensor at eps 0, and the caller's clean pass and eps-0 scoring then share
     one forward pass (or none, with ``gradient_logits``). A tensor counts as the
     clean input while it views the same memory with the same shape and strides
-    and has not been written in place since.
+    and has not been written in place by torch since (writes through NumPy views
+    or ``.data`` are invisible to torch's write counter: do not make them while a
+    context is in use). A context keeps its last clean input alive until dropped.
     """
 
     seed: int = 0
@@ -66,7 +66,7 @@ class AttackContext:
     forward_evals: int = 0
     batch_size: int | None = None
     gradient_logits: bool = False
-    _clean_key: tuple[object, ...] = field(default=_NOT_TRACKED, init=False, repr=False, compare=False)
+    _clean_key: tuple[object, ...] | None = field(default=None, init=False, repr=False, compare=False)
     _clean_input: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
     # per model (an attack may differentiate a wrapper of the scored model): id -> (model, logits)
     _clean_logits: dict[int, tuple[nn.Module, torch.Tensor]] = field(
@@ -74,20 +74,27 @@ class AttackContext:
     )
 
     def track_clean(self, x: torch.Tensor) -> None:
-        """Remember the logits of ``x`` (the clean input ``(N, ...)``) once they are computed."""
-        if self._clean_input is not None and self._clean_key == _key(x):
-            return
-        self._clean_input, self._clean_key = x, _key(x)  # the reference keeps the memory from being reused
+        """Remember the logits of ``x`` (the clean input ``(N, ...)``) once they are computed.
+
+        Forgets whatever an earlier call remembered, even for the same tensor: a buffer refilled
+        by writes torch cannot see (through NumPy, ``.data``) is then never mistaken for the old one.
+        """
+        key = _key(x)
+        # The reference keeps the memory from being reused while the key names it.
+        self._clean_input, self._clean_key = (x, key) if key is not None else (None, None)
         self._clean_logits = {}
+
+    def _is_clean(self, x: torch.Tensor) -> bool:
+        return self._clean_input is not None and _key(x) == self._clean_key
 
     def _known(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         """The remembered logits of ``x`` under ``model``, if ``x`` is the clean input and they were computed."""
-        if id(model) not in self._clean_logits or _key(x) != self._clean_key:
+        if id(model) not in self._clean_logits or not self._is_clean(x):
             return None
         return self._clean_logits[id(model)][1].clone()  # callers may write into logits (tiny: N x K)
 
     def _remember(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> None:
-        if self._clean_input is not None and id(model) not in self._clean_logits and _key(x) == self._clean_key:
+        if id(model) not in self._clean_logits and self._is_clean(x):
             self._clean_logits[id(model)] = (model, logits.clone())
 
     def _chunks(self, n: int) -> list[slice]:
@@ -137,7 +144,8 @@ class AttackContext:
 
         Returns ``(grad, logits)`` with ``grad`` shaped like ``x``. With a
         ``batch_size`` below N and the summed loss, the model is called on
-        chunks (each sample's gradient does not depend on the others).
+        chunks (each sample's gradient does not depend on the others). With
+        ``gradient_logits`` the logits of the clean input are remembered for :meth:`logits`.
         """
         n = int(x.shape[0])
         self.grad_evals += n
@@ -153,7 +161,7 @@ class AttackContext:
             grads.append(grad.detach())
             all_logits.append(logits.detach())
         grad, logits = (grads[0], all_logits[0]) if len(parts) == 1 else (torch.cat(grads), torch.cat(all_logits))
-        if self.gradient_logits:
+        if self.gradient_logits and len(parts) == len(self._chunks(n)):  # the model calls logits() would make
             self._remember(model, x, logits)
         return grad, logits
 
@@ -164,6 +172,11 @@ class AttackContext:
         return grad.detach()
 
 
-def _key(x: torch.Tensor) -> tuple[object, ...]:
-    """What identifies a tensor's values without reading them: memory, layout, and its in-place write counter."""
+def _key(x: torch.Tensor) -> tuple[object, ...] | None:
+    """What identifies a tensor's values without reading them: memory, layout and its in-place write counter.
+
+    ``None`` for an inference-mode tensor (it has no write counter): its logits are never remembered.
+    """
+    if x.is_inference():
+        return None
     return (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, str(x.device), x._version)

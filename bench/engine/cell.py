@@ -106,7 +106,8 @@ def evaluate_cell(
     (otherwise the attack's own ``target_mode`` picks targets). ``gradient_logits``:
     the model's logits under autograd equal its inference logits (``gradient_logits_exact``
     of the model checks), so a gradient at the clean input also gives the clean predictions.
-    The clean pass is made once per batch and shared with eps-0 scoring.
+    The clean pass follows the sweep: where the sweep yields its input at eps 0 (linf, l2 and
+    l0 attacks on inputs within the bounds) it is that eps's scoring, otherwise one more forward.
 
     Returns per-sample arrays shaped ``(E, N)`` (``adv_pred``, ``linf``, ``l2``),
     ``(N,)`` (``clean_pred``, ``target``), per-eps costs ``(E,)`` and the first
@@ -133,6 +134,9 @@ def evaluate_cell(
         tick = time.perf_counter()
         used = 0
         given = None if target_class is None else torch.full_like(yb, target_class)
+        # The clean pass follows the sweep: an attack may not write into its input (an inference
+        # tensor has no write counter, and cannot be written in place outside inference mode).
+        written = None if xb.is_inference() else xb._version
         sweep = attack.sweep(model, xb, yb, epsilons, target=given, bounds=data.bounds, ctx=ctx)
         if sweep.targets is not None:  # resolved once, by the sweep
             target[start:stop] = sweep.targets.cpu().numpy()
@@ -153,7 +157,10 @@ def evaluate_cell(
             seconds[i] += now - tick
             tick = now
             progress.eps_done(progress_id, i, e, eps, stop, n)
-        # After the sweep: its eps-0 scoring (or, with gradient_logits, its first gradient) computed these.
+        if written is not None and xb._version != written:
+            raise RunError(f"{attack!r} wrote into its input tensor (attacks must leave x unchanged)")
+        # After the sweep: its eps-0 scoring (or, with gradient_logits, a gradient at the clean
+        # input) computed these where the sweep yielded its input at eps 0; else a forward here.
         clean_pred[start:stop] = ctx.logits(model, xb).argmax(1).cpu().numpy()
         for key, value in sweep.extras.items():
             if key == PER_SAMPLE:  # per-sample columns (E, chunk), e.g. reliable's broken_by: samples.parquet
