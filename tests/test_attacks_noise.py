@@ -122,3 +122,35 @@ def test_budget_errors_name_the_attack_and_the_rule(name, params, eps, message, 
 def test_bad_parameters_are_named(name, params, message):
     with pytest.raises(AttackError, match=message):
         make_attack(name, **params)
+
+
+def test_worst_of_scores_only_samples_not_yet_misclassified_and_matches_scoring_every_candidate(
+    lenet_mnist, mnist_batch
+) -> None:
+    """The first misclassified candidate is final: later candidates skip those samples, with the same result."""
+    import torch.nn.functional as F
+
+    from bench.attacks.worst_case import worst_of
+
+    x, y = mnist_batch
+    gen = torch.Generator().manual_seed(0)
+    cands = [(x + 0.3 * torch.randn(x.shape, generator=gen)).clamp(0, 1) for _ in range(12)]
+    ctx = AttackContext()
+    got = worst_of(lenet_mnist, x, y, iter(cands), ctx=ctx)
+
+    # Every candidate on every sample, kept by the same rule.
+    best, best_score = x.clone(), torch.full((len(x),), -torch.inf)
+    fooled_at = torch.full((len(x),), len(cands))
+    with torch.no_grad():
+        for i, cand in enumerate(cands):
+            logits = lenet_mnist(cand)
+            wrong = logits.argmax(1) != y
+            fooled_at = torch.where(wrong & (fooled_at == len(cands)), torch.full_like(fooled_at, i), fooled_at)
+            score = torch.where(wrong, torch.inf, F.cross_entropy(logits, y, reduction="none"))
+            better = score > best_score
+            best[better], best_score = cand[better], torch.where(better, score, best_score)
+    assert torch.equal(got, best)
+    # Forward passes: each sample until (and including) its first misclassified candidate.
+    expected = int(torch.clamp(fooled_at + 1, max=len(cands)).sum())
+    assert 0 < (fooled_at < len(cands)).sum() < len(x)  # the batch mixes fooled and robust samples
+    assert ctx.forward_evals == expected < len(cands) * len(x)

@@ -5,7 +5,7 @@ per sample, the first misclassified one, else the one with the highest label
 loss (:func:`~bench.attacks.worst_case.worst_of`). A gradient attack weaker than
 these at the same budget is a red flag the report raises.
 
-Cost: no gradients; ``draws`` forward passes per sample and eps.
+Cost: no gradients; at most ``draws`` forward passes per sample and eps (none after its first misclassified draw).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class UniformNoise(NoiseAttack):
         draws: noise samples per input and eps (default 10); the first misclassified
             draw is kept, else the draw with the highest label loss.
 
-    Cost: no gradients; ``draws`` forward passes per sample and eps.
+    Cost: no gradients; at most ``draws`` forward passes per sample and eps.
     """
 
     norm: Norm = Norm.LINF
@@ -98,7 +98,7 @@ class GaussianNoise(NoiseAttack):
         draws: noise samples per input and eps (default 10); the first misclassified
             draw is kept, else the draw with the highest label loss.
 
-    Cost: no gradients; ``draws`` forward passes per sample and eps.
+    Cost: no gradients; at most ``draws`` forward passes per sample and eps.
     """
 
     norm: Norm = Norm.LINF
@@ -130,7 +130,7 @@ class SaltPepper(NoiseAttack):
         draws: noise samples per input and eps (default 10); the first misclassified
             draw is kept, else the draw with the highest label loss.
 
-    Cost: no gradients; ``draws`` forward passes per sample and eps.
+    Cost: no gradients; at most ``draws`` forward passes per sample and eps.
     """
 
     norm: Norm = Norm.L0

@@ -42,7 +42,8 @@ class Occlusion(Attack):
         stride: step of the sliding window in pixels (default 2); the last row and
             column positions are always included so the patch reaches every edge.
 
-    Cost: no gradients; one forward pass per sample and position,
+    Cost: no gradients; at most one forward pass per sample and position (a
+    sample is not scored again once a position misclassifies it),
     ``ceil((H - eps) / stride + 1) * ceil((W - eps) / stride + 1)`` positions.
     """
 
