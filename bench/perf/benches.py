@@ -219,6 +219,7 @@ def _bounds(times: dict[str, float], cfg: PerfConfig) -> dict[str, float]:
 def _ratios(times: dict[str, float], bounds: dict[str, float]) -> dict[str, float]:
     return {
         "fgsm_sweep / (forward_backward + E forwards)": times["fgsm_sweep"] / bounds["fgsm"],
+        "fgsm_sweep / (forward_backward + (E - 1) forwards)": times["fgsm_sweep"] / (bounds["fgsm"] - times["forward"]),
         "art_fgsm_loop / fgsm_sweep": times["art_fgsm_loop"] / times["fgsm_sweep"],
         "pgd / (steps forward_backward + 1 forward)": times["pgd"] / bounds["pgd"],
         "art_pgd / pgd": times["art_pgd"] / times["pgd"],
