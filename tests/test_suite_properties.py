@@ -27,7 +27,9 @@ from bench.types import EpsilonError, parse_eps
 settings.register_profile("suite", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SUITE_SETTINGS = settings.get_profile("suite")
 
-names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,15}", fullmatch=True).filter(lambda s: ".." not in s)
+names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,15}", fullmatch=True).filter(
+    lambda s: ".." not in s and "__" not in s  # "__" separates model and attack in cell ids: refused
+)
 fractions = st.integers(min_value=0, max_value=255).map(lambda k: f"{k}/255")
 linf_eps = st.one_of(st.floats(min_value=0, max_value=1, allow_nan=False), fractions)
 l2_eps = st.floats(min_value=0, max_value=4, allow_nan=False)

@@ -163,4 +163,12 @@ def load_suite(path: str | Path, *, trust: Sequence[str] = ()) -> Suite:
 
 
 def dump_yaml(data: dict[str, Any]) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    """``data`` as YAML that loads back equal: readable Unicode where PyYAML round-trips it, else escaped.
+
+    PyYAML writes some characters raw that its reader then takes for line breaks (NEL, U+0085,
+    in a description becomes a space); escaping every non-ASCII character keeps them.
+    """
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    if yaml.safe_load(text) == data:
+        return text
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=False)
