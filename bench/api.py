@@ -99,7 +99,7 @@ def evaluate(
         seed=cell_seed,
         device=where,
         batch_size=batch_size,
-        gradient_logits=the_attack.uses_gradients and _exact_under_autograd(model, first, logits),
+        gradient_logits=the_attack.uses_gradients and gradient_logits_exact(model, first, logits),
     )
     meta = {
         "suite": "bench.evaluate",
@@ -132,16 +132,6 @@ def evaluate(
     if track:
         rows.attrs["mlflow_run_id"] = log_evaluation(rows, experiment=experiment, run_name=f"{model_name} · {attack}")
     return rows
-
-
-def _exact_under_autograd(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> bool:
-    """:func:`gradient_logits_exact`, ``False`` where the model or input cannot run under autograd."""
-    if x.is_inference():
-        return False
-    try:
-        return gradient_logits_exact(model, x, logits)
-    except RuntimeError:  # a forward that leaves torch (numpy, other libraries): a gradient attack fails later
-        return False
 
 
 def _data(x: torch.Tensor | np.ndarray, y: Any, bounds: Bounds) -> DataSplit:

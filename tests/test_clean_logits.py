@@ -150,7 +150,9 @@ def test_clean_accuracy_never_comes_from_logits_under_autograd_unless_they_are_e
     assert expected > 0.5  # the shifted predictions would be near 0.1
 
 
-def test_a_run_records_the_check_and_scores_eps_0_as_the_clean_pass(report_run: Path) -> None:
+def test_a_run_records_the_check_and_scores_eps_0_as_the_clean_pass(
+    report_run: Path, lenet_digits, digits_test
+) -> None:
     info = json.loads((report_run / "models.json").read_text())
     assert {m["gradient_logits_exact"] for m in info.values()} == {True}
     results = pd.read_csv(report_run / "results.csv")
@@ -160,6 +162,13 @@ def test_a_run_records_the_check_and_scores_eps_0_as_the_clean_pass(report_run: 
     samples = pd.read_parquet(report_run / "samples.parquet")
     zero = samples[samples["eps"] == 0]
     assert (zero["adv_pred"] == zero["clean_pred"]).all() and (zero["linf"] == 0).all()
+    # The shared pass gives the model's real predictions: an inference pass of its own, sample by sample
+    # (FGSM takes them from its gradient's logits, the targeted cell from its target choice's forward).
+    for attack in ("fgsm", "fgsm_t"):
+        cell = zero[(zero["model"] == "lenet") & (zero["attack"] == attack)]
+        with torch.no_grad():
+            expected = lenet_digits(digits_test.x[torch.from_numpy(cell["index"].to_numpy().copy())]).argmax(1).numpy()
+        assert len(cell) == 120 and np.array_equal(cell["clean_pred"].to_numpy(), expected)
 
 
 def test_bounds_of_the_within_check_are_closed(lenet_digits) -> None:
@@ -207,3 +216,16 @@ def test_evaluate_takes_inference_mode_inputs_for_gradient_free_attacks(lenet_di
     with torch.no_grad():
         expected = float((lenet_digits(digits_test.x[:64]).argmax(1) == digits_test.y[:64]).float().mean())
     assert table["robust_accuracy"].iloc[0] == pytest.approx(expected)
+
+
+def test_a_forward_leaving_torch_is_not_exact_and_runs_gradient_free_attacks(lenet_digits, digits_test) -> None:
+    """The check never fails a model it cannot run under autograd: gradient-free attacks still evaluate it."""
+
+    class ThroughNumpy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(lenet_digits(torch.from_numpy(x.numpy().copy())).detach().numpy())
+
+    x, y = digits_test.x[:32], digits_test.y[:32]
+    assert not gradient_logits_exact(ThroughNumpy(), x)
+    table = evaluate(ThroughNumpy(), x, y, attack="gaussian_noise", epsilons=[0.0, 0.1])
+    assert table["clean_accuracy"].iloc[0] == table["robust_accuracy"].iloc[0] > 0.5

@@ -131,19 +131,28 @@ def model_checks(
     }
 
 
-def gradient_logits_exact(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> bool:
-    """Whether ``model``'s logits under autograd equal ``logits`` (its inference logits of ``x``) bit for bit.
+def gradient_logits_exact(model: nn.Module, x: torch.Tensor, logits: torch.Tensor | None = None) -> bool:
+    """Whether ``model``'s logits under autograd equal its inference logits of ``x`` bit for bit.
 
     ``x``: ``(N, C, H, W)`` pixels, one model call; ``logits``: ``(N, K)`` from a
-    ``torch.no_grad()`` call on the same ``x``. Built-in layers compute the same
-    values either way; a model whose ``forward`` branches on grad mode (inference
-    fast paths, custom code) may not, and then the cells never take a
-    gradient's logits for clean predictions (:class:`~bench.attacks.AttackContext`,
-    ``gradient_logits``). The forward pass records a graph; no backward runs.
+    ``torch.no_grad()`` call on the same ``x`` when the caller has them (else made
+    here). Built-in layers compute the same values either way; a model whose
+    ``forward`` branches on grad mode (inference fast paths, custom code) may not,
+    and then the cells never take a gradient's logits for clean predictions
+    (:class:`~bench.attacks.AttackContext`, ``gradient_logits``). ``False`` too
+    where the check cannot run: an inference-mode ``x``, or a ``forward`` that
+    cannot run under autograd (it leaves torch). No backward pass runs.
     """
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        under_grad = model(x).detach()
+    if x.is_inference():
+        return False
+    if logits is None:
+        with torch.no_grad():
+            logits = model(x)
+    try:
+        with torch.enable_grad():
+            under_grad = model(x.detach().requires_grad_(True)).detach()
+    except RuntimeError:  # e.g. .numpy() on a tensor that requires grad: no gradient attack runs on it either
+        return False
     return bool(torch.equal(under_grad.to(logits.device), logits))
 
 

@@ -51,9 +51,7 @@ def model_benches(
 
     # As the runner does (model checks): a gradient's logits stand for the clean pass only if exact.
     gen = torch.Generator().manual_seed(cfg.seed)
-    probe = torch.rand((b, *input_shape), generator=gen) * bounds.width + bounds.low
-    with torch.no_grad():
-        exact = gradient_logits_exact(model, probe, model(probe))
+    exact = gradient_logits_exact(model, torch.rand((b, *input_shape), generator=gen) * bounds.width + bounds.low)
 
     def forward(x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.no_grad():

@@ -68,9 +68,7 @@ def workload_benches(
     )
 
     # The runner's model check, made once: whether a gradient's logits may stand for the clean pass.
-    probe = split.x[:b].to(device)
-    with torch.no_grad():
-        exact = gradient_logits_exact(model, probe, model(probe))
+    exact = gradient_logits_exact(model, split.x[:b].to(device))
 
     def harness(x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         data = dataclasses.replace(split, x=x, y=y, indices=torch.arange(len(y)))
