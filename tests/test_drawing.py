@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -184,29 +185,38 @@ def test_the_commands_that_draw_start_the_helper() -> None:
 
 
 HELPER_SCRIPT = """
-import os, sys, time
+import faulthandler, os, sys, time
+faulthandler.dump_traceback_later(25)  # a hang shows its threads' stacks in the test's failure message
 from reports import drawing
 assert drawing.start(min_cores=1)
 try:
     print(drawing.submit(os.getpid).result(), flush=True)
-    time.sleep(120)
+    # Short sleeps: Linux may hand a process-wide SIGINT to another thread of this process (the
+    # pool's); Python then raises it only when the main thread next runs, not inside one long sleep.
+    for _ in range(1200):
+        time.sleep(0.1)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
 """
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is there and not a zombie (an exited process left to its parent to reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _gone(pid: int, timeout: float = 10.0) -> bool:
-    """Whether ``pid`` exits (or is a zombie left to its parent to reap) within ``timeout`` seconds."""
+    """Whether ``pid`` exits (or is a zombie) within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":
-            return True
+    while _running(pid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.2)
-    return False
+    return True
 
 
 def _parent_of(pid: int) -> int:
@@ -235,7 +245,17 @@ def test_the_helper_ends_with_its_command(how: str) -> None:
         proc.kill()
     else:
         os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        pids = {"command": proc.pid, "helper": helper, "forkserver": forkserver}
+        alive = {name: _running(pid) for name, pid in pids.items()}
+        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in (helper, forkserver):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{how}: no exit within 30 s; alive then: {alive}; stdout {out!r}; stderr {err[-2000:]!r}")
     assert _gone(helper) and _gone(forkserver)
     if how == "Ctrl-C":
         assert out.strip() == "interrupted" and proc.returncode == 0
