@@ -185,16 +185,16 @@ def test_the_commands_that_draw_start_the_helper() -> None:
 
 
 HELPER_SCRIPT = """
-import faulthandler, os, sys, time
+import faulthandler, os, signal, sys, time
 faulthandler.dump_traceback_later(25)  # a hang shows its threads' stacks in the test's failure message
+# Ctrl-C raises KeyboardInterrupt, as in a terminal's foreground job, even when the tests run where
+# SIGINT is ignored (a background job of a non-interactive shell: its children inherit SIG_IGN).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from reports import drawing
 assert drawing.start(min_cores=1)
 try:
     print(drawing.submit(os.getpid).result(), flush=True)
-    # Short sleeps: Linux may hand a process-wide SIGINT to another thread of this process (the
-    # pool's); Python then raises it only when the main thread next runs, not inside one long sleep.
-    for _ in range(1200):
-        time.sleep(0.1)
+    time.sleep(120)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
 """
