@@ -200,13 +200,17 @@ except KeyboardInterrupt:
 """
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name: state, parent pid, ... (``OSError`` once gone)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` is there and not a zombie (an exited process left to its parent to reap)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return _stat(pid)[0] != "Z"
     except OSError:
         return False
-    return state != "Z"
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
@@ -220,7 +224,7 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
 
 
 def _parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return int(_stat(pid)[1])
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -250,10 +254,8 @@ def test_the_helper_ends_with_its_command(how: str) -> None:
     except subprocess.TimeoutExpired:
         pids = {"command": proc.pid, "helper": helper, "forkserver": forkserver}
         alive = {name: _running(pid) for name, pid in pids.items()}
-        os.killpg(proc.pid, signal.SIGKILL)
-        for pid in (helper, forkserver):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):  # the command's group holds the helper and forkserver too
+            os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         pytest.fail(f"{how}: no exit within 30 s; alive then: {alive}; stdout {out!r}; stderr {err[-2000:]!r}")
     assert _gone(helper) and _gone(forkserver)
