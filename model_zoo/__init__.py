@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,20 @@ from bench import progress
 from bench.data import DataSplit
 from bench.registry import Registry
 from model_zoo import architectures as arch
+from model_zoo import reference
+from model_zoo.reference import WEIGHTS_MODES, ReferenceEntry, WeightsKind, WeightsMode
 from model_zoo.training import (
     CheckpointError,
     Recipe,
     accuracy,
+    assign_state_dict,
     cache_dir,
     cache_key,
     load_state_dict,
     save_checkpoint,
 )
 from model_zoo.training import train as train_model
+from model_zoo.weights import WeightsError, read_weights, weights_digest
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,12 @@ def freeze(model: nn.Module, device: torch.device) -> nn.Module:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A zoo model ready for evaluation, with where it came from."""
+    """A zoo model ready for evaluation, with where it came from.
+
+    ``weights_sha256`` is the weights digest (:mod:`model_zoo.weights`); ``weights`` says whether they
+    equal the zoo's reference weights (``"reference"``) or were trained on this machine by the recipe
+    (``"retrained"``), and ``weights_note`` why, in one sentence.
+    """
 
     name: str
     model: nn.Module
@@ -161,6 +170,9 @@ class TrainedModel:
     recipe: Recipe
     trained_now: bool
     info: dict[str, Any]
+    weights_sha256: str = ""
+    weights: WeightsKind = "retrained"
+    weights_note: str = ""
 
 
 def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -172,6 +184,19 @@ def checkpoint_path(name: str, dataset: str, key: str) -> Path:
     return cache_dir() / f"{name}-{dataset}-{key}.pt"
 
 
+def model_key(name: str, dataset: str, train: DataSplit, recipe: Recipe, seed: int) -> str:
+    """The checkpoint key of a zoo entry: architecture, data set and its content, recipe, seed."""
+    return cache_key(
+        arch=name,
+        dataset=dataset,
+        data=train.digest,
+        shape=list(train.input_shape),
+        classes=train.num_classes,
+        recipe=recipe.as_dict(),
+        seed=seed,
+    )
+
+
 def get_model(
     name: str,
     dataset: str,
@@ -181,38 +206,80 @@ def get_model(
     device: torch.device | str = "cpu",
     recipe: dict[str, Any] | None = None,
     progress_desc: str | None = None,
+    weights: WeightsMode = "reference",
 ) -> TrainedModel:
-    """A trained ``name`` for ``dataset``: loaded from the cache, or trained on ``train`` and cached.
+    """A trained ``name`` for ``dataset``: its reference weights, else from the cache or trained now and cached.
 
     ``train`` is the data set's train split (the caller loads it: the zoo never
     loads data itself), ``x`` of shape ``(N, C, H, W)`` in its bounds. The cache
     key covers the architecture, the data set's name, the train split's content
-    digest, shape and classes, the recipe and the seed.
+    digest, shape and classes, the recipe and the seed; the reference weights
+    (:mod:`model_zoo.reference`) are found by the same key. ``weights="retrain"``
+    skips them and trains by the recipe (or reads the model trained here before).
     """
+    if weights not in WEIGHTS_MODES:
+        raise ValueError(f"weights: {weights!r} is not allowed (allowed: {', '.join(WEIGHTS_MODES)})")
     device = torch.device(device)
     resolved = resolve_recipe(name, recipe)
-    key = cache_key(
-        arch=name,
-        dataset=dataset,
-        data=train.digest,
-        shape=list(train.input_shape),
-        classes=train.num_classes,
-        recipe=resolved.as_dict(),
-        seed=seed,
-    )
+    key = model_key(name, dataset, train, resolved, seed)
     path = checkpoint_path(name, dataset, key)
     # The initial weights come from the seed too: without this the first model a process builds
     # would start from an unseeded global generator and differ from run to run.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(name, train.input_shape, train.num_classes)
+    entry = reference.reference_for(key)
+    ref_path = entry.locate() if entry is not None and weights == "reference" else None
+    if entry is not None and ref_path is not None:
+        return _load_reference(model, name, resolved, entry, ref_path, device)
     if path.exists():  # written atomically: present means complete (and a read-only cache needs no lock)
-        return _load_cached(model, name, dataset, path, key, resolved, device)
-    # Two runs on one empty cache train each model once: the second waits here, then loads the checkpoint.
-    with _checkpoint_lock(path, name, dataset):
-        if path.exists():
-            return _load_cached(model, name, dataset, path, key, resolved, device)
-        return _train_and_save(model, name, dataset, train, path, key, resolved, seed, device, progress_desc)
+        trained = _load_cached(model, name, dataset, path, key, resolved, device)
+    else:
+        # Two runs on one empty cache train each model once: the second waits here, then loads the checkpoint.
+        with _checkpoint_lock(path, name, dataset):
+            if path.exists():
+                trained = _load_cached(model, name, dataset, path, key, resolved, device)
+            else:
+                trained = _train_and_save(model, name, dataset, train, path, key, resolved, seed, device, progress_desc)
+    return _with_provenance(trained, entry, weights)
+
+
+def _load_reference(
+    model: nn.Module, name: str, recipe: Recipe, entry: ReferenceEntry, path: Path, device: torch.device
+) -> TrainedModel:
+    try:
+        state, _ = read_weights(path, expected_sha256=entry.sha256)
+    except WeightsError as exc:
+        raise CheckpointError(f"reference weights of {name!r} on {entry.dataset!r}: {exc}") from None
+    assign_state_dict(model, state, source=str(path))
+    log.info("loaded the reference weights of %s on %s (%s)", name, entry.dataset, path)
+    info = {"architecture": name, "dataset": entry.dataset, "recipe": entry.recipe, "seed": entry.seed}
+    note = f"reference weights sha256:{entry.short} ({path.name})"
+    return TrainedModel(
+        name, freeze(model, device), path, entry.key, recipe, False, info, entry.sha256, "reference", note
+    )
+
+
+def _with_provenance(trained: TrainedModel, entry: ReferenceEntry | None, weights: WeightsMode) -> TrainedModel:
+    """``trained`` (from the cache or trained now) with its digest and whether it equals the reference."""
+    digest = weights_digest(trained.model)
+    how = "trained now" if trained.trained_now else "trained earlier on this machine (checkpoint cache)"
+    if entry is not None and digest == entry.sha256:
+        kind: WeightsKind = "reference"
+        note = f"{how} by the recipe, bit-identical to the reference weights sha256:{entry.short}"
+    elif entry is None:
+        kind, note = "retrained", f"{how} by the recipe: no reference weights for this recipe, seed and training data"
+    elif weights == "retrain":
+        kind, note = "retrained", f"{how} by the recipe, as the suite asks (weights: retrain)"
+    else:
+        kind = "retrained"
+        note = (
+            f"{how} by the recipe: the reference weights sha256:{entry.short} are not installed here "
+            "(`bench zoo import FILE`)"
+        )
+    if entry is not None and kind == "retrained":
+        note += f"; its digest differs from the reference's (sha256:{entry.short})"
+    return replace(trained, weights_sha256=digest, weights=kind, weights_note=note)
 
 
 @contextlib.contextmanager
@@ -294,13 +361,17 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 __all__ = [
     "MODELS",
+    "WEIGHTS_MODES",
     "CheckpointError",
     "Recipe",
     "TrainedModel",
+    "WeightsKind",
+    "WeightsMode",
     "ZooModel",
     "accuracy",
     "build_model",
     "freeze",
     "get_model",
+    "model_key",
     "resolve_recipe",
 ]

@@ -200,6 +200,12 @@ def differences(baseline: RunData, candidate: RunData) -> list[str]:
         b, c = baseline.models[model], candidate.models[model]
         if b.get("recipe") != c.get("recipe") or b.get("cache_key") != c.get("cache_key"):
             out.append(f"model {model}: recipe or checkpoint differs ({b.get('cache_key')} vs {c.get('cache_key')})")
+        bw, cw = str(b.get("weights_sha256") or ""), str(c.get("weights_sha256") or "")
+        if bw and cw and bw != cw:
+            out.append(
+                f"model {model}: weights differ (sha256 {bw[:12]} vs {cw[:12]}): "
+                "the difference includes training variance"
+            )
     only = sorted(set(baseline.models) ^ set(candidate.models))
     if only:
         out.append(f"models in one run only: {', '.join(only)}")

@@ -325,10 +325,23 @@ def _model_rows(run: RunData) -> list[dict[str, Any]]:
                 "clean_accuracy": info.get("clean_accuracy"),
                 "zero_gradient_fraction": "n/a" if zero is None else f"{zero:.1%}",
                 "cache_key": info.get("cache_key", ""),
+                **_weights_cells(info),
                 "warnings": "; ".join(info.get("output_warnings") or []) or "none",
             }
         )
     return rows
+
+
+def _weights_cells(info: dict[str, Any]) -> dict[str, str]:
+    """The model table's weights: reference / RETRAINED / external with the digest's first 12 hex digits."""
+    kind = str(info.get("weights") or "unknown")
+    digest = str(info.get("weights_sha256") or "")
+    label = {"retrained": "RETRAINED"}.get(kind, kind)
+    return {
+        "weights": f"{label} {digest[:12]}".strip(),
+        "weights_sha256": digest,
+        "weights_note": str(info.get("weights_note") or ""),
+    }
 
 
 def _seconds(value: Any) -> str:

@@ -71,6 +71,9 @@ class Abilities:
         minimal_eps: how its per-sample minimal eps is found, or ``None`` (not available).
         bounded: eps bounds the perturbation (``False``: eps is ignored, e.g. synthesis).
             An instance with norm ``none`` is unbounded whatever the class declares.
+        reproducible: given equal weights, inputs and seed, its per-sample results were measured identical
+            across runs, torch thread counts and CPU instruction sets (README "Numbers that travel"); the
+            regression gate then fails on any per-sample change when the weights equal the baseline's.
     """
 
     family: AttackFamily
@@ -78,6 +81,7 @@ class Abilities:
     no_art: str = ""
     minimal_eps: MinimalEpsMethod | None = None
     bounded: bool = True
+    reproducible: bool = False
 
     def __post_init__(self) -> None:
         if (self.art is None) == (not self.no_art):

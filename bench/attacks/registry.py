@@ -132,7 +132,8 @@ def attack_record(name: str, params: dict[str, Any]) -> dict[str, Any]:
 
     Keys: ``name``, ``family``, ``norm``, ``targeted``, ``bounded``,
     ``art_counterpart`` (the ART mapping in words, or why there is none) and
-    ``minimal_eps`` (the method, or ``None``). Reports read ``family`` for the sanity flags.
+    ``minimal_eps`` (the method, or ``None``) and ``reproducible`` (per-sample results equal across machines on
+    equal weights: the gate's exactness rule). Reports read ``family`` for the sanity flags.
     """
     attack = make_attack(name, **params)
     declared = ATTACKS.abilities(name)
@@ -144,4 +145,5 @@ def attack_record(name: str, params: dict[str, Any]) -> dict[str, Any]:
         "bounded": bool(attack.bounded),
         "art_counterpart": declared.art_mapping,
         "minimal_eps": declared.minimal_eps,
+        "reproducible": declared.reproducible,
     }

@@ -2,7 +2,7 @@
 
 ``run`` (run.py), ``validate`` (validate.py), ``ls`` (ls.py), ``sync`` (sync.py),
 ``baseline`` and ``check`` (check.py, the regression gate), ``crosscheck``
-(crosscheck.py), ``perf`` (perf.py), ``report`` (report.py). The app and the
+(crosscheck.py), ``perf`` (perf.py), ``report`` (report.py), ``zoo`` (zoo.py: reference weights). The app and the
 shared error handling are :mod:`bench.cli.common` (``from bench.cli import app`` gives the complete
 app, every command registered): errors the user can fix print
 one line and exit 2, a failing MLflow exits 1; no traceback reaches the user.
@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "bench.cli.crosscheck",
     "bench.cli.perf",
     "bench.cli.report",
+    "bench.cli.zoo",
 )
 """Importing one adds its commands to the app, in this order (the order of ``bench --help``)."""
 
@@ -53,6 +54,7 @@ COMMANDS: dict[str, str] = {
     "crosscheck": "Run attacks side by side with ART and report the agreement.",
     "perf": "Time attacks against the hardware bound and against ART.",
     "report": "Render the report of a run directory (or compare runs) without re-running anything.",
+    "zoo": "The zoo's reference weights: list, train, export, import, verify.",
 }
 """``bench --help`` without loading the app: name -> one line (tests check the names against the full app)."""
 

@@ -200,6 +200,8 @@ def run(
         title=f"robust accuracy: {spec.name} ({_sample_counts(spec, outcome.manifest['data']['n'])})",
         narrow=narrow or not sys.stdout.isatty(),
     )
+    for line in weights_lines(outcome.manifest.get("weights") or {}):
+        console.print(line, highlight=False, soft_wrap=True)
     console.print(f"run directory: {outcome.run_dir.root}")
     if outcome.mlflow_run_id:
         command, url = review_links(outcome.mlflow_run_id)
@@ -210,6 +212,18 @@ def run(
         console.print(f"then open: {url}" if command else f"open: {url}", soft_wrap=True, highlight=False)
     if outcome.tracking_warning:
         err.print(f"[yellow]warning:[/] {outcome.tracking_warning}", highlight=False)
+
+
+def weights_lines(weights: dict[str, Any]) -> list[str]:
+    """What the run's models ran on: one line for those on reference weights, one per other model."""
+    reference = [f"{m} {w['sha256'][:12]}" for m, w in weights.items() if w.get("kind") == "reference"]
+    lines = [f"reference weights: {', '.join(reference)}"] if reference else []
+    for model, w in weights.items():
+        if w.get("kind") == "retrained":
+            lines.append(f"RETRAINED weights: {model} {str(w.get('sha256'))[:12]}: {w.get('note')}")
+        elif w.get("kind") == "external":
+            lines.append(f"external weights: {model}: {w.get('note')}")
+    return lines
 
 
 def _sample_counts(spec: Suite, n: int) -> str:

@@ -100,6 +100,11 @@ def finish_manifest(
         workers=workers,
         cell_extras={o.cell_id: o.extras for o in ordered if o.extras},
         clean_accuracy={k: v["clean_accuracy"] for k, v in model_info.items()},
+        # each model's weights digest and whether they are the zoo's reference weights (model_zoo/reference.py)
+        weights={
+            k: {"sha256": v.get("weights_sha256"), "kind": v.get("weights"), "note": v.get("weights_note", "")}
+            for k, v in model_info.items()
+        },
     )
     write_json(run.manifest, manifest)
 

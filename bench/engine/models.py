@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench import progress
 from bench.data import DataSplit, load_dataset
 from bench.engine.model_checks import model_checks
 from bench.rundir import RunError
 from bench.suite import ModelSpec, Suite
-from model_zoo import TrainedModel, freeze, get_model
+from model_zoo import TrainedModel, WeightsMode, freeze, get_model
 from model_zoo.external import file_digest, load_external
 
 
@@ -45,10 +46,20 @@ def zoo_model(
     recipe: dict[str, Any] | None = None,
     data_options: dict[str, Any] | None = None,
     progress_desc: str | None = None,
+    weights: WeightsMode = "reference",
 ) -> TrainedModel:
-    """The zoo's ``name`` trained on ``dataset``'s train split (loaded here: the zoo never loads data itself)."""
+    """The zoo's ``name`` for ``dataset``: its reference weights, else trained on the train split (loaded here)."""
     train = load_dataset(dataset, "train", **(data_options or {}))
-    return get_model(name, dataset, train=train, seed=seed, device=device, recipe=recipe, progress_desc=progress_desc)
+    return get_model(
+        name,
+        dataset,
+        train=train,
+        seed=seed,
+        device=device,
+        recipe=recipe,
+        progress_desc=progress_desc,
+        weights=weights,
+    )
 
 
 _MODEL_CACHE: dict[tuple[Any, ...], nn.Module] = {}
@@ -67,6 +78,7 @@ class ModelRef:
     external: dict[str, Any] | None = None  # load_external() keyword arguments for factory/weights models
     # the model checks' gradient_logits_exact: a gradient's logits serve as the clean pass (not in key())
     gradient_logits: bool = False
+    weights: WeightsMode = "reference"  # the suite's weights: (zoo models)
 
     def key(self) -> tuple[Any, ...]:
         return (
@@ -76,6 +88,7 @@ class ModelRef:
             json.dumps(self.recipe, sort_keys=True),
             json.dumps(self.data_options, sort_keys=True),
             json.dumps(self.external, sort_keys=True),
+            self.weights,
         )
 
     def load(self, device: torch.device) -> nn.Module:
@@ -91,6 +104,7 @@ class ModelRef:
                 device=device,
                 recipe=self.recipe,
                 data_options=self.data_options,
+                weights=self.weights,
             )
             _MODEL_CACHE[cache_key] = trained.model
         return _MODEL_CACHE[cache_key]
@@ -105,7 +119,13 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
             refs[spec.id], info[spec.id] = _prepare_external(spec, suite, data, device)
             continue
         ref = ModelRef(
-            spec.id, spec.name, suite.dataset.name, suite.seed, dict(spec.recipe), dict(suite.dataset.options)
+            spec.id,
+            spec.name,
+            suite.dataset.name,
+            suite.seed,
+            dict(spec.recipe),
+            dict(suite.dataset.options),
+            weights=suite.weights,
         )
         start = time.perf_counter()
         trained = zoo_model(
@@ -116,7 +136,9 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
             recipe=ref.recipe,
             data_options=ref.data_options,
             progress_desc=f"train {spec.id}",
+            weights=suite.weights,
         )
+        _say_weights(spec.id, trained)
         _MODEL_CACHE[(*ref.key(), str(device))] = trained.model
         checks = model_checks(trained.model, spec.id, suite, data, device)
         refs[spec.id] = replace(ref, gradient_logits=checks["gradient_logits_exact"])
@@ -125,6 +147,9 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
             "checkpoint": str(trained.checkpoint),
             "cache_key": trained.key,
             "trained_now": trained.trained_now,
+            "weights": trained.weights,
+            "weights_sha256": trained.weights_sha256,
+            "weights_note": trained.weights_note,
             "recipe": trained.recipe.as_dict(),
             **checks,
             "seconds": time.perf_counter() - start,
@@ -135,6 +160,14 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
             },
         }
     return refs, info
+
+
+def _say_weights(model_id: str, trained: TrainedModel) -> None:
+    """Whether a zoo model runs on its reference weights, on the run's progress (a terminal or a log)."""
+    if trained.weights == "reference":
+        progress.note(f"{model_id}: reference weights sha256:{trained.weights_sha256[:12]}")
+    else:
+        progress.note(f"{model_id}: RETRAINED weights sha256:{trained.weights_sha256[:12]} ({trained.weights_note})")
 
 
 def _prepare_external(
@@ -156,8 +189,10 @@ def _prepare_external(
     return replace(ref, gradient_logits=checks["gradient_logits_exact"]), {
         "name": spec.name,
         "factory": spec.factory,
-        "weights": spec.weights,
+        "weights_file": spec.weights,
         "weights_sha256": file_digest(Path(spec.weights)) if spec.weights else None,
+        "weights": "external",
+        "weights_note": f"the suite's weights file {spec.weights}" if spec.weights else "the factory's own weights",
         "weights_layout": spec.weights_layout,
         "params": dict(spec.params),
         "trained_now": False,

@@ -194,6 +194,8 @@ class Suite(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     allow_probabilities: bool = False
     crosscheck: bool = False  # run native attacks side by side with ART (bench/crosscheck.py) into the run dir
+    # zoo models: their reference weights where recorded (model_zoo/reference.py), or "retrain" by the recipe
+    weights: Literal["reference", "retrain"] = "reference"
     checks: list[CheckRule] = Field(default_factory=list)  # regression-gate rules (bench/suite/rules.py)
 
     @field_validator("name")
@@ -250,6 +252,8 @@ class Suite(_Strict):
         for attack in resolved.get("attacks", []):
             if attack.get("n") is None:
                 attack.pop("n", None)
+        if resolved.get("weights") == "reference":
+            resolved.pop("weights")
         blob = json.dumps(resolved, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -8,6 +8,7 @@ that ``bench run`` prints at the end.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,8 @@ def cell_fields(
     """What a nested run is logged with as params AND tags, so the run list can filter on each of them.
 
     ``model, attack, norm, dataset, n, seed``, the model's training recipe flattened
-    (``recipe.epochs``, ``recipe.lr``, ...), its parameter count and source.
+    (``recipe.epochs``, ``recipe.lr``, ...), its parameter count and source, and its weights:
+    ``weights`` (reference, retrained or external) and ``weights_sha256``.
     """
     fields = {
         "model": model,
@@ -91,6 +93,9 @@ def cell_fields(
         fields["model.parameters"] = str(model_info["parameters"])
     if model_info.get("source"):
         fields["model.source"] = str(model_info["source"])[:500]
+    if model_info.get("weights"):  # reference / retrained / external, and the digest (model_zoo/weights.py)
+        fields["weights"] = str(model_info["weights"])
+        fields["weights_sha256"] = str(model_info.get("weights_sha256") or "")
     fields.update(flatten("recipe", model_info.get("recipe") or {}))
     return {k: v[:500] for k, v in fields.items()}
 
@@ -119,3 +124,17 @@ def ui_links(uri: str, experiment_id: str, run_id: str, *, port: int = 5000) -> 
         command = f"mlflow ui --backend-store-uri {shlex.quote(store)}"
     # workflowType: MLflow 3's UI opens on GenAI pages unless told (a per-browser setting; the URL sets it)
     return command, f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def weights_fields(weights: dict[str, Any]) -> dict[str, str]:
+    """The parent run's ``weights.<model>``: ``"<kind> sha256:<digest>"`` per model (a param and a tag)."""
+    if not isinstance(weights, dict):  # a run directory may come from someone else
+        return {}
+    return {
+        f"weights.{model}": f"{w.get('kind') or 'unknown'} sha256:{w.get('sha256') or 'unknown'}"[:500]
+        for model, w in weights.items()
+        if isinstance(w, dict) and _KEY.fullmatch(str(model))
+    }
+
+
+_KEY = re.compile(r"[A-Za-z0-9_.\- ]{1,200}")  # what MLflow accepts in a param or tag key

@@ -40,7 +40,14 @@ from bench.rundir import RunDir, RunDirError, RunError, cell_id, open_run_dir
 from bench.runstate import verify_finished
 from bench.tracking.cells import log_cell, log_files
 from bench.tracking.client import COMPLETE_TAG, UID_TAG, TrackingUnavailable, check_reachable, fail_fast, tracking_uri
-from bench.tracking.layout import CURVE_SCALE, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, epoch_ms, parent_run_name
+from bench.tracking.layout import (
+    CURVE_SCALE,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    epoch_ms,
+    parent_run_name,
+    weights_fields,
+)
 from bench.tracking.uploads import Uploads
 from reports import drawing
 from reports.figures import curve_pngs
@@ -159,6 +166,7 @@ def _sync(run: RunDir, results_digest: str) -> str:
         "bench.run_dir": str(run.root.resolve()),
         "mlflow.source.git.commit": manifest.get("git_commit") or "",
         **{f"version.{k}": v for k, v in versions.items()},
+        **{f"bench.{k}": v for k, v in weights_fields(manifest.get("weights") or {}).items()},
     }
     if suite.get("description"):
         tags["mlflow.note.content"] = str(suite["description"]).strip()
@@ -178,6 +186,7 @@ def _sync(run: RunDir, results_digest: str) -> str:
                 "cells": len(cells),
                 "started": manifest.get("started"),
                 "finished": manifest.get("finished"),
+                **weights_fields(manifest.get("weights") or {}),
             }
         )
         mlflow.log_metrics(
