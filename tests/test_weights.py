@@ -101,7 +101,7 @@ def test_a_pickle_disguised_as_weights_is_refused_unread(tmp_path: Path, kind: s
         evil.write_bytes(pickle.dumps({"0.weight": _Evil(marker)}))
     else:
         torch.save({"0.weight": _Evil(marker)}, evil)
-    with pytest.raises(WeightsError, match="not a safetensors weights file: it is a .*it was not loaded"):
+    with pytest.raises(WeightsError, match=r"not a safetensors weights file: it is a .*it was not loaded"):
         read_weights(evil)
     result = CliRunner().invoke(app, ["zoo", "import", str(evil)])
     assert result.exit_code == 2 and "not a safetensors weights file" in result.output
@@ -180,7 +180,8 @@ def test_reference_and_retrained_weights_are_marked_everywhere(tmp_path: Path, m
 
 def test_a_suite_can_ask_for_retrained_weights(tmp_path: Path) -> None:
     suite = tmp_path / "suite.yaml"
-    suite.write_text(SUITE.replace("  - {name: mlp, label: mlp_short, recipe: {epochs: 1}}\n", "") + "weights: retrain\n")
+    one_model = SUITE.replace("  - {name: mlp, label: mlp_short, recipe: {epochs: 1}}\n", "")
+    suite.write_text(one_model + "weights: retrain\n")
     result = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "run"), "--no-mlflow"])
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "run" / "models.json").read_text())["mlp"]
