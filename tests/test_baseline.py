@@ -57,6 +57,9 @@ def test_baseline_holds_the_runs_numbers_and_flags(run: RunDir, tmp_path: Path) 
     write_baseline(baseline, tmp_path / "b.json")
     again = read_baseline(tmp_path / "b.json")
     assert again == baseline
+    # version 2: the weights of each model (a run that did not record them: unknown) and per cell reproducible
+    assert again.version == 2 and again.models["mlp"].weights in ("reference", "retrained", "external", "unknown")
+    assert again.cells[0].reproducible == bool(run.read_manifest()["attacks"]["fgsm"].get("reproducible", False))
     results, samples = run.read_results(), run.read_samples()
     cell = again.cells[0]
     assert (cell.model, cell.attack, cell.epsilons) == ("mlp", "fgsm", [0.0, 0.05, 0.1])
@@ -104,7 +107,16 @@ def test_tampered_flags_are_refused(baseline_json: dict[str, Any], tmp_path: Pat
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda b: b.update(version=2), r"version: baseline format version 2 is not supported \(allowed: 1\)"),
+        (lambda b: b.update(version=3), r"version: baseline format version 3 is not supported \(allowed: 1, 2\)"),
+        (lambda b: b.update(version=True), r"version: baseline format version True is not supported"),
+        (
+            lambda b: b["models"].update(mlp={"sha256": "0" * 65, "weights": "reference"}),
+            r"models\.mlp\.sha256: String",
+        ),
+        (
+            lambda b: b["cells"][0].update(reproducible="yes"),
+            r"cells\[0\]\.reproducible: expected a boolean \(true or false\), got str 'yes'",
+        ),
         (lambda b: b.update(format="other"), r'format: not a bench baseline \(expected "format": "bench-baseline"'),
         (lambda b: b["cells"][0].update(colour="red"), r"cells\[0\]\.colour: unknown field"),
         (lambda b: b["cells"][0].pop("epsilons"), r"cells\[0\]\.epsilons: Field required"),

@@ -167,7 +167,8 @@ def test_tolerance_rule_turns_a_significant_drop_into_a_pass(runs: dict[str, Pat
 
 
 def test_suite_checks_are_validated_with_field_paths() -> None:
-    with pytest.raises(SuiteError, match=r"x.yaml: checks\[1\]: a check needs 'min' \(a floor\) or 'max_drop'"):
+    needs = r"x.yaml: checks\[1\]: a check needs 'min' \(a floor\), 'max_drop' \(a tolerance\) or 'max_flips'"
+    with pytest.raises(SuiteError, match=needs):
         validate(_suite(checks=[{"min": 0.5}, {"model": "mlp"}]), source="x.yaml")
     with pytest.raises(SuiteError, match=r"checks\[0\]\.floor\.metric: allowed values are 'robust_accuracy' or 'auc'"):
         validate(_suite(checks=[{"metric": "loss", "min": 0.5}]), source="x.yaml")

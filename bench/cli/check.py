@@ -1,7 +1,8 @@
 """``bench baseline`` and ``bench check``: the robustness regression gate (bench/gate/).
 
-Exit codes of ``bench check``: 0 pass, 1 a regression or a floor not met, 2 bad
-usage, configuration or baseline (the message names the file and field).
+Exit codes of ``bench check``: 0 pass, 1 a regression, a floor not met or a
+change (per-sample results that must be identical, with the same weights, are
+not), 2 bad usage, configuration or baseline (the message names the file and field).
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from rich.table import Table
 from bench.cli.common import app, console, err, fail, user_errors
 from bench.gate.baseline import Baseline, baseline_from_run, read_baseline, write_baseline
 from bench.gate.compare import CheckConfigError, CheckReport, Settings, compare
-from bench.gate.render import markdown, write_junit
+from bench.gate.render import markdown, weights_lines, write_junit
 from bench.rundir import atomic_write_text, open_run_dir
-from bench.suite import Floor, MaxDrop, parse_floor, parse_rules, read_yaml
+from bench.suite import GateRule, MaxDrop, parse_floor, parse_rules, read_yaml
 from bench.tracking import fetch_baseline_run, publish_baseline, resolve_alias
 
-STATUS_STYLE = {"ok": "green", "improved": "cyan", "new": "yellow", "regressed": "bold red", "below floor": "bold red"}
+STATUS_STYLE = {
+    "ok": "green",
+    "improved": "cyan",
+    "new": "yellow",
+    "regressed": "bold red",
+    "below floor": "bold red",
+    "changed": "bold red",
+}
 
 
 @app.command("baseline")
@@ -85,7 +93,7 @@ def check_command(
     markdown_path: Annotated[Path | None, typer.Option("--markdown", help="write a Markdown summary here")] = None,
     junit_path: Annotated[Path | None, typer.Option("--junit", help="write JUnit XML here (one case per item)")] = None,
 ) -> None:
-    """Compare a run with a baseline and rules; exit 0 pass, 1 regression, 2 bad usage/config/baseline."""
+    """Compare a run with a baseline and rules; exit 0 pass, 1 regression or change, 2 bad usage/config/baseline."""
     sources = [s for s in (baseline, baseline_run, baseline_alias) if s is not None]
     if len(sources) > 1:
         raise fail("give at most one of --baseline, --baseline-run, --baseline-alias")
@@ -108,6 +116,8 @@ def check_command(
 
     for note in report.notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
+    for line in weights_lines(report):
+        console.print(f"weights {line}", highlight=False, markup=False)
     console.print(_table(report))
     style = "bold green" if report.passed else "bold red"
     console.print(f"[{style}]{report.verdict}[/] ({len(report.items)} items checked)", highlight=False)
@@ -146,9 +156,9 @@ def _rules(
     floors: list[str],
     max_drop: float | None,
     max_auc_drop: float | None,
-) -> list[tuple[str, Floor | MaxDrop]]:
+) -> list[tuple[str, GateRule]]:
     """Suite rules first, then command-line rules (the last matching tolerance wins)."""
-    rules: list[tuple[str, Floor | MaxDrop]] = []
+    rules: list[tuple[str, GateRule]] = []
     parsed = parse_rules(suite_raw.get("checks"), source=str(suite_path))
     rules += [(f"{suite_path}: checks[{i}]", rule) for i, rule in enumerate(parsed)]
     rules += [(f"--floor {text!r}", parse_floor(text)) for text in floors]

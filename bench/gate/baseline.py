@@ -6,20 +6,25 @@ Wilson 95% interval, plus the per-sample robust flags (packed bits) and their
 digest, so that ``bench check`` can run a paired McNemar test when the new run
 evaluated the same samples. The file records the suite name and digest and the
 evaluation data's digest; :mod:`bench.gate.compare` refuses to compare runs that
-measured something else.
+measured something else. Per model it records the weights (sha256 and kind),
+per cell whether the attack is reproducible (:mod:`bench.gate.exact`).
 
-Layout (``version`` 1)::
+Layout (``version`` 2, written; version 1, without ``models`` and ``reproducible``, is read as
+weights ``unknown`` and attacks not reproducible)::
 
-    {"format": "bench-baseline", "version": 1, "suite": ..., "suite_digest": ...,
-     "data": {"name", "split", "n", "digest"}, "indices": <base64 zlib int32>,
-     "source": {...}, "cells": [{"model", "attack", "attack_name", "attack_params",
-     "norm", "targeted", "epsilons", "clean_accuracy", "auc", "auc_sd",
+    {"format": "bench-baseline", "version": 2, "suite": ..., "suite_digest": ...,
+     "data": {"name", "split", "n", "digest"}, "indices": <base64 zlib int32>, "source": {...},
+     "models": {<model>: {"sha256": <16..64 hex digits, "" if unknown>, "weights": <kind>}},
+     "cells": [{"model", "attack", "attack_name", "attack_params", "norm", "targeted",
+     "reproducible", "epsilons", "clean_accuracy", "auc", "auc_sd",
      "points": [{"eps", "n", "robust", "robust_accuracy", "ci_low", "ci_high",
                  "flags_digest", "flags"}]}]}
 
 ``indices`` are the samples' positions in the data split, ascending; bit ``j``
 of every ``flags`` string (``numpy.packbits`` order, base64) is the robust flag
-of sample ``indices[j]``.
+of sample ``indices[j]``. A weights kind is ``reference`` (the zoo's reference
+weights), ``retrained`` (trained here by the recipe), ``external`` (a user's
+file) or ``unknown`` (not recorded by the run).
 """
 
 from __future__ import annotations
@@ -41,10 +46,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bench import limits, stats
 from bench.errors import describe_validation_error
+from bench.gate.exact import ModelWeights, run_reproducible, run_weights
 from bench.rundir import RunDir, atomic_write_text, open_run_dir
 
 FORMAT = "bench-baseline"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # read; VERSION is written
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -137,6 +144,7 @@ class CellRecord(_Strict):
     attack_params: dict[str, Any]
     norm: str
     targeted: bool
+    reproducible: Annotated[bool, Field(strict=True)] = False
     epsilons: Annotated[list[float], Field(min_length=1, max_length=limits.EPSILONS)]
     clean_accuracy: Unit
     auc: Unit
@@ -167,17 +175,23 @@ class Baseline(_Strict):
     """A run's robustness numbers, frozen for comparison (see the module docstring)."""
 
     format: Literal["bench-baseline"] = FORMAT
-    version: Literal[1] = VERSION
+    version: Literal[1, 2] = VERSION
     suite: str
     suite_digest: str
     data: DataRecord
     indices: str | None = None
     created: str = ""
     source: dict[str, str] = Field(default_factory=dict)
+    models: Annotated[dict[str, ModelWeights], Field(max_length=limits.BASELINE_CELLS)] = Field(default_factory=dict)
     cells: Annotated[list[CellRecord], Field(min_length=1, max_length=limits.BASELINE_CELLS)]
 
     @model_validator(mode="after")
     def _flags(self) -> Baseline:
+        v2 = ["models"] * ("models" in self.model_fields_set) + [
+            f"cells[{i}].reproducible" for i, c in enumerate(self.cells) if "reproducible" in c.model_fields_set
+        ]
+        if self.version == 1 and v2:
+            raise ValueError(f"{v2[0]}: not part of baseline format version 1 (only of version 2)")
         dupes = sorted(f"{m}/{a}" for (m, a), k in Counter(c.key for c in self.cells).items() if k > 1)
         if dupes:
             raise ValueError(f"cells: {', '.join(dupes)} appear more than once")
@@ -229,7 +243,8 @@ class Baseline(_Strict):
         return self.model_copy(update={"cells": cells, "indices": None})
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=1) + "\n"
+        """The file's text, always as the current :data:`VERSION` (a version-1 baseline is upgraded)."""
+        return json.dumps({**self.model_dump(mode="json"), "version": VERSION}, indent=1) + "\n"
 
 
 # -- building and reading -------------------------------------------------------------------------
@@ -279,7 +294,8 @@ def baseline_from_run(run_dir: str | Path | RunDir, *, with_flags: bool = True) 
             if not np.array_equal(group["index"].to_numpy(), indices):
                 raise BaselineError(f"{run.samples}: {model}/{attack} at eps {eps} covers other samples than the run")
             flags[i] = group["correct"].to_numpy(dtype=bool)
-        cells.append(_cell_record(str(model), str(attack), rows, epsilons, flags, indices, with_flags))
+        reproducible = run_reproducible(run, manifest, str(attack))
+        cells.append(_cell_record(str(model), str(attack), rows, epsilons, flags, indices, with_flags, reproducible))
     return Baseline(
         suite=str(manifest["suite"]),
         suite_digest=str(manifest.get("suite_digest", "")),
@@ -291,6 +307,7 @@ def baseline_from_run(run_dir: str | Path | RunDir, *, with_flags: bool = True) 
             "run_dir": str(run.root),
             "git_commit": str(manifest.get("git_commit") or ""),
         },
+        models=run_weights(run, sorted({c.model for c in cells})),
         cells=cells,
     )
 
@@ -303,6 +320,7 @@ def _cell_record(
     flags: np.ndarray,
     indices: np.ndarray,
     with_flags: bool,
+    reproducible: bool,
 ) -> CellRecord:
     first = rows.iloc[0]
     n = len(indices)
@@ -330,6 +348,7 @@ def _cell_record(
         attack_params=json.loads(first["attack_params"]),
         norm=str(first["norm"]),
         targeted=bool(first["targeted"]),
+        reproducible=reproducible,
         epsilons=epsilons,
         clean_accuracy=float(first["clean_accuracy"]),
         auc=float(np.clip(areas.mean(), 0.0, 1.0)),
@@ -353,10 +372,8 @@ def parse_baseline(text: str, *, source: str) -> Baseline:
             f'{source}: format: not a bench baseline (expected "format": "{FORMAT}"; '
             "make one with `bench baseline RUN_DIR -o FILE`)"
         )
-    if raw.get("version") != VERSION:
-        raise BaselineError(
-            f"{source}: version: baseline format version {raw.get('version')!r} is not supported (allowed: {VERSION})"
-        )
+    if type(version := raw.get("version")) is not int or version not in VERSIONS:  # not True (== 1) either
+        raise BaselineError(f"{source}: version: baseline format version {version!r} is not supported (allowed: 1, 2)")
     try:
         return Baseline.model_validate(raw)
     except ValidationError as exc:

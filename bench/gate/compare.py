@@ -9,6 +9,10 @@ each cell's curve AUC. An item is
   correction over all compared items (so the whole gate, not each of its
   dozens of items, cries wolf at most ``alpha`` of the time on pure noise);
 * **improved** when it rose by more than the tolerance, significantly;
+* **changed** when results must be identical and are not: the model's weights
+  equal the baseline's (sha256), the samples are the same and the attack is
+  reproducible, yet a sample's robust flag flipped at this eps (more flips
+  than an ``AllowFlips`` rule's ``max_flips``; :mod:`bench.gate.exact`);
 * **new** when the baseline has no such cell; otherwise **ok**.
 
 Tests (one-sided, H0: no drop):
@@ -37,7 +41,8 @@ import numpy as np
 
 from bench import stats
 from bench.gate.baseline import Baseline, BaselineError, CellRecord, sample_areas
-from bench.suite.rules import Floor, MaxDrop, RuleError
+from bench.gate.exact import Flips, WeightsCheck, allowed_flips, compare_weights, flip_verdict, point_flips
+from bench.suite.rules import Floor, GateRule, MaxDrop, RuleError
 from bench.types import eps_label
 
 DEFAULT_ALPHA = 0.05
@@ -109,6 +114,7 @@ class Item:
     p_drop_adjusted: float | None = None
     p_rise_adjusted: float | None = None
     floors: list[tuple[str, bool]] = field(default_factory=list)
+    flips: Flips | None = None  # per-sample changes, where the results must be identical (None: not compared so)
     status: str = "ok"
     note: str = ""
 
@@ -122,12 +128,12 @@ class Item:
 
     @property
     def failed(self) -> bool:
-        return self.status in ("regressed", "below floor")
+        return self.status in ("regressed", "below floor", "changed")
 
 
 @dataclass
 class CheckReport:
-    """Everything ``bench check`` found; ``exit_code`` is 0 (pass) or 1 (regression or floor)."""
+    """Everything ``bench check`` found; ``exit_code`` is 0 (pass) or 1 (regression, floor or change)."""
 
     suite: str
     items: list[Item]
@@ -135,6 +141,7 @@ class CheckReport:
     baseline_source: str | None
     paired: bool
     notes: list[str] = field(default_factory=list)
+    weights: list[WeightsCheck] = field(default_factory=list)  # per model of the run
 
     def count(self, status: str) -> int:
         return sum(item.status == status for item in self.items)
@@ -151,7 +158,8 @@ class CheckReport:
     def verdict(self) -> str:
         if self.passed:
             return "PASS"
-        return f"FAIL: {self.count('regressed')} regressed, {self.count('below floor')} below floor"
+        counts = ", ".join(f"{self.count(status)} {status}" for status in ("regressed", "below floor", "changed"))
+        return f"FAIL: {counts}"
 
 
 def compatibility(
@@ -286,7 +294,7 @@ def _auc_item(
 def compare(
     current: Baseline,
     baseline: Baseline | None,
-    rules: Sequence[tuple[str, Floor | MaxDrop]] = (),
+    rules: Sequence[tuple[str, GateRule]] = (),
     *,
     settings: Settings = Settings(),
     baseline_source: str = "baseline",
@@ -302,15 +310,30 @@ def compare(
         paired, notes = compatibility(
             current, baseline, source=baseline_source, allow_other_data=settings.allow_other_data
         )
+    models = list(dict.fromkeys(c.model for c in current.cells))
+    weights = compare_weights(models, current.models, None if baseline is None else baseline.models)
+    notes += [w.note for w in weights if baseline is not None]
+    same = {w.model for w in weights if w.same}
     items: list[Item] = []
+    exact: list[str] = []
+    indices = current.sample_indices()
     for cell in current.cells:
         flags = current.flag_matrix(cell)
         if flags is None:
             raise CheckConfigError(f"run {current.suite}: cell {cell.model}/{cell.attack} has no per-sample flags")
         base = baseline.cell(cell.model, cell.attack) if baseline is not None else None
         base_flags = baseline.flag_matrix(base) if baseline is not None and base is not None else None
-        items += _point_items(cell, flags, base, base_flags, paired, settings.mid_p)
+        points = _point_items(cell, flags, base, base_flags, paired, settings.mid_p)
+        if paired and base_flags is not None and indices is not None and cell.reproducible and cell.model in same:
+            exact.append(f"{cell.model}/{cell.attack}")
+            for i, item in enumerate(points):
+                item.flips = point_flips(base_flags[i], flags[i], indices)
+        items += points
         items.append(_auc_item(cell, flags, base, base_flags, paired))
+    if exact:
+        notes.append(
+            f"per-sample results compared exactly (same weights, same samples, reproducible attack): {', '.join(exact)}"
+        )
 
     for origin, rule in rules:
         if not any(rule.applies_to(item) for item in items):
@@ -324,10 +347,10 @@ def compare(
                 f"(cells of the run with their eps grids: {grids or 'none match the model/attack'})"
             )
     _apply_rules(items, [r for _, r in rules], settings)
-    return CheckReport(current.suite, items, settings, baseline_source if baseline else None, paired, notes)
+    return CheckReport(current.suite, items, settings, baseline_source if baseline else None, paired, notes, weights)
 
 
-def _apply_rules(items: list[Item], rules: list[Floor | MaxDrop], settings: Settings) -> None:
+def _apply_rules(items: list[Item], rules: list[GateRule], settings: Settings) -> None:
     compared = [item for item in items if item.p_drop is not None]
     drops = [item.p_drop for item in compared if item.p_drop is not None]
     rises = [item.p_rise for item in compared if item.p_rise is not None]
@@ -344,7 +367,7 @@ def _apply_rules(items: list[Item], rules: list[Floor | MaxDrop], settings: Sett
             for rule in rules:
                 if isinstance(rule, MaxDrop) and rule.applies_to(item):
                     item.tolerance = rule.max_drop
-        item.status, item.note = _status(item, settings.alpha)
+        item.status, item.note = flip_verdict(*_status(item, settings.alpha), item.flips, allowed_flips(rules, item))
 
 
 def _status(item: Item, alpha: float) -> tuple[str, str]:

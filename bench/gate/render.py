@@ -1,4 +1,8 @@
-"""The gate's report for people and CI: a Markdown summary (pull-request comment) and JUnit XML."""
+"""The gate's report for people and CI: a Markdown summary (pull-request comment) and JUnit XML.
+
+Both show each model's weights (kind, sha256 prefix, same as the baseline's or
+not) and, where results had to be identical, the ids of the samples that flipped.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from bench.gate.compare import CheckReport
+from bench.gate.exact import DIGEST_SHOWN
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -20,7 +25,36 @@ def _p(value: float | None) -> str:
     return "" if value is None else f"{value:.2g}"
 
 
-ICONS = {"ok": "✅", "improved": "⬆️", "regressed": "❌", "below floor": "❌", "new": "🆕"}
+ICONS = {"ok": "✅", "improved": "⬆️", "regressed": "❌", "below floor": "❌", "changed": "❌", "new": "🆕"}
+
+
+def weights_lines(report: CheckReport) -> list[str]:
+    """One line per model: ``lenet: same (reference 0123456789ab)``, ``mlp: differ (run ..., baseline ...)``."""
+    return [f"{w.model}: {w.summary}" for w in report.weights]
+
+
+def _digest(sha256: str) -> str:
+    return f"`{sha256[:DIGEST_SHOWN]}`" if sha256 else ""
+
+
+def _weights_table(report: CheckReport) -> list[str]:
+    """The models' weights as a Markdown table (kind and sha256 prefix, run and baseline), then a blank line."""
+    if not report.weights:
+        return []
+    lines = [
+        "| model | weights | sha256 | baseline weights | baseline sha256 | vs baseline |",
+        "|---|---|---|---|---|---|",
+    ]
+    for w in report.weights:
+        base = w.baseline
+        verdict = {"same": "same weights", "differ": "weights differ (includes training variance)"}.get(
+            w.status, "unknown (compared statistically)" if base is not None else "no baseline"
+        )
+        lines.append(
+            f"| {w.model} | {w.current.weights} | {_digest(w.current.sha256)} | "
+            f"{base.weights if base else ''} | {_digest(base.sha256 if base else '')} | {verdict} |"
+        )
+    return [*lines, ""]
 
 
 def markdown(report: CheckReport) -> str:
@@ -30,7 +64,8 @@ def markdown(report: CheckReport) -> str:
         f"## bench check: {report.suite}: {'✅' if report.passed else '❌'} {report.verdict}",
         "",
         f"{len(report.items)} checked items; {report.count('regressed')} regressed, "
-        f"{report.count('below floor')} below floor, {report.count('improved')} improved, {report.count('new')} new.",
+        f"{report.count('below floor')} below floor, {report.count('changed')} changed, "
+        f"{report.count('improved')} improved, {report.count('new')} new.",
         f"Baseline: {report.baseline_source or 'none (floors only)'}; "
         f"tests: {'paired (same samples)' if report.paired else 'unpaired'}, one-sided, alpha {s.alpha:g}"
         f"{', Holm-corrected' if s.correction == 'holm' else ''}; default tolerances: "
@@ -40,11 +75,12 @@ def markdown(report: CheckReport) -> str:
     lines += [f"> {note}" for note in report.notes]
     if report.notes:
         lines.append("")
+    lines += _weights_table(report)
     lines += [
         "| | model | attack | point | baseline | current | change | tolerance | p (adj.) | test | note |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    order = {"regressed": 0, "below floor": 0, "improved": 1}
+    order = {"regressed": 0, "below floor": 0, "changed": 0, "improved": 1}
     for item in sorted(report.items, key=lambda it: order.get(it.status, 2)):
         lines.append(
             f"| {ICONS[item.status]} | {item.model} | {item.attack} | {item.name} | {_fmt(item.baseline)} | "
@@ -66,6 +102,10 @@ def junit_xml(report: CheckReport) -> ET.ElementTree:
         errors="0",
         skipped="0",
     )
+    if report.weights:
+        properties = ET.SubElement(suite, "properties")
+        for w in report.weights:
+            ET.SubElement(properties, "property", name=f"weights.{w.model}", value=w.summary)
     for item in report.items:
         case = ET.SubElement(suite, "testcase", classname=f"{report.suite}.{item.model}.{item.attack}", name=item.name)
         summary = (

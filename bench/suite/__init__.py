@@ -13,7 +13,17 @@ no gate and no MLflow.
 """
 
 from bench.suite.load import dump_yaml, load_raw, load_suite, read_yaml
-from bench.suite.rules import RULES, CheckRule, Floor, MaxDrop, RuleError, parse_floor, parse_rules
+from bench.suite.rules import (
+    RULES,
+    AllowFlips,
+    CheckRule,
+    Floor,
+    GateRule,
+    MaxDrop,
+    RuleError,
+    parse_floor,
+    parse_rules,
+)
 from bench.suite.schema import (
     EXECUTION_FIELDS,
     SAFE_NAME,
@@ -33,11 +43,13 @@ __all__ = [
     "EXECUTION_FIELDS",
     "RULES",
     "SAFE_NAME",
+    "AllowFlips",
     "AttackSpec",
     "Cell",
     "CheckRule",
     "DatasetSpec",
     "Floor",
+    "GateRule",
     "MaxDrop",
     "ModelSpec",
     "RuleError",

@@ -1,4 +1,4 @@
-"""The regression gate's rule schema: floors and tolerances, as written in a suite's ``checks:`` list.
+"""The regression gate's rule schema: floors, tolerances and allowed flips, as written in a suite's ``checks:``.
 
 The gate (:mod:`bench.gate.compare`) applies these rules; they live with the
 suite because a suite file declares them and validating a suite must not
@@ -101,23 +101,52 @@ class MaxDrop(_Rule):
         return (item.eps is None) == (self.metric == "auc") and self.matches(item)
 
 
+class AllowFlips(_Rule):
+    """Per-sample changes accepted where results must otherwise be identical.
+
+    With the same weights (equal sha256) on the same samples, a *reproducible*
+    attack must give the baseline's per-sample flags exactly; the gate fails on
+    any flip. This rule accepts up to ``max_flips`` changed samples (lost plus
+    gained) at each matching point (every eps of the grid, or only ``eps``).
+    The last matching rule wins.
+    """
+
+    max_flips: Annotated[int, Field(ge=0)]
+
+    def describe(self) -> str:
+        at = "" if self.eps is None else f"@{eps_label(self.eps)}"
+        return f"{self.model}/{self.attack}{at} per-sample changes <= {self.max_flips}"
+
+    def applies_to(self, item: Point) -> bool:
+        return item.eps is not None and self.matches(item)
+
+
+GateRule = Floor | MaxDrop | AllowFlips
+"""Any rule of a suite's ``checks:`` list."""
+
+
 def _rule_kind(value: Any) -> str | None:
     if isinstance(value, dict):
-        return "floor" if "min" in value else "max_drop" if "max_drop" in value else None
-    return {Floor: "floor", MaxDrop: "max_drop"}.get(type(value))
+        for key, kind in (("min", "floor"), ("max_drop", "max_drop"), ("max_flips", "max_flips")):
+            if key in value:
+                return kind
+        return None
+    return {Floor: "floor", MaxDrop: "max_drop", AllowFlips: "max_flips"}.get(type(value))
 
 
 CheckRule = Annotated[
-    Annotated[Floor, Tag("floor")] | Annotated[MaxDrop, Tag("max_drop")],
+    Annotated[Floor, Tag("floor")] | Annotated[MaxDrop, Tag("max_drop")] | Annotated[AllowFlips, Tag("max_flips")],
     Discriminator(
         _rule_kind,
         custom_error_type="check_rule",
-        custom_error_message="a check needs 'min' (a floor) or 'max_drop' (a tolerance)",
+        custom_error_message=(
+            "a check needs 'min' (a floor), 'max_drop' (a tolerance) or 'max_flips' (allowed per-sample changes)"
+        ),
     ),
 ]
-"""One entry of a suite's ``checks:`` list: a :class:`Floor` or a :class:`MaxDrop`."""
+"""One entry of a suite's ``checks:`` list: a :class:`Floor`, a :class:`MaxDrop` or an :class:`AllowFlips`."""
 
-RULES: TypeAdapter[list[Floor | MaxDrop]] = TypeAdapter(list[CheckRule])
+RULES: TypeAdapter[list[GateRule]] = TypeAdapter(list[CheckRule])
 
 _FLOOR = re.compile(
     r"^(?P<model>[^/@:>=\s]+)/(?P<attack>[^/@:>=\s]+)(?:@(?P<eps>[^:>=\s]+))?(?::(?P<metric>\w+))?>=(?P<min>\S+)$"
@@ -146,7 +175,7 @@ def parse_floor(text: str) -> Floor:
         ) from None
 
 
-def parse_rules(raw: object, *, source: str) -> list[Floor | MaxDrop]:
+def parse_rules(raw: object, *, source: str) -> list[GateRule]:
     """A suite's ``checks:`` list (``None`` -> none); errors name ``source`` and the first bad field."""
     try:
         return RULES.validate_python(raw or [])
