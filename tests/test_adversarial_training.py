@@ -2,7 +2,23 @@
 
 The robustness tests train the zoo's ``mlp`` on ``digits`` (8x8, 1,437 training images) through the zoo's own
 cache, once with the standard recipe and once with PGD-AT (or TRADES) at eps 0.2, and attack both with the
-harness's PGD-20 at the same eps on 200 test images. Measured (2 cores): standard 0.045, PGD-AT 0.595.
+harness's PGD-20 at the same eps on 200 test images (one sample = 0.005). Digits has no reference weights:
+these really train (seed 0), and a model retrained on another CPU lands elsewhere, so each threshold is a
+measured spread's minimum minus a margin, as in ``tests/test_zoo.py::test_training_floor_on_digits``.
+
+Measured (torch 2.14.1, Intel Xeon with AVX-512): ``get_model("mlp", "digits", seed=s, recipe=...,
+weights="retrain")`` into an empty BENCH_CACHE for seeds 0..4 at ``torch.set_num_threads`` 1 and 2 (equal
+results), plus seed 0 at 1 and 2 threads with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``. sd: sample
+sd (n-1) of the 5 seeds; min over every run; margin max(0.03, 3 sd); threshold min - margin rounded down to 0.01:
+
+==========================  =============================  ===========  =====  ======  =========
+quantity                    seeds 0..4                     AVX2 (1/2)   min    sd      threshold
+==========================  =============================  ===========  =====  ======  =========
+standard PGD-20 robust      0.045 0.040 0.060 0.045 0.045  0.045        0.040  0.0076
+PGD-AT gain over standard   0.545 0.560 0.555 0.550 0.560  0.550        0.545  0.0065  0.51
+TRADES gain over standard   0.555 0.590 0.515 0.535 0.570  0.565/0.575  0.515  0.0293  0.42
+PGD-AT clean (360 digits)   0.972 0.975 0.969 0.964 0.975  0.967        0.964  0.0046  0.93
+==========================  =============================  ===========  =====  ======  =========
 """
 
 from __future__ import annotations
@@ -23,13 +39,18 @@ from bench.suite import SuiteError, validate
 from bench.types import Bounds
 from model_zoo import MODELS, Recipe, accuracy, get_model
 from model_zoo.adversarial import AdversarialLoss
+from model_zoo.reference import reference_for
 from model_zoo.training import cache_key, train
 from tests.conftest import trained
 
 EPS = 0.2
 AT_RECIPE = {"adv": "pgd", "adv_eps": EPS, "adv_steps": 3, "adv_rel_step_size": 0.5}
-ROBUST_GAIN = 0.3
-"""PGD-AT must beat standard training's PGD-20 robust accuracy by at least this much (measured: +0.55)."""
+ROBUST_GAIN = 0.51
+"""PGD-AT must beat standard training's PGD-20 robust accuracy by at least this much (measured min +0.545)."""
+TRADES_GAIN = 0.42
+"""The same for TRADES (measured min +0.515, sd 0.029 across seeds: a wider margin)."""
+AT_CLEAN_FLOOR = 0.93
+"""PGD-AT's clean accuracy on the 360 test digits (measured min 0.964)."""
 
 
 def _robust_accuracy(model: torch.nn.Module, data) -> float:
@@ -43,13 +64,13 @@ def test_pgd_training_raises_robust_accuracy_over_standard_training(digits_test)
     robust_model = trained("mlp", "digits", **AT_RECIPE)
     robust = _robust_accuracy(robust_model, digits_test)
     assert robust >= standard + ROBUST_GAIN, f"PGD-AT robust {robust:.3f} vs standard {standard:.3f} at eps {EPS}"
-    assert accuracy(robust_model, digits_test.x, digits_test.y, device=torch.device("cpu")) >= 0.85
+    assert accuracy(robust_model, digits_test.x, digits_test.y, device=torch.device("cpu")) >= AT_CLEAN_FLOOR
 
 
 def test_trades_training_raises_robust_accuracy_over_standard_training(digits_test) -> None:
     standard = _robust_accuracy(trained("mlp", "digits"), digits_test)
     robust = _robust_accuracy(trained("mlp", "digits", **{**AT_RECIPE, "adv": "trades", "adv_beta": 6.0}), digits_test)
-    assert robust >= standard + ROBUST_GAIN, f"TRADES robust {robust:.3f} vs standard {standard:.3f} at eps {EPS}"
+    assert robust >= standard + TRADES_GAIN, f"TRADES robust {robust:.3f} vs standard {standard:.3f} at eps {EPS}"
 
 
 def test_checkpoint_metadata_and_progress_report_clean_and_adversarial_accuracy(tmp_path, monkeypatch) -> None:
@@ -173,11 +194,17 @@ def test_adversarial_recipes_key_every_adversarial_field() -> None:
 def test_lenet_at_meets_the_issue_floors_on_mnist5k(mnist_test) -> None:
     """Issue #15's floors for ``lenet_at``: clean >= 0.85 and PGD-40 (5 restarts) robust >= 0.50 at eps 0.2.
 
-    Measured on the 1,000 test digits: clean 0.96 (first 500), PGD-40 0.676, 5 restarts 0.668 (first 500).
-    Training takes about 25 min on a loaded 2-core machine, hence ``slow``.
+    On the shipped reference weights (a model retrained here would land elsewhere on another CPU): clean
+    accuracy on the 1,000 test digits is the one ``index.json`` records (0.967), within one sample;
+    PGD-40 with 5 restarts on the first 500 measured 0.668 when the reference was made, far above the floor.
+    The attack, not training (about 25 min on a loaded 2-core machine), is what is left of ``slow``.
     """
-    model = trained("lenet_at", "mnist5k")
-    assert accuracy(model, mnist_test.x, mnist_test.y, device=torch.device("cpu")) >= 0.85
+    model = get_model("lenet_at", "mnist5k", train=load_dataset("mnist5k", "train"))
+    assert model.weights == "reference", model.weights_note
+    entry = reference_for(model.key)
+    assert entry is not None and entry.clean_accuracy is not None
+    clean = accuracy(model.model, mnist_test.x, mnist_test.y, device=torch.device("cpu"))
+    assert clean == pytest.approx(entry.clean_accuracy, abs=1e-3) and clean >= 0.85
     x, y = mnist_test.x[:500], mnist_test.y[:500]
-    x_adv = PGD(steps=40, restarts=5)(model, x, y, 0.2, bounds=mnist_test.bounds, ctx=AttackContext(seed=1))
-    assert accuracy(model, x_adv, y, device=torch.device("cpu")) >= 0.50
+    x_adv = PGD(steps=40, restarts=5)(model.model, x, y, 0.2, bounds=mnist_test.bounds, ctx=AttackContext(seed=1))
+    assert accuracy(model.model, x_adv, y, device=torch.device("cpu")) >= 0.50

@@ -281,7 +281,15 @@ def test_comparison_pairs_samples_and_tests_each_cell(report_run: Path, candidat
     assert (self_compare["delta"] == 0).all() and not self_compare["significant"].any()
     # the banner names what differs: the candidate's models were trained with other recipes
     banner = differences(base, cand)
-    assert [line.split(":")[0] for line in banner] == ["suite file (digest)", "model lenet", "model mlp"]
+    assert [line.split(":")[0] for line in banner] == [
+        "suite file (digest)",
+        "model lenet",
+        "model lenet",
+        "model mlp",
+        "model mlp",
+    ]
+    # other recipes, other weights: the banner says the difference includes training variance
+    assert sum("weights differ" in line and "training variance" in line for line in banner) == 2
     assert "The runs differ in set-up" in markdown and 'data-banner="differences"' in html
     assert differences(base, base) == [] and "differ in set-up" not in _comparison_md(base, tmp_path)
     # the per-model summary: worst case over both attacks at linf 0.1, McNemar on its per-sample flags
