@@ -1,0 +1,51 @@
+"""The README's tables are the tables a new user gets: its quickstart table (and, in the slow run, the defended
+models' table) is recomputed here on the shipped reference weights and compared digit for digit."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from bench.engine import run_suite
+from bench.stats import curve_auc
+from bench.suite import load_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _table_after(marker: str) -> list[list[str]]:
+    """The rows of the first Markdown table after ``marker`` (cells stripped, header and rule dropped)."""
+    start = README.index(marker)
+    lines = README[start:].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows[2:]
+
+
+def _cell(results: pd.DataFrame, model: str, attack: str) -> pd.DataFrame:
+    return results[(results["model"] == model) & (results["attack"] == attack)].sort_values("eps")
+
+
+def test_the_quickstart_table_is_what_the_readme_command_prints(tmp_path: Path) -> None:
+    suite = load_suite(ROOT / "suites" / "quickstart.yaml")
+    outcome = run_suite(suite, out=tmp_path / "run", track=False, echo=None)
+    weights = outcome.manifest["weights"]
+    assert {w["kind"] for w in weights.values()} == {"reference"}, weights
+    rows = _table_after("| model | clean | eps 0.05 |")
+    assert [row[0].strip("`") for row in rows] == ["mlp", "lenet", "cnn"]
+    for row in rows:
+        cell = _cell(outcome.results, row[0].strip("`"), "fgsm")
+        accuracies = cell["robust_accuracy"].tolist()  # eps 0 (= clean), 0.05 ... 0.3
+        expected = [f"{accuracies[0]:.3f}", *(f"{a:.3f}" for a in accuracies[1:])]
+        expected.append(f"{curve_auc(cell['eps'].tolist(), accuracies):.3f}")
+        assert row[1:] == expected, (row, expected)
+    shown = re.search(r"^reference weights: (.*)$", README, re.M)
+    assert shown is not None
+    assert shown.group(1) == ", ".join(f"{m} {w['sha256'][:12]}" for m, w in weights.items())
