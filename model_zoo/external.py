@@ -43,11 +43,13 @@ from bench.registry import RegistryError, import_object
 from model_zoo import MODELS
 from model_zoo.architectures import Normalize
 from model_zoo.training import CheckpointError, assign_state_dict, load_state_dict
+from model_zoo.weights import WEIGHTS_SUFFIX, WeightsError, read_weights
 
 Layout = Literal["in_out", "out_in"]
 LAYOUTS: tuple[str, ...] = ("in_out", "out_in")
 NPZ_SUFFIXES = (".npz",)
 TORCH_SUFFIXES = (".pt", ".pth")
+SAFETENSORS_SUFFIXES = (WEIGHTS_SUFFIX,)
 _FC = re.compile(r"^fc(\d+)\.(weight|bias)$")
 
 
@@ -171,13 +173,15 @@ def build_from_factory(
     return model
 
 
-def weights_format(path: Path) -> Literal["npz", "torch"]:
+def weights_format(path: Path) -> Literal["npz", "torch", "safetensors"]:
     suffix = path.suffix.lower()
     if suffix in NPZ_SUFFIXES:
         return "npz"
     if suffix in TORCH_SUFFIXES:
         return "torch"
-    allowed = ", ".join((*TORCH_SUFFIXES, *NPZ_SUFFIXES))
+    if suffix in SAFETENSORS_SUFFIXES:
+        return "safetensors"
+    allowed = ", ".join((*TORCH_SUFFIXES, *NPZ_SUFFIXES, *SAFETENSORS_SUFFIXES))
     raise ExternalModelError(f"weights {path}: unknown file type {path.suffix!r} (allowed: {allowed})")
 
 
@@ -266,25 +270,34 @@ def load_npz(model: nn.Module, path: Path, *, layout: Layout = "in_out") -> None
 
 
 def load_weights(model: nn.Module, path: Path, *, layout: Layout | None = None) -> None:
-    """Load a ``.pt``/``.pth`` state dict (``weights_only=True``) or an ``.npz`` into ``model``, checking shapes."""
+    """Load a ``.pt``/``.pth`` state dict (``weights_only=True``), a ``.safetensors`` file (as ``bench zoo export``
+    writes) or an ``.npz`` into ``model``, checking shapes."""
     path = Path(path)
     if not path.is_file():
         raise ExternalModelError(f"weights {path}: file not found")
-    if weights_format(path) == "torch":
-        if layout is not None:
-            raise ExternalModelError(f"weights {path}: 'weights_layout' applies to .npz files only")
+    kind = weights_format(path)
+    if kind != "npz" and layout is not None:
+        raise ExternalModelError(f"weights {path}: 'weights_layout' applies to .npz files only")
+    if kind == "torch":
         load_state_dict(model, path)
+    elif kind == "safetensors":
+        try:
+            state, _ = read_weights(path)
+        except WeightsError as exc:
+            raise ExternalModelError(f"weights {exc}") from None
+        assign_state_dict(model, state, source=str(path))
     else:
         load_npz(model, path, layout=layout or "in_out")
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a weights file (first 16 hex digits), recorded in ``models.json``."""
+    """sha256 of a weights file (64 hex digits), recorded in ``models.json``: equal to the reference's digest
+    when the file is a reference weights file (``bench zoo export``)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
 
 
 def load_external(

@@ -267,7 +267,7 @@ CASES = [
     Case(
         "weights-unknown-type",
         model(name="m", factory="plugins:logits", weights="w.bin"),
-        ("models[0].weights:", "unknown file type '.bin' (allowed: .pt, .pth, .npz)"),
+        ("models[0].weights:", "unknown file type '.bin' (allowed: .pt, .pth, .npz, .safetensors)"),
     ),
     Case(
         "weights-missing", model(name="m", factory="plugins:logits", weights="w/none.pt"), ("models[0].weights: file",)

@@ -195,3 +195,23 @@ def test_a_suite_can_ask_for_retrained_weights(tmp_path: Path) -> None:
         assert info["weights"] == "retrained" and "as the suite asks (weights: retrain)" in info["weights_note"]
     bad = CliRunner().invoke(app, ["validate", str(suite), "--set", "weights=latest"])
     assert bad.exit_code == 2 and "weights" in bad.output and "'reference'" in bad.output
+
+
+def test_an_exported_reference_runs_as_external_weights_with_its_digest(tmp_path: Path) -> None:
+    """`bench zoo export` output is a weights file a suite can name (`weights: x.safetensors`); the run records
+    its full digest, equal to the reference's, so the gate can tell the weights are the same."""
+    out = tmp_path / "lenet.safetensors"
+    assert CliRunner().invoke(app, ["zoo", "export", "lenet", "-o", str(out)]).exit_code == 0
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: external-safetensors\ndataset: {name: mnist5k, n: 50}\n"
+        "models:\n  - lenet\n  - {name: lenet, label: lenet_file, weights: lenet.safetensors}\n"
+        "attacks: [fgsm]\nepsilons: [0, 0.1]\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "run"), "--no-mlflow"])
+    assert result.exit_code == 0, result.output
+    models = json.loads((tmp_path / "run" / "models.json").read_text())
+    assert models["lenet_file"]["weights"] == "external"
+    assert models["lenet_file"]["weights_sha256"] == models["lenet"]["weights_sha256"]
+    results = json.loads((tmp_path / "run" / "manifest.json").read_text())["clean_accuracy"]
+    assert results["lenet_file"] == results["lenet"]
