@@ -25,7 +25,7 @@ import torch
 
 from bench.data import DataError, load_dataset
 from bench.suite import load_suite
-from model_zoo import MODELS, accuracy, get_model
+from model_zoo import MODELS, accuracy, checkpoint_path, get_model, model_key, resolve_recipe
 from model_zoo.reference import INDEX, REFERENCE_DIR
 from model_zoo.weights import WEIGHTS_SUFFIX, write_weights
 
@@ -46,6 +46,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suites", nargs="+", type=Path)
     parser.add_argument("--max-ship-bytes", type=int, default=1536 * 1024)
+    parser.add_argument(
+        "--cached-only", action="store_true", help="record only models already in the checkpoint cache (train none)"
+    )
     args = parser.parse_args()
     index = json.loads(INDEX.read_text()) if INDEX.exists() else {"format": 1, "weights": []}
     rows = {row["key"]: row for row in index["weights"]}
@@ -64,6 +67,14 @@ def main() -> int:
                 test = load_dataset(suite.dataset.name, "test", **dict(suite.dataset.options))
             except DataError as exc:
                 print(f"skip {spec.name} on {suite.dataset.name} ({path}): {exc}", file=sys.stderr)
+                continue
+            key = model_key(
+                spec.name, suite.dataset.name, train, resolve_recipe(spec.name, dict(spec.recipe)), suite.seed
+            )
+            if args.cached_only and not checkpoint_path(spec.name, suite.dataset.name, key).exists():
+                print(
+                    f"skip {spec.name} on {suite.dataset.name} ({path}): not in the checkpoint cache", file=sys.stderr
+                )
                 continue
             trained = get_model(
                 spec.name, suite.dataset.name, train=train, seed=suite.seed, recipe=dict(spec.recipe), weights="retrain"
