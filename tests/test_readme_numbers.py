@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from bench.engine import run_suite
 from bench.stats import curve_auc
@@ -49,3 +50,27 @@ def test_the_quickstart_table_is_what_the_readme_command_prints(tmp_path: Path) 
     shown = re.search(r"^reference weights: (.*)$", README, re.M)
     assert shown is not None
     assert shown.group(1) == ", ".join(f"{m} {w['sha256'][:12]}" for m, w in weights.items())
+
+
+DEFENDED_COLUMNS = ("fgsm", "pgd", "apgd", "pgd_bpda", "uniform_noise", "reliable")
+"""The attacks of README "Defended models"'s table, in its column order (robust accuracy at eps 0.1 / 0.2)."""
+
+
+@pytest.mark.slow
+def test_the_defended_models_table_is_what_robust_mnist_gives(tmp_path: Path) -> None:
+    """`bench run suites/robust_mnist.yaml` on the reference weights: every number of the README's table (the
+    cell times aside), about 10 minutes on 2 cores."""
+    suite = load_suite(ROOT / "suites" / "robust_mnist.yaml")
+    outcome = run_suite(suite, out=tmp_path / "run", track=False, echo=None)
+    assert {w["kind"] for w in outcome.manifest["weights"].values()} == {"reference"}
+    rows = _table_after("| model | clean | FGSM | PGD-40 |")
+    assert [row[0].strip("`") for row in rows] == ["lenet", "lenet_at", "lenet_quantized"]
+    for row in rows:
+        model = row[0].strip("`")
+        clean = _cell(outcome.results, model, "fgsm")["clean_accuracy"].iloc[0]
+        expected = [f"{clean:.3f}"]
+        for attack in DEFENDED_COLUMNS:
+            cell = _cell(outcome.results, model, attack).set_index("eps")["robust_accuracy"]
+            expected.append(f"{cell.loc[0.1]:.3f} / {cell.loc[0.2]:.3f}")
+        shown = [cell.replace("*", "") for cell in row[1 : 1 + len(expected)]]
+        assert shown == expected, (model, shown, expected)

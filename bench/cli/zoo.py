@@ -175,4 +175,3 @@ def verify(
             console.print(f"{mark} {entry.model} on {entry.dataset} sha256:{entry.short}: {detail}", highlight=False)
     if failed:
         raise typer.Exit(1)
-

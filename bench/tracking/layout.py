@@ -126,15 +126,18 @@ def ui_links(uri: str, experiment_id: str, run_id: str, *, port: int = 5000) -> 
     return command, f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
-def weights_fields(weights: dict[str, Any]) -> dict[str, str]:
-    """The parent run's ``weights.<model>``: ``"<kind> sha256:<digest>"`` per model (a param and a tag)."""
+def weights_fields(weights: dict[str, Any], *, short: bool = False) -> dict[str, str]:
+    """The parent run's ``weights.<model>``: ``"<kind> sha256:<digest>"`` per model (the param); ``short``:
+    ``"<kind> <first 12 hex digits>"`` (the tag ``bench.weights.<model>``, readable in the UI's tag chips)."""
     if not isinstance(weights, dict):  # a run directory may come from someone else
         return {}
-    return {
-        f"weights.{model}": f"{w.get('kind') or 'unknown'} sha256:{w.get('sha256') or 'unknown'}"[:500]
-        for model, w in weights.items()
-        if isinstance(w, dict) and _KEY.fullmatch(str(model))
-    }
+    out = {}
+    for model, w in weights.items():
+        if not isinstance(w, dict) or not _KEY.fullmatch(str(model)):
+            continue
+        kind, digest = str(w.get("kind") or "unknown"), str(w.get("sha256") or "unknown")
+        out[f"weights.{model}"] = (f"{kind} {digest[:12]}" if short else f"{kind} sha256:{digest}")[:500]
+    return out
 
 
 _KEY = re.compile(r"[A-Za-z0-9_.\- ]{1,200}")  # what MLflow accepts in a param or tag key

@@ -166,7 +166,7 @@ def _sync(run: RunDir, results_digest: str) -> str:
         "bench.run_dir": str(run.root.resolve()),
         "mlflow.source.git.commit": manifest.get("git_commit") or "",
         **{f"version.{k}": v for k, v in versions.items()},
-        **{f"bench.{k}": v for k, v in weights_fields(manifest.get("weights") or {}).items()},
+        **{f"bench.{k}": v for k, v in weights_fields(manifest.get("weights") or {}, short=True).items()},
     }
     if suite.get("description"):
         tags["mlflow.note.content"] = str(suite["description"]).strip()
