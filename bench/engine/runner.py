@@ -30,6 +30,7 @@ from bench import progress
 from bench.attacks import make_attack
 from bench.attacks.registry import attack_record
 from bench.data import DataError, DataSplit, load_dataset, select
+from bench.engine import numerics
 from bench.engine.cell import CellOutcome, CellTask, load_cell, run_cell
 from bench.engine.finish import (
     RunOutcome,
@@ -170,6 +171,7 @@ def begin_manifest(
         limit=limit,
         attacks={spec.id: attack_record(spec.name, dict(spec.params)) for spec in suite.attacks},
     )
+    manifest["numerics"] = numerics.fingerprint(device)  # the gate's exact comparison needs equal kernels
     atomic_write_text(run.suite, dump_yaml(suite.resolved()))
     write_json(run.manifest, {**manifest, "status": "running"})
     return manifest

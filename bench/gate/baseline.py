@@ -306,6 +306,7 @@ def baseline_from_run(run_dir: str | Path | RunDir, *, with_flags: bool = True) 
             "run_uid": str(manifest.get("run_uid", "")),
             "run_dir": str(run.root),
             "git_commit": str(manifest.get("git_commit") or ""),
+            "numerics": str(manifest.get("numerics") or ""),  # torch, device, CPU kernels: bench/engine/numerics.py
         },
         models=run_weights(run, sorted({c.model for c in cells})),
         cells=cells,

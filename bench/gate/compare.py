@@ -40,8 +40,8 @@ from typing import Literal
 import numpy as np
 
 from bench import stats
+from bench.gate import exact
 from bench.gate.baseline import Baseline, BaselineError, CellRecord, sample_areas
-from bench.gate.exact import Flips, WeightsCheck, allowed_flips, compare_weights, flip_verdict, point_flips
 from bench.suite.rules import Floor, GateRule, MaxDrop, RuleError
 from bench.types import eps_label
 
@@ -114,7 +114,7 @@ class Item:
     p_drop_adjusted: float | None = None
     p_rise_adjusted: float | None = None
     floors: list[tuple[str, bool]] = field(default_factory=list)
-    flips: Flips | None = None  # per-sample changes, where the results must be identical (None: not compared so)
+    flips: exact.Flips | None = None  # per-sample changes, where the results must be identical (None: not compared so)
     status: str = "ok"
     note: str = ""
 
@@ -141,7 +141,7 @@ class CheckReport:
     baseline_source: str | None
     paired: bool
     notes: list[str] = field(default_factory=list)
-    weights: list[WeightsCheck] = field(default_factory=list)  # per model of the run
+    weights: list[exact.WeightsCheck] = field(default_factory=list)  # per model of the run
 
     def count(self, status: str) -> int:
         return sum(item.status == status for item in self.items)
@@ -311,11 +311,14 @@ def compare(
             current, baseline, source=baseline_source, allow_other_data=settings.allow_other_data
         )
     models = list(dict.fromkeys(c.model for c in current.cells))
-    weights = compare_weights(models, current.models, None if baseline is None else baseline.models)
+    weights = exact.compare_weights(models, current.models, None if baseline is None else baseline.models)
     notes += [w.note for w in weights if baseline is not None]
     same = {w.model for w in weights if w.same}
+    kernels = baseline is not None and exact.same_numerics(current.source, baseline.source)
+    if baseline is not None and same and not kernels:
+        notes.append(exact.numerics_note(current.source, baseline.source))
     items: list[Item] = []
-    exact: list[str] = []
+    exact_cells: list[str] = []
     indices = current.sample_indices()
     for cell in current.cells:
         flags = current.flag_matrix(cell)
@@ -324,15 +327,17 @@ def compare(
         base = baseline.cell(cell.model, cell.attack) if baseline is not None else None
         base_flags = baseline.flag_matrix(base) if baseline is not None and base is not None else None
         points = _point_items(cell, flags, base, base_flags, paired, settings.mid_p)
-        if paired and base_flags is not None and indices is not None and cell.reproducible and cell.model in same:
-            exact.append(f"{cell.model}/{cell.attack}")
+        exactly = kernels and cell.reproducible and cell.model in same
+        if exactly and paired and base_flags is not None and indices is not None:
+            exact_cells.append(f"{cell.model}/{cell.attack}")
             for i, item in enumerate(points):
-                item.flips = point_flips(base_flags[i], flags[i], indices)
+                item.flips = exact.point_flips(base_flags[i], flags[i], indices)
         items += points
         items.append(_auc_item(cell, flags, base, base_flags, paired))
-    if exact:
+    if exact_cells:
         notes.append(
-            f"per-sample results compared exactly (same weights, same samples, reproducible attack): {', '.join(exact)}"
+            "per-sample results compared exactly (same weights, samples and numerics; reproducible attack): "
+            + ", ".join(exact_cells)
         )
 
     for origin, rule in rules:
@@ -367,7 +372,9 @@ def _apply_rules(items: list[Item], rules: list[GateRule], settings: Settings) -
             for rule in rules:
                 if isinstance(rule, MaxDrop) and rule.applies_to(item):
                     item.tolerance = rule.max_drop
-        item.status, item.note = flip_verdict(*_status(item, settings.alpha), item.flips, allowed_flips(rules, item))
+        item.status, item.note = exact.flip_verdict(
+            *_status(item, settings.alpha), item.flips, exact.allowed_flips(rules, item)
+        )
 
 
 def _status(item: Item, alpha: float) -> tuple[str, str]:

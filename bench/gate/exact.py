@@ -153,6 +153,21 @@ def compare_weights(
     return checks
 
 
+def same_numerics(current: Mapping[str, str], baseline: Mapping[str, str]) -> bool:
+    """Both runs on the same torch, device and CPU kernels (a baseline's ``source.numerics``, written from
+    the manifest's ``numerics``: :mod:`bench.engine.numerics`); unknown on either side is not the same."""
+    return bool(current.get("numerics")) and current.get("numerics") == baseline.get("numerics")
+
+
+def numerics_note(current: Mapping[str, str], baseline: Mapping[str, str]) -> str:
+    """Why equal weights are still compared statistically: the kernels, and so the rounding, differ."""
+    return (
+        f"same weights, but other numerics (baseline: {baseline.get('numerics') or 'not recorded'}; "
+        f"run: {current.get('numerics') or 'not recorded'}): a gradient component near zero can change sign "
+        "with another summation order, so per-sample results are compared statistically"
+    )
+
+
 # -- per-sample flips --------------------------------------------------------------------------------
 
 
