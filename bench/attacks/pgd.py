@@ -77,7 +77,6 @@ def _random_start(attack: Attack) -> bool:
             stochastic=_random_start,
         ),
         minimal_eps="bisect",
-        reproducible=True,  # README "Reference weights": identical across runs and 1/2 threads on equal numerics
     ),
 )
 @dataclass(frozen=True, kw_only=True)
