@@ -17,29 +17,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import sys
 from pathlib import Path
 
 import torch
 
 from bench.data import DataError, load_dataset
+from bench.engine.numerics import cpu_model
 from bench.suite import load_suite
 from model_zoo import MODELS, accuracy, checkpoint_path, get_model, model_key, resolve_recipe
 from model_zoo.reference import INDEX, REFERENCE_DIR
 from model_zoo.weights import WEIGHTS_SUFFIX, write_weights
 
 SHIPPED_DATASETS = ("mnist5k",)
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main() -> int:
@@ -96,7 +86,7 @@ def main() -> int:
                 "recipe": trained.recipe.as_dict(),
                 "file": file if ship else None,
                 "clean_accuracy": round(accuracy(trained.model, test.x, test.y, device=torch.device("cpu")), 4),
-                "made_on": f"{_cpu()}, torch {torch.__version__}, {dt.date.today().isoformat()}",
+                "made_on": f"{cpu_model()}, torch {torch.__version__}, {dt.date.today().isoformat()}",
             }
             where = "shipped" if ship else "digest only"
             print(f"{spec.name:16} {suite.dataset.name:14} {digest[:12]} {size:>9} bytes {where}")

@@ -20,7 +20,8 @@ import torch
 KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -37,6 +38,6 @@ def fingerprint(device: torch.device) -> str:
     if device.type == "cuda":
         parts.append(f"cuda {torch.version.cuda} {torch.cuda.get_device_name(device)}")
     else:
-        parts += [f"cpu {_cpu_model()}", torch.backends.cpu.get_cpu_capability()]
+        parts += [f"cpu {cpu_model()}", torch.backends.cpu.get_cpu_capability()]
         parts += [f"{name}={os.environ[name]}" for name in KERNEL_ENV if os.environ.get(name)]
     return "; ".join(parts)
