@@ -1,10 +1,11 @@
 """What a run's floating-point results depend on besides the weights: the numerics fingerprint.
 
 With equal weights, inputs and seed, an attack's per-sample results were
-measured identical across runs and torch thread counts, but not across CPU
-instruction sets: a gradient component near zero can change sign when
-oneDNN/MKL sum in another order (AVX2 against AVX-512), and FGSM moves every
-pixel by the sign. So the regression gate compares per-sample results exactly
+measured identical across runs; across torch thread counts the flags were
+identical but iterative attacks' examples moved in the last bits; across CPU
+instruction sets FGSM flipped a few samples: a gradient component near zero
+can change sign when oneDNN/MKL sum in another order (AVX2 against AVX-512),
+and FGSM moves every pixel by the sign. So the regression gate compares per-sample results exactly
 only between runs with the same fingerprint (:mod:`bench.gate.exact`).
 """
 
@@ -38,6 +39,7 @@ def fingerprint(device: torch.device) -> str:
     if device.type == "cuda":
         parts.append(f"cuda {torch.version.cuda} {torch.cuda.get_device_name(device)}")
     else:
-        parts += [f"cpu {cpu_model()}", torch.backends.cpu.get_cpu_capability()]
+        # threads too: with another split of the work an iterative attack's examples move in the last bits
+        parts += [f"cpu {cpu_model()}", torch.backends.cpu.get_cpu_capability(), f"{torch.get_num_threads()} threads"]
         parts += [f"{name}={os.environ[name]}" for name in KERNEL_ENV if os.environ.get(name)]
     return "; ".join(parts)
