@@ -1,5 +1,6 @@
 """The README's tables are the tables a new user gets: its quickstart table (and, in the slow run, the defended
-models' table) is recomputed here on the shipped reference weights and compared digit for digit."""
+models' table) is recomputed here on the shipped reference weights and compared number for number, within three
+samples of 1,000 (another CPU's kernels flip a few boundary samples; on this project's machine they are equal)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,18 @@ from bench.stats import curve_auc
 from bench.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = 0.003
+"""Three samples of 1,000: on another CPU's kernels the same weights flipped at most 2 of 1,000 samples at
+one FGSM point (README "Reference weights": 7 of 10,000 sample points under emulated AVX2 and SSE4.1)."""
+
+
+def _close(shown: list[str], expected: list[str]) -> bool:
+    """Cells such as ``0.925`` or ``0.749 / 0.369`` equal within :data:`TOLERANCE`, number by number."""
+    a = [float(v) for cell in shown for v in cell.split(" / ")]
+    b = [float(v) for cell in expected for v in cell.split(" / ")]
+    return len(a) == len(b) and all(abs(x - y) <= TOLERANCE + 1e-9 for x, y in zip(a, b, strict=True))
+
+
 README = (ROOT / "README.md").read_text()
 
 
@@ -46,7 +59,7 @@ def test_the_quickstart_table_is_what_the_readme_command_prints(tmp_path: Path) 
         accuracies = cell["robust_accuracy"].tolist()  # eps 0 (= clean), 0.05 ... 0.3
         expected = [f"{accuracies[0]:.3f}", *(f"{a:.3f}" for a in accuracies[1:])]
         expected.append(f"{curve_auc(cell['eps'].tolist(), accuracies):.3f}")
-        assert row[1:] == expected, (row, expected)
+        assert _close(row[1:], expected), (row, expected)
     shown = re.search(r"^reference weights: (.*)$", README, re.M)
     assert shown is not None
     assert shown.group(1) == ", ".join(f"{m} {w['sha256'][:12]}" for m, w in weights.items())
@@ -73,4 +86,4 @@ def test_the_defended_models_table_is_what_robust_mnist_gives(tmp_path: Path) ->
             cell = _cell(outcome.results, model, attack).set_index("eps")["robust_accuracy"]
             expected.append(f"{cell.loc[0.1]:.3f} / {cell.loc[0.2]:.3f}")
         shown = [cell.replace("*", "") for cell in row[1 : 1 + len(expected)]]
-        assert shown == expected, (model, shown, expected)
+        assert _close(shown, expected), (model, shown, expected)
