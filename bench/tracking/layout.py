@@ -128,7 +128,7 @@ def ui_links(uri: str, experiment_id: str, run_id: str, *, port: int = 5000) -> 
 
 def weights_fields(weights: dict[str, Any], *, short: bool = False) -> dict[str, str]:
     """The parent run's ``weights.<model>``: ``"<kind> sha256:<digest>"`` per model (the param); ``short``:
-    ``"<kind> <first 12 hex digits>"`` (the tag ``bench.weights.<model>``, readable in the UI's tag chips)."""
+    the kind alone (the tag ``bench.weights.<model>``: the UI cuts a longer chip, model name first)."""
     if not isinstance(weights, dict):  # a run directory may come from someone else
         return {}
     out = {}
@@ -136,7 +136,7 @@ def weights_fields(weights: dict[str, Any], *, short: bool = False) -> dict[str,
         if not isinstance(w, dict) or not _KEY.fullmatch(str(model)):
             continue
         kind, digest = str(w.get("kind") or "unknown"), str(w.get("sha256") or "unknown")
-        out[f"weights.{model}"] = (f"{kind} {digest[:12]}" if short else f"{kind} sha256:{digest}")[:500]
+        out[f"weights.{model}"] = (kind if short else f"{kind} sha256:{digest}")[:500]
     return out
 
 
