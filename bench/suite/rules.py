@@ -37,11 +37,15 @@ class Point(Protocol):
 
 
 class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "0.5" is not a number in a suite
+    # strict: "0.5" is not a number in a suite; the docstring under a field is its description (docs' reference)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
 
     model: str = "*"
+    """A model id or a shell pattern."""
     attack: str = "*"
+    """An attack id or a shell pattern."""
     eps: Epsilon | None = None
+    """One point of the grid (pixel units, a float or `"k/255"`); every eps when left out."""
 
     def matches(self, item: Point) -> bool:
         if not (fnmatch.fnmatchcase(item.model, self.model) and fnmatch.fnmatchcase(item.attack, self.attack)):
@@ -58,7 +62,9 @@ class Floor(_Rule):
     """
 
     metric: Literal["robust_accuracy", "auc"] = "robust_accuracy"
+    """What the floor applies to: robust accuracy at each eps, or the curve's AUC (then no `eps`)."""
     min: Unit
+    """The floor, in [0, 1]: the point estimate must be at least this."""
 
     @model_validator(mode="after")
     def _auc_has_no_eps(self) -> Floor:
@@ -84,7 +90,9 @@ class MaxDrop(_Rule):
     """
 
     metric: Literal["robust_accuracy", "auc"] = "robust_accuracy"
+    """What the tolerance applies to: robust accuracy at each eps, or the curve's AUC (then no `eps`)."""
     max_drop: Unit
+    """The tolerated drop, in accuracy units; a larger drop that is also significant is a regression."""
 
     @model_validator(mode="after")
     def _auc_has_no_eps(self) -> MaxDrop:
@@ -112,6 +120,7 @@ class AllowFlips(_Rule):
     """
 
     max_flips: Annotated[int, Field(ge=0)]
+    """Changed samples (lost plus gained) accepted per point with the same weights and a reproducible attack."""
 
     def describe(self) -> str:
         at = "" if self.eps is None else f"@{eps_label(self.eps)}"

@@ -1,6 +1,6 @@
 """The suite schema: validated, frozen pydantic models (Suite and its specs) and their expansion into cells.
 
-Fields and defaults are documented in the README ("Suite files"). Reading the
+Fields and defaults are documented in the docs ("Suites", generated from here). Reading the
 YAML is :mod:`bench.suite.load`; checks that need the registries are
 :mod:`bench.suite.validate`; the gate-rule schema of ``checks:`` is
 :mod:`bench.suite.rules`.
@@ -52,7 +52,8 @@ def _cell_part(spec: ModelSpec | AttackSpec, kind: str) -> None:
 
 class _Strict(BaseModel):
     # strict: no string coercion ("false" is not a boolean, "1_0" not an integer); floats take ints
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # use_attribute_docstrings: the docstring under a field is its description (the docs' suite reference)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
 
 
 class DatasetSpec(_Strict):
@@ -63,10 +64,15 @@ class DatasetSpec(_Strict):
     """
 
     name: str = "mnist5k"
+    """A registered data set (`bench ls`): mnist5k, digits, fashion-mnist, mnist, cifar10."""
     split: Literal["train", "test"] = "test"
+    """Which split to attack."""
     n: Annotated[int, Field(gt=0)] | None = None
+    """The first n samples of the split (after `offset`); all of it when left out."""
     offset: Annotated[int, Field(ge=0)] = 0
+    """Skip this many samples first: disjoint slices of one split (`offset: 500, n: 500`)."""
     options: dict[str, Any] = Field(default_factory=dict)
+    """Data-set specific: `root` (a local folder), `download`, `verify` (CIFAR-10's MD5 check)."""
 
 
 class ModelSpec(_Strict):
@@ -81,12 +87,19 @@ class ModelSpec(_Strict):
     """
 
     name: str
+    """A zoo model (`bench ls`), or the id of an external model (letters, digits, `_ . -`)."""
     label: str | None = None
+    """The id in results, cell folders and MLflow (default: `name`); lets one model appear twice."""
     recipe: dict[str, Any] = Field(default_factory=dict)
+    """Training-recipe overrides of a zoo model (fields below); a changed recipe trains anew."""
     factory: str | None = None
+    """External model: `"module:attr"` returning an `nn.Module`, imported only from a trusted module."""
     weights: str | None = None
+    """External weights: `.pt`/`.pth` state_dict, `.safetensors` or `.npz`, relative to the suite file."""
     params: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of `factory` (external models only)."""
     weights_layout: Literal["in_out", "out_in"] | None = None
+    """`.npz` weights only: linear weights stored (in, out) as NumPy code keeps them, or (out, in)."""
 
     @property
     def external(self) -> bool:
@@ -119,12 +132,19 @@ class AttackSpec(_Strict):
     """A registered attack with keyword hyperparameters; ``epsilons`` overrides the suite's grid."""
 
     name: str
+    """A registered attack (`bench ls`), or `art:<ClassName>` for any ART evasion attack."""
     label: str | None = None
+    """The id in results, cell folders and MLflow (default: `name`); lets one attack appear twice."""
     params: dict[str, Any] = Field(default_factory=dict)
+    """The attack's keyword hyperparameters (see Attacks); an unknown name is an error listing the allowed ones."""
     epsilons: list[Epsilon] | None = None
-    minimal_eps: bool = False  # also bisect each sample's minimal eps (fgsm, bim, pgd; bench/minimal_eps.py)
-    target_class: Annotated[int, Field(ge=0)] | None = None  # targeted attacks: drive every sample to this class
-    n: Annotated[int, Field(gt=0)] | None = None  # attack only the first n samples of the suite's data (costly attacks)
+    """This attack's own eps grid (default: the suite's `epsilons`)."""
+    minimal_eps: bool = False
+    """Also bisect each sample's minimal eps (attacks that declare a method: fgsm, bim, pgd)."""
+    target_class: Annotated[int, Field(ge=0)] | None = None
+    """Targeted attacks: drive every sample to this class (checked against the data set's classes)."""
+    n: Annotated[int, Field(gt=0)] | None = None
+    """Attack only the first n samples of the suite's data (a costly attack such as `reliable`)."""
 
     @property
     def id(self) -> str:
@@ -150,8 +170,11 @@ class TrackingSpec(_Strict):
     """MLflow mirroring. ``experiment`` defaults to the suite name."""
 
     enabled: bool = True
+    """Mirror the run into MLflow (`bench run --no-mlflow` turns it off for one run)."""
     experiment: str | None = None
+    """The MLflow experiment (default: the suite name)."""
     examples: Annotated[int, Field(ge=0, le=64)] = 8
+    """Adversarial examples kept per cell for the example grids."""
 
 
 def check_n_jobs(value: int) -> int:
@@ -177,26 +200,42 @@ EXECUTION_FIELDS = ("backend", "scheduler")  # left out of the suite digest
 
 
 class Suite(_Strict):
-    """A validated suite. Fields and defaults are documented in the README ("Suite files")."""
+    """A validated suite. The docs' suite reference (docs/suites.md) is generated from these fields."""
 
     name: str
+    """Letters, digits, `_ . -`; names the run folder and the MLflow experiment."""
     description: str = ""
-    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] = 0  # a 64-bit signed integer: torch generators take no more
+    """Free text, shown in MLflow and reports."""
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] = 0
+    """Every random choice derives from (seed, model, attack, batch, eps); a 64-bit signed integer."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """`auto` uses CUDA when present."""
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    """The data to attack (fields below)."""
     models: Annotated[list[Annotated[ModelSpec, BeforeValidator(_shorthand)]], Field(min_length=1)]
+    """Zoo names, or mappings with a label, recipe overrides or external weights (fields below)."""
     attacks: Annotated[list[Annotated[AttackSpec, BeforeValidator(_shorthand)]], Field(min_length=1)]
+    """Attack names, or mappings with a label and hyperparameters (fields below)."""
     epsilons: list[Epsilon]
+    """Pixel units of [0, 1]; floats or `"k/255"`; sorted, duplicates dropped."""
     batch_size: Annotated[int, Field(gt=0)] = 500
+    """Samples per model call; part of the random draws' identity (and of the suite digest)."""
     n_jobs: int = 1
-    backend: Literal["loky", "threading", "dask"] = "loky"  # joblib backend of the cells (README: Parallel)
-    scheduler: str | None = None  # dask.distributed scheduler address, with backend: dask
+    """Parallel cells (joblib): N workers, -1 all cores; serial where workers are predicted slower."""
+    backend: Literal["loky", "threading", "dask"] = "loky"
+    """The joblib backend of the cells (left out of the suite digest)."""
+    scheduler: str | None = None
+    """A dask.distributed scheduler address (`tcp://HOST:8786`), with `backend: dask`."""
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    """MLflow mirroring (fields below)."""
     allow_probabilities: bool = False
-    crosscheck: bool = False  # run native attacks side by side with ART (bench/crosscheck.py) into the run dir
-    # zoo models: their reference weights where recorded (model_zoo/reference.py), or "retrain" by the recipe
+    """Run models whose outputs look like probabilities (refused by default: attacks need logits)."""
+    crosscheck: bool = False
+    """Also run every native attack side by side with its ART counterpart into the run directory."""
     weights: Literal["reference", "retrain"] = "reference"
-    checks: list[CheckRule] = Field(default_factory=list)  # regression-gate rules (bench/suite/rules.py)
+    """Zoo models: their reference weights where recorded, or `retrain` by the recipe."""
+    checks: list[CheckRule] = Field(default_factory=list)
+    """Regression-gate rules for `bench check` (fields below)."""
 
     @field_validator("name")
     @classmethod
