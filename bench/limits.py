@@ -1,4 +1,4 @@
-"""The documented caps on everything the harness reads (README, "Limits on input").
+"""The documented caps on everything the harness reads (docs/security.md, "Limits on input").
 
 Suite files, included files, baselines and run directories are untrusted
 input: each read goes through :func:`read_text_capped` (a regular file, at

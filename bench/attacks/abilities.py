@@ -72,7 +72,7 @@ class Abilities:
         bounded: eps bounds the perturbation (``False``: eps is ignored, e.g. synthesis).
             An instance with norm ``none`` is unbounded whatever the class declares.
         reproducible: given equal weights, inputs and seed, its per-sample results were measured identical
-            across runs, torch thread counts and CPU instruction sets (README "Numbers that travel"); the
+            across runs, torch thread counts and CPU instruction sets (docs/models.md, "Reference weights"); the
             regression gate then fails on any per-sample change when the weights equal the baseline's.
     """
 

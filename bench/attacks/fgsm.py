@@ -48,7 +48,7 @@ FGSM_ABILITIES = Abilities(
         tolerance=FGSM_TOLERANCE,
     ),
     minimal_eps="ray",
-    reproducible=True,  # README "Reference weights": identical across runs and 1/2 threads on equal numerics
+    reproducible=True,  # docs/models.md "Reference weights": identical across runs and 1/2 threads on equal numerics
 )
 
 

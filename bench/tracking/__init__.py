@@ -2,7 +2,7 @@
 
 Modules: :mod:`~bench.tracking.client` (tracking URI, failing fast, the
 :class:`TrackingUnavailable` error and the tags), :mod:`~bench.tracking.mirror`
-(run directory -> MLflow, README "MLflow layout"), :mod:`~bench.tracking.cells` (a nested
+(run directory -> MLflow, docs/mlflow.md), :mod:`~bench.tracking.cells` (a nested
 run per cell, the comparison figure), :mod:`~bench.tracking.layout` (run names, curve metrics
 and steps per norm, the review command and URL), :mod:`~bench.tracking.baselines`
 (gate baselines as artifacts and aliases), :mod:`~bench.tracking.runs`

@@ -1,4 +1,4 @@
-"""What the MLflow mirror is called and how its curves are indexed (README "MLflow layout").
+"""What the MLflow mirror is called and how its curves are indexed (docs/mlflow.md).
 
 Pure functions (no MLflow import): run names, the params/tags of a nested
 run, the curve metric and step of each norm, and the review command and URL
