@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Regenerate the README's screenshots (docs/img/: the MLflow experiment page and a nested run's charts, the report
-# of a run and a comparison of two runs)
-# from a fresh quickstart run, so they are generated, never hand-edited.
+# Regenerate every screenshot of the README and the documentation site (docs/img/: the MLflow experiment page,
+# the parent run with its params and tags, a nested run's charts, the report of a run and a comparison of two
+# runs) from a fresh quickstart run and a real `mlflow server`, so they are generated, never hand-edited.
 #
-# usage: bash scripts/readme_screenshots.sh [SUITE]     (default suites/quickstart.yaml)
+# usage: bash scripts/docs_screenshots.sh [SUITE]     (default suites/quickstart.yaml)
 # needs: the project's .venv and Debian's chromium. Models come from $BENCH_CACHE as usual
 # (the first quickstart trains them). Everything else lives in a temporary folder, removed at the end.
 set -euo pipefail
@@ -77,6 +77,8 @@ try:
     _, url = review_links(run_id, uri)
     show(url.split("/runs/")[0] + "?workflowType=machine_learning", [parent.info.run_name], 700,
          "mlflow_experiment.png", then=[r.info.run_name for r in children])
+    _, url = review_links(run_id, uri)
+    show(url, [parent.info.run_name, "weights.lenet"], 1300, "mlflow_parent_run.png")
     _, url = review_links(child.info.run_id, uri)
     show(url.replace("?", "/model-metrics?"), ["robust_accuracy_linf"], 1500, "mlflow_run_charts.png")
 finally:
@@ -92,7 +94,7 @@ for pair in "run/report/report.html:report.png" "compare/report.html:report_comp
     --screenshot="$WORK/${pair#*:}" "file://$WORK/${pair%%:*}" >/dev/null 2>&1
 done
 
-# 4. small PNGs for the README (Pillow, a matplotlib dependency: 900 px wide, a 128-colour palette)
+# 4. small PNGs for the README and the site (Pillow, a matplotlib dependency: 900 px wide, a 128-colour palette)
 mkdir -p "$REPO/docs/img"
 "$V/python" - "$WORK" "$REPO/docs/img" <<'EOF'
 import sys
@@ -101,7 +103,7 @@ from pathlib import Path
 from PIL import Image
 
 work, out = Path(sys.argv[1]), Path(sys.argv[2])
-for name in ("mlflow_experiment.png", "mlflow_run_charts.png", "report.png", "report_comparison.png"):
+for name in ("mlflow_experiment.png", "mlflow_parent_run.png", "mlflow_run_charts.png", "report.png", "report_comparison.png"):
     image = Image.open(work / name).convert("RGB")
     image = image.resize((900, round(image.height * 900 / image.width)), Image.Resampling.LANCZOS)
     image.quantize(colors=128).save(out / name, optimize=True)

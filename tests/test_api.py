@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +15,20 @@ from bench.attacks import AttackError
 from bench.data import load_dataset
 from bench.rundir import RESULT_COLUMNS
 from tests.conftest import trained
+from tests.docblocks import blocks
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _readme_example() -> str:
-    section = (REPO / "README.md").read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    return code
+    """The README's ``bench.evaluate`` example (also run as written by tests/test_docs_examples.py)."""
+    (block,) = [b for b in blocks(REPO / "README.md") if b.kind == "python" and "bench.evaluate(" in b.code]
+    return block.code
 
 
 def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     scope: dict[str, object] = {}
-    exec(compile(_readme_example(), "README.md (Python API)", "exec"), scope)
+    exec(compile(_readme_example(), "README.md (Evaluate your own model)", "exec"), scope)
     table = scope["table"]
     assert isinstance(table, pd.DataFrame) and list(table.columns) == RESULT_COLUMNS
     assert table["eps"].tolist() == [0, 0.05, 0.1, 0.2] and table["n"].eq(360).all()

@@ -1,6 +1,6 @@
 """Bad input through the real CLI: each case exits 2 with one message naming the file, the field and what is allowed.
 
-The cases are the README's troubleshooting table. Every one runs ``bench``
+The cases are the troubleshooting table of docs/troubleshooting.md. Every one runs ``bench``
 in-process through typer's ``CliRunner`` on real files (suites, weights,
 checkpoints, data roots) and models built by the factories of
 ``tests/plugins.py``; nothing is mocked.

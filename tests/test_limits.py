@@ -1,4 +1,4 @@
-"""The caps of README "Limits on input", each at its boundary (just under passes, just over fails), and
+"""The caps of docs/security.md "Limits on input", each at its boundary (just under passes, just over fails), and
 the hostile cases of issue 17 through the real CLI: one line, exit 2 (or 1), never a hang or a traceback.
 """
 

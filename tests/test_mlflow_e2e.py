@@ -1,6 +1,6 @@
 """`bench run` end to end against a real `mlflow server` on 127.0.0.1, read back through the MLflow client.
 
-Checks the layout README "MLflow layout" promises a reviewer: a model-training experiment, runs named
+Checks the layout docs/mlflow.md promises a reviewer: a model-training experiment, runs named
 by suite and time and by model · attack, filterable params and tags, the run's real wall time as its
 duration, one curve metric per norm with its own step unit, figures on the parent, and the closing
 lines of `bench run` (the run's URL).

@@ -28,12 +28,13 @@ def _close(shown: list[str], expected: list[str]) -> bool:
 
 
 README = (ROOT / "README.md").read_text()
+GETTING_STARTED = (ROOT / "docs" / "getting-started.md").read_text()
 
 
-def _table_after(marker: str) -> list[list[str]]:
-    """The rows of the first Markdown table after ``marker`` (cells stripped, header and rule dropped)."""
-    start = README.index(marker)
-    lines = README[start:].splitlines()
+def _table_after(marker: str, text: str = README) -> list[list[str]]:
+    """The rows of the first Markdown table after ``marker`` in ``text`` (cells stripped, header and rule dropped)."""
+    start = text.index(marker)
+    lines = text[start:].splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("|"))
     rows = []
     for line in lines[first:]:
@@ -87,3 +88,12 @@ def test_the_defended_models_table_is_what_robust_mnist_gives(tmp_path: Path) ->
             expected.append(f"{cell.loc[0.1]:.3f} / {cell.loc[0.2]:.3f}")
         shown = [cell.replace("*", "") for cell in row[1 : 1 + len(expected)]]
         assert _close(shown, expected), (model, shown, expected)
+
+
+def test_the_site_shows_the_readme_tables() -> None:
+    """The tables the README and the site both show are the same rows (the README's are the ones checked above)."""
+    models_page = (ROOT / "docs" / "models.md").read_text()
+    marker = "| model | clean | FGSM | PGD-40 |"
+    assert _table_after(marker) == _table_after(marker, models_page), "README and docs/models.md differ"
+    marker = "| model | clean | eps 0.05 |"
+    assert _table_after(marker) == _table_after(marker, GETTING_STARTED), "README and docs/getting-started.md differ"

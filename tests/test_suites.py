@@ -106,5 +106,5 @@ def test_committed_baselines_match_their_shipped_suite(path: Path) -> None:
 
     baseline = read_baseline(path)
     suite = load_suite(SUITES / f"{baseline.suite}.yaml")
-    assert baseline.suite_digest == suite.digest, f"remake {path.name} (README: Regression gate)"
+    assert baseline.suite_digest == suite.digest, f"remake {path.name} (docs/gate.md)"
     assert {(c.model, c.attack) for c in baseline.cells} == {(m.id, a.id) for m in suite.models for a in suite.attacks}
