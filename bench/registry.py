@@ -66,8 +66,9 @@ class Registry(Generic[T]):
     1
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, plugins: bool = False) -> None:
         self.kind = kind
+        self._plugins = plugins  # whether an unregistered "module:attr" names a plugin to import (attacks only)
         self._entries: dict[str, _Entry[T]] = {}
         self._namespaces: dict[str, Callable[[str], T]] = {}
 
@@ -127,15 +128,17 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """Return the object registered as ``name``.
 
-        A name of the form ``"module:attr"`` that is not registered is imported
-        directly (explicit plugins).
+        A name of the form ``"module:attr"`` that is not registered is imported directly (an explicit
+        plugin) only by a registry made with ``plugins=True`` (attacks; a suite's attack plugin is checked
+        to come from a trusted module first). Data sets and models never import: a data set name from a
+        run directory's manifest must not run code.
         """
         entry = self._entries.get(name)
         if entry is None:
             prefix = self.namespace_of(name)
             if prefix is not None:
                 return self._namespaces[prefix](name)
-            if ":" in name:
+            if ":" in name and self._plugins:  # callers check the module is trusted first (bench.suite.validate)
                 return import_object(name)
             raise RegistryError(self.unknown_message(name))
         if entry.obj is None:
@@ -159,7 +162,7 @@ class Registry(Generic[T]):
             return
         if self.namespace_of(name) is not None:
             self.get(name)
-        elif ":" not in name:
+        elif ":" not in name or not self._plugins:
             raise RegistryError(self.unknown_message(name))
 
     def describe(self, name: str) -> str:

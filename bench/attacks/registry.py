@@ -34,7 +34,7 @@ class AttackRegistry(Registry[type[Attack]]):
     """
 
     def __init__(self, kind: str) -> None:
-        super().__init__(kind)
+        super().__init__(kind, plugins=True)  # a suite may name a trusted "module:Class" attack
         self._factories: dict[str, tuple[AttackFactory, Abilities]] = {}
 
     def register(  # type: ignore[override]

@@ -138,6 +138,13 @@ class Reliable(Attack):
             if not isinstance(label, str) or label == self.name:
                 raise AttackError(f"reliable: member {label!r} is not allowed (an attack name other than 'reliable')")
             name, defaults = MEMBER_PRESETS.get(label, (label, {}))
+            if name not in ATTACKS and ATTACKS.namespace_of(name) is None:
+                # a registered name or a namespaced one (art:...); never "module:attr", which would be imported
+                allowed = ", ".join(a for a in ATTACKS.names() if a != self.name)
+                raise AttackError(
+                    f"reliable: member {label!r} is not a registered attack (allowed: {allowed}, or art:<ClassName>); "
+                    "members are never imported from modules"
+                )
             if label == "square" and self.norm is Norm.L2:
                 name, defaults = L2_SQUARE
             given = dict(self.member_params.get(label, {}))
