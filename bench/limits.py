@@ -47,6 +47,47 @@ NPZ_WEIGHTS_BYTES = 2048 * MiB
 """A model's ``.npz`` weights, inflated (checked before its arrays are decompressed)."""
 
 
+# -- amounts of work: every numeric field that sets how much a run computes -----------------------------------
+WORK_CAPS: dict[str, int] = {
+    "steps": 10_000,  # gradient steps of one attack run (bim, pgd, apgd, apgd_t, fooling_images, ...)
+    "restarts": 100,  # runs per sample (bim, pgd, apgd, apgd_t)
+    "n_target_classes": 1_000,  # apgd_t's target classes (at most the data set's classes minus one anyway)
+    "max_iter": 100_000,  # queries or iterations (square; ART attacks' max_iter)
+    "draws": 10_000,  # noise draws per sample and eps (uniform_noise, gaussian_noise, salt_pepper)
+    "source_size": 100_000,  # adversarial_noise's source samples
+    "max_eval": 1_000_000,  # ART's HopSkipJump and the like: model calls per sample
+    "init_eval": 100_000,
+    "nb_random_init": 1_000,  # ART's random restarts
+    "num_random_init": 1_000,
+    "max_translation": 1_000,
+    "nb_grads": 1_000,
+    "epochs": 1_000,  # training epochs of a recipe
+    "adv_steps": 1_000,  # inner attack steps per training batch
+}
+"""Caps on the fields that set an amount of work, wherever they appear: an attack's parameters (a suite,
+``--set``, a ``reliable`` member's ``member_params``, ``bench.evaluate``'s keyword arguments) and a recipe.
+They are checked when the attack or recipe is built, so ``bench validate``, ``bench run`` and
+``bench.evaluate`` refuse the same values with the same message. No suite can raise them."""
+BATCH_SIZE = 1_000_000
+"""Samples per model call (a suite's ``batch_size``, a recipe's, ``bench.evaluate``'s)."""
+RESULT_ROWS = 100_000
+"""Rows of a run directory's ``results.csv`` / ``results.parquet`` (cells x epsilons)."""
+SAMPLE_ROWS = 50_000_000
+"""Rows of a run directory's ``samples.parquet`` (cells x epsilons x samples)."""
+THREADS_PER_CORE = 4
+"""``bench perf --threads`` at most this many torch threads per core of the machine."""
+
+
+def work_problem(field: str, value: object) -> str | None:
+    """``"steps: 1000000000 is over the cap of 10000 ..."`` when ``value`` exceeds ``field``'s cap, else ``None``."""
+    cap = WORK_CAPS.get(field)
+    if cap is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value > cap:
+        return f"{field}: {value} is over the cap of {cap:,} (docs/security.md, Limits on input)"
+    return None
+
+
 class LimitError(ValueError):
     """An input over one of the documented caps; the message names the file, the field and the cap."""
 

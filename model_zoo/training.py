@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench import progress
+from bench import limits, progress
 from bench.fsutil import atomic_write_bytes
 from bench.types import Bounds
 from model_zoo.adversarial import ADV_MODES, AdversarialLoss
@@ -79,7 +79,7 @@ class Recipe:
     adv_beta: float = 6.0
 
     def __post_init__(self) -> None:
-        problem = adversarial_problem(self)
+        problem = standard_problem(self) or adversarial_problem(self)
         if problem:
             raise ValueError(problem)
 
@@ -108,6 +108,45 @@ def _number(value: object, *, integer: bool = False) -> bool:
     if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
         return False
     return math.isfinite(value)
+
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("none", "cosine")
+
+
+def standard_problem(recipe: Recipe) -> str | None:
+    """A one-line error naming the first invalid standard field of ``recipe`` and what it allows, else ``None``.
+
+    Closed sets for ``optimizer`` and ``schedule``; finite ranges for the numbers; ``epochs`` and
+    ``batch_size`` within the caps of :mod:`bench.limits` (an amount of work).
+    """
+    for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        if getattr(recipe, name) not in allowed:
+            return f"recipe field {name}: {getattr(recipe, name)!r} is not allowed (allowed: {', '.join(allowed)})"
+    checks = (
+        ("lr", _number(recipe.lr) and recipe.lr > 0, "a finite number > 0"),
+        ("momentum", _number(recipe.momentum) and 0 <= recipe.momentum < 1, "a number from 0 to below 1"),
+        ("weight_decay", _number(recipe.weight_decay) and recipe.weight_decay >= 0, "a finite number >= 0"),
+        (
+            "epochs",
+            _number(recipe.epochs, integer=True) and 1 <= recipe.epochs <= limits.WORK_CAPS["epochs"],
+            f"an integer from 1 to {limits.WORK_CAPS['epochs']:,}",
+        ),
+        (
+            "batch_size",
+            _number(recipe.batch_size, integer=True) and 1 <= recipe.batch_size <= limits.BATCH_SIZE,
+            f"an integer from 1 to {limits.BATCH_SIZE:,}",
+        ),
+        (
+            "adv_steps",
+            _number(recipe.adv_steps, integer=True) and recipe.adv_steps <= limits.WORK_CAPS["adv_steps"],
+            f"an integer from 1 to {limits.WORK_CAPS['adv_steps']:,}",
+        ),
+    )
+    for name, ok, allowed in checks:
+        if not ok:
+            return f"recipe field {name}: must be {allowed}, got {getattr(recipe, name)!r}"
+    return None
 
 
 def adversarial_problem(recipe: Recipe) -> str | None:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench import limits
 from bench.attacks.abilities import Abilities
 from bench.attacks.base import AttackContext, AttackError, SweepSteps, TargetedAttack, derive_seed
 from bench.attacks.registry import ATTACKS
@@ -234,6 +235,9 @@ class ArtAttack(TargetedAttack):
                 raise AttackError(
                     f"{label} has no parameter {key!r} (allowed: {', '.join([*settable, 'target_mode'])})"
                 )
+            problem = limits.work_problem(key, self.options[key])
+            if problem is not None:
+                raise AttackError(f"{label}: {problem}")
         try:
             instance = self.build(_validation_classifier(), eps=None)
             norm = _art_norm(instance.norm) if "eps" in accepted and hasattr(instance, "norm") else Norm.NONE

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, final
 import torch
 from torch import nn
 
+from bench import limits
 from bench.attacks import bpda as _bpda
 from bench.attacks.abilities import Abilities
 from bench.attacks.bpda import BpdaOption
@@ -122,6 +123,10 @@ class Attack:
         mode = self.target_selection
         if mode not in TARGET_MODES:
             raise AttackError(f"{self.name}: target_mode {mode!r} is not allowed (allowed: {', '.join(TARGET_MODES)})")
+        for name in (f.name for f in dataclasses.fields(self)):  # amounts of work: capped wherever they come from
+            problem = limits.work_problem(name, getattr(self, name))
+            if problem is not None:
+                raise AttackError(f"{self.name}: {problem}")
         self.check_params()
 
     # -- what subclasses implement --------------------------------------------------

@@ -122,7 +122,7 @@ class BIM(IterativeGradientAttack):
             stochastic=_random_start,
         ),
         minimal_eps="bisect",
-        reproducible=True,  # docs/models.md "Reference weights": identical across runs and 1/2 threads on equal numerics
+        reproducible=True,  # docs/models.md "Reference weights": identical across runs and 1/2 threads, equal numerics
     ),
 )
 @dataclass(frozen=True, kw_only=True)

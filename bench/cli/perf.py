@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bench import limits
 from bench.cli.common import app, console, err, user_errors
 from bench.data import DATASETS
 from bench.perf import (
@@ -89,6 +90,10 @@ def perf_command(
     harness = None if no_harness else (suite or (QUICKSTART if quick else ATTACKS_MNIST))
     if harness is not None and not harness.is_file():
         raise FileNotFoundError(f"--suite: file {harness} not found")
+    _check_amounts(n=n, batch_size=batch_size, repeats=repeats, threads=threads, workload_steps=workload_steps)
+    for size in scaling_n or ():
+        if size > limits.FLAG_SAMPLES:
+            raise typer.BadParameter(f"--scaling-n: {size} is over the cap of {limits.FLAG_SAMPLES:,}")
     kwargs: dict = {"threads": threads} if threads else {}
     if parallel_suite and not parallel:
         raise typer.BadParameter("--parallel-suite: only used with --parallel")
@@ -129,6 +134,28 @@ def perf_command(
     if not no_mlflow:
         run_id = log_perf_run(doc)
         console.print(f"MLflow run {run_id} in experiment 'perf' at {tracking_uri()}")
+
+
+PERF_REPEATS = 100
+"""``bench perf --repeats`` at most (each repeat times every measurement again)."""
+
+
+def _check_amounts(
+    *, n: int | None, batch_size: int, repeats: int | None, threads: int | None, workload_steps: int | None
+) -> None:
+    """The amounts of work ``bench perf`` takes from its options, capped (docs/security.md, Limits on input)."""
+    most_threads = limits.cores() * limits.THREADS_PER_CORE
+    caps = (
+        ("--n", n, limits.FLAG_SAMPLES),
+        ("--batch-size", batch_size, limits.BATCH_SIZE),
+        ("--repeats", repeats, PERF_REPEATS),
+        ("--threads", threads, most_threads),
+        ("--workload-steps", workload_steps, limits.WORK_CAPS["steps"]),
+    )
+    for option, value, cap in caps:
+        if value is not None and value > cap:
+            why = f" ({limits.THREADS_PER_CORE} per core of this machine)" if option == "--threads" else ""
+            raise typer.BadParameter(f"{option}: {value} is over the cap of {cap:,}{why}")
 
 
 def _scaling_options(scaling: bool, quick: bool, data: str, models: tuple[str, ...], sizes: list[int] | None) -> dict:

@@ -67,7 +67,7 @@ class DatasetSpec(_Strict):
     """A registered data set (`bench ls`): mnist5k, digits, fashion-mnist, mnist, cifar10."""
     split: Literal["train", "test"] = "test"
     """Which split to attack."""
-    n: Annotated[int, Field(gt=0)] | None = None
+    n: Annotated[int, Field(gt=0, le=limits.FLAG_SAMPLES)] | None = None
     """The first n samples of the split (after `offset`); all of it when left out."""
     offset: Annotated[int, Field(ge=0)] = 0
     """Skip this many samples first: disjoint slices of one split (`offset: 500, n: 500`)."""
@@ -143,7 +143,7 @@ class AttackSpec(_Strict):
     """Also bisect each sample's minimal eps (attacks that declare a method: fgsm, bim, pgd)."""
     target_class: Annotated[int, Field(ge=0)] | None = None
     """Targeted attacks: drive every sample to this class (checked against the data set's classes)."""
-    n: Annotated[int, Field(gt=0)] | None = None
+    n: Annotated[int, Field(gt=0, le=limits.FLAG_SAMPLES)] | None = None
     """Attack only the first n samples of the suite's data (a costly attack such as `reliable`)."""
 
     @property
@@ -218,7 +218,7 @@ class Suite(_Strict):
     """Attack names, or mappings with a label and hyperparameters (fields below)."""
     epsilons: list[Epsilon]
     """Pixel units of [0, 1]; floats or `"k/255"`; sorted, duplicates dropped."""
-    batch_size: Annotated[int, Field(gt=0)] = 500
+    batch_size: Annotated[int, Field(gt=0, le=limits.BATCH_SIZE)] = 500
     """Samples per model call; part of the random draws' identity (and of the suite digest)."""
     n_jobs: int = 1
     """Parallel cells (joblib): N workers, -1 all cores; serial where workers are predicted slower."""
