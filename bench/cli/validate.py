@@ -2,8 +2,12 @@
 
 Schema, registry names and attack parameters (as ``bench run`` would), and then
 what a run needs from the disk: each data set's files are read (no download;
-a missing file gets the loader's message, which says where it looked) and every
-external model's weights file must exist.
+a missing file gets the loader's message, which says where it looked), the
+samples are selected and checked as ``bench run`` checks them before any cell
+(:func:`bench.suite.preflight.data_problems`: target classes, eps bounds), and
+every external model is built, its weights loaded and its outputs checked by the
+run's own code (:func:`bench.engine.models.prepare_external`). Zoo models are
+not trained here.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from bench.cli import overrides
-from bench.cli.common import app, console, user_errors
-from bench.data import DataError, load_dataset
+from bench.cli.common import app, console, describe, user_errors
+from bench.data import DataError, DataSplit, load_dataset, select
+from bench.engine.models import prepare_external
 from bench.suite import Suite, SuiteError, expand, load_raw
 from bench.suite import validate as validate_suite
+from bench.suite.preflight import data_problems
 
 
 def disk_problems(spec: Suite, *, data: bool = True) -> Iterator[str]:
@@ -27,20 +34,31 @@ def disk_problems(spec: Suite, *, data: bool = True) -> Iterator[str]:
     ``data=False`` skips reading the data set (``--no-data``: validating a suite on a machine without its files).
     """
     options = dict(spec.dataset.options)
+    split: DataSplit | None = None
     if not data:
         console.print(f"  dataset {spec.dataset.name}: not checked (--no-data)")
     elif options.get("download"):
         console.print(f"  dataset {spec.dataset.name}: not checked ('download: true': the run fetches the files)")
     else:
         try:
-            data = load_dataset(spec.dataset.name, spec.dataset.split, **options)
+            full = load_dataset(spec.dataset.name, spec.dataset.split, **options)
+            split = select(full, offset=spec.dataset.offset, n=spec.dataset.n)
         except DataError as exc:
             yield f"dataset: {exc}"
         else:
-            console.print(f"  dataset {spec.dataset.name} ({spec.dataset.split}): {len(data)} samples found")
+            console.print(f"  dataset {spec.dataset.name} ({spec.dataset.split}): {len(full)} samples found")
+            yield from data_problems(spec, split)
     for i, model in enumerate(spec.models):
         if model.weights is not None and not Path(model.weights).is_file():
             yield f"models[{i}].weights: file not found: {model.weights}"
+        elif model.external and split is not None:
+            try:  # what bench run does with it before any cell: build, load the weights, check the outputs
+                prepare_external(model, spec, split, torch.device("cpu"))
+            except Exception as exc:
+                message, code = describe(exc)
+                if code != 2:
+                    raise
+                yield f"models[{i}]: {message}"
 
 
 TRUST_HELP = (

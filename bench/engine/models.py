@@ -116,7 +116,7 @@ def prepare_models(suite: Suite, data: DataSplit, device: torch.device) -> tuple
     info: dict[str, Any] = {}
     for spec in suite.models:
         if spec.external:
-            refs[spec.id], info[spec.id] = _prepare_external(spec, suite, data, device)
+            refs[spec.id], info[spec.id] = prepare_external(spec, suite, data, device)
             continue
         ref = ModelRef(
             spec.id,
@@ -170,7 +170,7 @@ def _say_weights(model_id: str, trained: TrainedModel) -> None:
         progress.note(f"{model_id}: RETRAINED weights sha256:{trained.weights_sha256[:12]} ({trained.weights_note})")
 
 
-def _prepare_external(
+def prepare_external(
     spec: ModelSpec, suite: Suite, data: DataSplit, device: torch.device
 ) -> tuple[ModelRef, dict[str, Any]]:
     """Build an external model, load its weights (shapes checked) and record clean accuracy."""

@@ -27,7 +27,6 @@ import torch
 from joblib import Parallel, delayed
 
 from bench import progress
-from bench.attacks import make_attack
 from bench.attacks.registry import attack_record
 from bench.data import DataError, DataSplit, load_dataset, select
 from bench.engine import numerics
@@ -57,7 +56,8 @@ from bench.rundir import (
     start_manifest,
     write_json,
 )
-from bench.suite import Suite, check_n_jobs, dump_yaml, eps_bound_problems, expand
+from bench.suite import Suite, check_n_jobs, dump_yaml, expand
+from bench.suite.preflight import data_problems
 from reports import drawing
 
 
@@ -74,6 +74,7 @@ def run_suite(
     backend: str | None = None,
     scheduler: str | None = None,
     exact_workers: bool = False,
+    trust_edited: bool = False,
 ) -> RunOutcome:
     """Run every cell of ``suite`` and write its run directory; returns the tidy results.
 
@@ -83,7 +84,9 @@ def run_suite(
     threading, dask) and dask.distributed scheduler address. With more than one
     worker on a local CPU backend the cells run serially when parallel workers are
     predicted to be slower (:func:`bench.engine.parallel.choose_workers`), unless
-    ``exact_workers``; the manifest's ``workers`` says what ran and why.
+    ``exact_workers``; the manifest's ``workers`` says what ran and why. A resumed run's finished cells are
+    checked against the digests their ``done.json`` recorded before anything else runs; ``trust_edited``
+    accepts edited ones, and the manifest's ``edited`` then says which (the report's first line shows it).
     """
     wall = time.perf_counter()
     backend = backend or suite.backend
@@ -93,9 +96,12 @@ def run_suite(
     run = RunDir(Path(out) if out is not None else default_run_dir(suite.name))
     ensure_writable(run)
     resumed_uid = claim_run_dir(run, suite_digest=suite.digest, resume=resume, limit=limit)
+    finished, edited = finished_cells(run, suite, trust_edited=trust_edited)  # checked before any work
 
     data = evaluation_data(suite, limit)
     manifest = begin_manifest(run, suite, data, dev, limit=limit, resumed_uid=resumed_uid)
+    if edited:
+        manifest["edited"] = edited
 
     prep = time.perf_counter()
     refs, model_info = prepare_models(suite, data, dev)
@@ -104,7 +110,17 @@ def run_suite(
 
     jobs = cap_n_jobs(n_jobs if n_jobs is not None else suite.n_jobs, source="--n-jobs" if n_jobs else "n_jobs")
     ordered, plan = run_cells(
-        run, suite, refs, data, dev, jobs=jobs, backend=backend, scheduler=scheduler, echo=echo, exact=exact_workers
+        run,
+        suite,
+        refs,
+        data,
+        dev,
+        jobs=jobs,
+        backend=backend,
+        scheduler=scheduler,
+        echo=echo,
+        exact=exact_workers,
+        finished=finished,
     )
 
     results = write_results(run, ordered)
@@ -151,8 +167,8 @@ def evaluation_data(suite: Suite, limit: int | None) -> DataSplit:
         data = select(full, offset=suite.dataset.offset, n=suite.dataset.n, limit=limit)
     except DataError as exc:
         raise RunError(str(exc)) from None
-    _check_eps_bounds(suite, data)
-    _check_target_classes(suite, data)
+    for problem in data_problems(suite, data):  # the same checks as bench validate (bench/suite/preflight.py)
+        raise RunError(problem)
     return data
 
 
@@ -189,10 +205,13 @@ def run_cells(
     scheduler: str | None,
     echo: Callable[[str], None] | None,
     exact: bool = False,
+    finished: dict[str, CellOutcome] | None = None,
 ) -> tuple[list[CellOutcome], WorkerPlan]:
-    """Run the cells not yet done (joblib), read back the finished ones; outcomes in suite order, and the plan."""
+    """Run the cells not yet done (joblib), with ``finished`` ones (read back and checked); outcomes in suite
+    order, and the plan."""
     cells = expand(suite)
-    todo = [c for c in cells if not run.cell_done(c.id)]
+    finished = dict(finished or {})
+    todo = [c for c in cells if c.id not in finished]
 
     def measure(workers: int) -> float:
         per_model = Counter(c.model.id for c in todo)
@@ -230,28 +249,17 @@ def run_cells(
         for outcome in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_cell)(t) for t in pending):
             outcomes[outcome.cell_id] = outcome
             progress.cell_done(outcome.cell_id, outcome.seconds)
-    for t in tasks:
-        if t.cell.id not in outcomes:
-            outcomes[t.cell.id] = load_cell(run, t.cell.id)
+    outcomes.update(finished)
     return [outcomes[t.cell.id] for t in tasks], plan
 
 
-def _check_target_classes(suite: Suite, data: DataSplit) -> None:
-    """Refuse a target class the data set does not have, before any cell runs."""
-    for i, spec in enumerate(suite.attacks):
-        if spec.target_class is not None and spec.target_class >= data.num_classes:
-            raise RunError(
-                f"attacks[{i}].target_class: class {spec.target_class} does not exist: "
-                f"data set {data.name!r} has classes 0..{data.num_classes - 1}"
-            )
-
-
-def _check_eps_bounds(suite: Suite, data: DataSplit) -> None:
-    """Refuse epsilons the data's bounds and shape make meaningless (l2 and patch need the input shape)."""
-    for i, spec in enumerate(suite.attacks):
-        norm = make_attack(spec.name, **spec.params).norm.value
-        field = f"attacks[{i}].epsilons" if spec.epsilons is not None else "epsilons"
-        for problem in eps_bound_problems(
-            norm, suite.epsilons_for(spec), width=data.bounds.width, input_shape=data.input_shape
-        ):
-            raise RunError(f"{field}: {problem} (data set {data.name!r})")
+def finished_cells(run: RunDir, suite: Suite, *, trust_edited: bool) -> tuple[dict[str, CellOutcome], list[str]]:
+    """The cells a resumed run already finished, each checked (bench/runtrust.py), and the edits accepted."""
+    finished: dict[str, CellOutcome] = {}
+    edited: list[str] = []
+    for cell in expand(suite):
+        if run.cell_done(cell.id):
+            finished[cell.id], note = load_cell(run, cell.id, trust_edited=trust_edited)
+            if note:
+                edited.append(note)
+    return finished, edited
