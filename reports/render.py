@@ -139,6 +139,7 @@ def render_report(
         "inf": math.inf,
         "explanations": EXPLANATIONS,
         "n_flags": sum(len(s.flags) for s in sections),
+        "edited": [f"{run.label}: {run.edited}" for run in runs if run.edited],
     }
     env = environment()
     html = out / "report.html"

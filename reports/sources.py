@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.rundir import RESULT_COLUMNS, SAMPLE_COLUMNS, RunDir, cell_id, open_run_dir
+from bench.runtrust import check_result_values, check_results_digests, check_sample_rows
 
 
 class ReportError(ValueError):
@@ -42,27 +43,43 @@ class RunData:
     crosscheck: pd.DataFrame | None = None
     examples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     mlflow_run_id: str | None = None
+    edited: str | None = None
+    """Why the results do not match their recorded sha256, when ``--trust-edited`` accepted them (else None)."""
 
     @property
     def digest(self) -> str | None:
         return (self.manifest.get("data") or {}).get("digest")
 
 
-def load_run(path: str | Path, *, label: str | None = None, mlflow_run_id: str | None = None) -> RunData:
-    """Read a finished run directory (or a downloaded MLflow parent run laid out like one)."""
+def load_run(
+    path: str | Path, *, label: str | None = None, mlflow_run_id: str | None = None, trust_edited: bool = False
+) -> RunData:
+    """Read a finished run directory (or a downloaded MLflow parent run laid out like one), checked first.
+
+    The result files must have the sha256 the manifest recorded with them (:mod:`bench.runtrust`; an edited run
+    raises :class:`~bench.runtrust.EditedRunError` unless ``trust_edited``, and the report then says so) and
+    hold possible values (refused whatever ``trust_edited`` says).
+    """
     run = open_run_dir(path)
     if not (run.results_parquet.exists() or run.results_csv.exists()):
         raise ReportError(f"{run.root}: no results.csv or results.parquet (did the run finish?)")
-    results = run.read_results()
-    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
-    if missing:
-        source = run.results_parquet if run.results_parquet.exists() else run.results_csv
-        raise ReportError(f"{source}: missing result column(s) {', '.join(missing)} (expected: {RESULT_COLUMNS})")
-    results["targeted"] = results["targeted"].astype(bool)
     try:
         manifest = run.read_manifest()
     except json.JSONDecodeError as exc:
         raise ReportError(f"{run.manifest}: not valid JSON ({exc})") from None
+    edited = check_results_digests(run, manifest, trust_edited=trust_edited)  # before anything is read
+    resumed_from = manifest.get("edited")  # a --resume --trust-edited run: finished cells were edited before it
+    if isinstance(resumed_from, list) and resumed_from:
+        edited = "; ".join(
+            [*([edited] if edited else []), *(f"resumed from an edited cell: {n}" for n in resumed_from)]
+        )
+    results = run.read_results()
+    source = run.results_parquet if run.results_parquet.exists() else run.results_csv
+    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise ReportError(f"{source}: missing result column(s) {', '.join(missing)} (expected: {RESULT_COLUMNS})")
+    check_result_values(results, source)
+    results["targeted"] = results["targeted"].astype(bool)
     suite = run.read_suite()
     models = run.read_models()
     samples = _read_samples(run)
@@ -84,6 +101,7 @@ def load_run(path: str | Path, *, label: str | None = None, mlflow_run_id: str |
         crosscheck=crosscheck,
         examples=examples,
         mlflow_run_id=mlflow_run_id,
+        edited=edited,
     )
 
 
@@ -91,6 +109,7 @@ def _read_samples(run: RunDir) -> pd.DataFrame | None:
     if not run.samples.exists():
         return None
     samples = run.read_samples()
+    check_sample_rows(samples, run.samples)
     missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
     if missing:
         raise ReportError(f"{run.samples}: missing column(s) {', '.join(missing)} (expected: {SAMPLE_COLUMNS})")

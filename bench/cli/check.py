@@ -17,7 +17,8 @@ from bench.cli.common import app, console, err, fail, user_errors
 from bench.gate.baseline import Baseline, baseline_from_run, read_baseline, write_baseline
 from bench.gate.compare import CheckConfigError, CheckReport, Settings, compare
 from bench.gate.render import markdown, weights_lines, write_junit
-from bench.rundir import atomic_write_text, open_run_dir
+from bench.rundir import RunDir, atomic_write_text, open_run_dir
+from bench.runtrust import check_run, edited_banner
 from bench.suite import GateRule, MaxDrop, parse_floor, parse_rules, read_yaml
 from bench.tracking import fetch_baseline_run, publish_baseline, resolve_alias
 
@@ -49,10 +50,12 @@ def baseline_command(
             help="also name it: experiment tag bench.baseline.NAME = run id (implies --mlflow)",
         ),
     ] = None,
+    trust_edited: Annotated[bool, typer.Option("--trust-edited", help=TRUST_EDITED_HELP)] = False,
 ) -> None:
     """Freeze a run directory into a baseline for `bench check` (file and/or MLflow)."""
     if output is None and not mlflow and mlflow_alias is None:
         raise fail("say where the baseline goes: -o FILE, --mlflow or --mlflow-alias NAME")
+    _believed(open_run_dir(run_dir), trust_edited)
     baseline = baseline_from_run(run_dir, with_flags=not no_flags)
     if output is not None:
         write_baseline(baseline, output)
@@ -92,6 +95,7 @@ def check_command(
     ] = False,
     markdown_path: Annotated[Path | None, typer.Option("--markdown", help="write a Markdown summary here")] = None,
     junit_path: Annotated[Path | None, typer.Option("--junit", help="write JUnit XML here (one case per item)")] = None,
+    trust_edited: Annotated[bool, typer.Option("--trust-edited", help=TRUST_EDITED_HELP)] = False,
 ) -> None:
     """Compare a run with a baseline and rules; exit 0 pass, 1 regression or change, 2 bad usage/config/baseline."""
     sources = [s for s in (baseline, baseline_run, baseline_alias) if s is not None]
@@ -100,6 +104,7 @@ def check_command(
     if correction not in ("holm", "none"):
         raise fail(f"--correction: {correction!r} is not allowed (allowed: holm, none)")
     run = open_run_dir(run_dir)
+    edited = _believed(run, trust_edited)
     suite_raw = read_yaml(run.suite) or {}
     rules = _rules(run.suite, suite_raw, floor or [], max_drop, max_auc_drop)
     settings = Settings(
@@ -122,12 +127,26 @@ def check_command(
     style = "bold green" if report.passed else "bold red"
     console.print(f"[{style}]{report.verdict}[/] ({len(report.items)} items checked)", highlight=False)
     if markdown_path is not None:
-        atomic_write_text(markdown_path, markdown(report))
+        atomic_write_text(markdown_path, (edited_banner(edited) if edited else "") + markdown(report))
         console.print(f"Markdown summary: {markdown_path}")
     if junit_path is not None:
         write_junit(report, junit_path)
         console.print(f"JUnit XML: {junit_path}")
     raise typer.Exit(report.exit_code)
+
+
+TRUST_EDITED_HELP = (
+    "use a run whose results were changed after it ran (their sha256 differs from the manifest's); "
+    "said on the first line of the output"
+)
+
+
+def _believed(run: RunDir, trust_edited: bool) -> str | None:
+    """Check the run's digests and values (bench.runtrust); say so when an edited run is used on purpose."""
+    edited = check_run(run, trust_edited=trust_edited)
+    if edited:
+        err.print(f"warning: EDITED RUN: {edited} (used because of --trust-edited)", highlight=False, markup=False)
+    return edited
 
 
 def _correction(value: str) -> Literal["holm", "none"]:

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from bench.cli.common import app, console, fail, user_errors
+from bench.cli.common import app, console, err, fail, user_errors
 from bench.tracking import download_runs
 from bench.types import EpsilonError, parse_eps
 from reports.render import render_report
-from reports.sources import load_run
+from reports.sources import RunData, load_run
 
 
 @app.command()
@@ -38,6 +38,14 @@ def report(
     alpha: Annotated[
         float, typer.Option("--alpha", min=0.0, max=1.0, help="significance level of run comparisons")
     ] = 0.05,
+    trust_edited: Annotated[
+        bool,
+        typer.Option(
+            "--trust-edited",
+            help="render runs whose results were changed after the run (their sha256 differs from the manifest's); "
+            "the report says so on its first line",
+        ),
+    ] = False,
 ) -> None:
     """Render a self-contained report.html and a report.md (figures in figures/) from runs."""
     given = [name for name, value in (("RUN_DIR", run_dirs), ("--experiment", experiment), ("--runs", runs)) if value]
@@ -51,10 +59,19 @@ def report(
     except EpsilonError as exc:
         raise fail(f"--eps: {exc}") from None
     if run_dirs:
-        paths = render_report([load_run(p) for p in run_dirs], out, eps=heatmap_eps, title=title, alpha=alpha)
+        loaded = [load_run(p, trust_edited=trust_edited) for p in run_dirs]
+        _say_edited(loaded)
+        paths = render_report(loaded, out, eps=heatmap_eps, title=title, alpha=alpha)
     else:  # MLflow parent runs, downloaded like run directories (bench.tracking), then rendered alike
         with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
-            loaded = download_runs(runs or [], Path(tmp), experiment=experiment, last=last)
+            loaded = download_runs(runs or [], Path(tmp), experiment=experiment, last=last, trust_edited=trust_edited)
+            _say_edited(loaded)
             paths = render_report(loaded, out, eps=heatmap_eps, title=title, alpha=alpha)
     console.print(f"report: {paths.html}")
     console.print(f"markdown: {paths.markdown} (figures in {paths.figures})")
+
+
+def _say_edited(runs: list[RunData]) -> None:
+    for run in runs:
+        if run.edited:
+            err.print(f"warning: EDITED RUN {run.label}: {run.edited}", markup=False, highlight=False)

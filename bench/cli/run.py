@@ -161,6 +161,14 @@ def run(
         bool, typer.Option("--narrow", help="compact tables for CI logs (the default when stdout is not a terminal)")
     ] = False,
     trust: Annotated[list[str] | None, typer.Option("--trust", help=TRUST_HELP, metavar="MODULE")] = None,
+    trust_edited: Annotated[
+        bool,
+        typer.Option(
+            "--trust-edited",
+            help="with --resume: continue from finished cells whose tables were changed after they ran "
+            "(recorded in the manifest; the report says so on its first line)",
+        ),
+    ] = False,
 ) -> None:
     """Run a suite: evaluate every model x attack x eps, write the run directory, log to MLflow.
 
@@ -171,6 +179,8 @@ def run(
     """
     raw = overrides.apply(load_raw(suite), set_ or [], source=suite)
     spec = validate(raw, source=suite, base=suite.parent, trust=trust or ())
+    if trust_edited and resume is None:
+        raise typer.BadParameter("--trust-edited: only with --resume (a new run has nothing edited to trust)")
     if resume is not None:
         if out is not None and out != resume:
             raise typer.BadParameter("--out and --resume name different folders; give one of them")
@@ -193,7 +203,10 @@ def run(
             backend=backend,
             scheduler=scheduler,
             exact_workers=exact_workers,
+            trust_edited=trust_edited,
         )
+    for note in outcome.manifest.get("edited") or []:
+        err.print(f"warning: EDITED RUN: {note} (resumed from it because of --trust-edited)", markup=False)
     print_summary(
         outcome.results,
         outcome.run_dir.read_samples(),

@@ -35,6 +35,7 @@ from bench.rundir import (
     read_json_capped,
     write_json,
 )
+from bench.runtrust import cell_digests, check_cell_digests, check_result_values, check_sample_rows
 from bench.suite import Cell
 from bench.types import eps_label
 
@@ -329,6 +330,7 @@ def run_cell(task: CellTask) -> CellOutcome:
         "seconds": seconds,
         "attack_seconds": attack_seconds,
         "extras": _jsonable(extras),
+        "sha256": cell_digests(out),  # checked before a resume believes the cell (bench/runtrust.py)
     }
     write_json(out / "done.json", done)
     return CellOutcome(cell.id, rows, samples, seconds, attack_seconds, done["extras"])
@@ -346,15 +348,26 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def load_cell(run_dir: RunDir, cell_id: str) -> CellOutcome:
-    """A finished cell read back from the run directory (for resume and re-sync)."""
+def load_cell(run_dir: RunDir, cell_id: str, *, trust_edited: bool = False) -> tuple[CellOutcome, str | None]:
+    """A finished cell read back from the run directory (for resume), checked before it is believed.
+
+    Its tables must have the sha256 its ``done.json`` recorded (unless ``trust_edited``; the second value is
+    then the edit it accepted) and possible values (:mod:`bench.runtrust`).
+    """
     out = run_dir.cell(cell_id)
     done = read_json_capped(out / "done.json", what="cell record (done.json)")
+    if not isinstance(done, dict):
+        raise RunError(f"{out / 'done.json'}: not a cell record (a JSON object)")
+    edited = check_cell_digests(out, done, trust_edited=trust_edited)
+    rows = pd.read_parquet(limits.check_table_size(out / "rows.parquet", what="cell results"))
+    check_result_values(rows, out / "rows.parquet")
+    samples = pd.read_parquet(limits.check_table_size(out / "samples.parquet", what="cell per-sample table"))
+    check_sample_rows(samples, out / "samples.parquet")
+    try:
+        seconds, attack_seconds = float(done["seconds"]), float(done.get("attack_seconds", 0.0))
+    except (KeyError, TypeError, ValueError):
+        raise RunError(f"{out / 'done.json'}: seconds: missing or not a number") from None
+    extras = done.get("extras", {})
     return CellOutcome(
-        cell_id,
-        pd.read_parquet(limits.check_table_size(out / "rows.parquet", what="cell results")),
-        pd.read_parquet(limits.check_table_size(out / "samples.parquet", what="cell per-sample table")),
-        float(done["seconds"]),
-        float(done.get("attack_seconds", 0.0)),
-        done.get("extras", {}),
-    )
+        cell_id, rows, samples, seconds, attack_seconds, extras if isinstance(extras, dict) else {}
+    ), edited

@@ -34,7 +34,7 @@ def experiment_run_ids(experiment: str, *, last: int = 1) -> list[str]:
     return [r.info.run_id for r in reversed(runs)]
 
 
-def download_mlflow_run(run_id: str, dst: Path) -> RunData:
+def download_mlflow_run(run_id: str, dst: Path, *, trust_edited: bool = False) -> RunData:
     """Download a parent run's artifacts into ``dst`` (laid out like a run directory) and read them."""
     import mlflow  # heavy optional (about 1 s): only MLflow users pay for it
     from mlflow.exceptions import MlflowException  # heavy optional (about 1 s): only MLflow users pay for it
@@ -53,10 +53,12 @@ def download_mlflow_run(run_id: str, dst: Path) -> RunData:
     if not (local / "manifest.json").exists():
         raise ReportError(f"--runs: MLflow run {run_id} has no manifest.json artifact (not a bench parent run)")
     name = info.data.tags.get("mlflow.runName") or run_id
-    return load_run(local, label=name, mlflow_run_id=run_id)
+    return load_run(local, label=name, mlflow_run_id=run_id, trust_edited=trust_edited)
 
 
-def download_runs(run_ids: list[str], dst: Path, *, experiment: str | None = None, last: int = 1) -> list[RunData]:
+def download_runs(
+    run_ids: list[str], dst: Path, *, experiment: str | None = None, last: int = 1, trust_edited: bool = False
+) -> list[RunData]:
     """Download the parent runs ``run_ids`` (or the ``last`` latest of ``experiment``) into ``dst/run<i>``.
 
     Raises :class:`ReportError` for a run or experiment that is not there and
@@ -70,6 +72,8 @@ def download_runs(run_ids: list[str], dst: Path, *, experiment: str | None = Non
     mlflow.set_tracking_uri(uri)
     try:
         ids = experiment_run_ids(experiment, last=last) if experiment else run_ids
-        return [download_mlflow_run(run_id, dst / f"run{i}") for i, run_id in enumerate(ids, 1)]
+        return [
+            download_mlflow_run(run_id, dst / f"run{i}", trust_edited=trust_edited) for i, run_id in enumerate(ids, 1)
+        ]
     except (MlflowException, requests.RequestException, ConnectionError) as exc:
         raise TrackingUnavailable(f"MLflow at {uri}: {type(exc).__name__}: {str(exc)[:300]}") from None

@@ -1,0 +1,170 @@
+"""Run directories are checked before they are believed: their results' digests and their values' ranges.
+
+A run directory is untrusted input (docs/security.md): it may be a colleague's copy, and its tables are plain
+files anyone can edit. ``bench sync`` already refuses results changed after the run; ``bench report``,
+``bench check`` and ``bench run --resume`` use the same check here:
+
+* the sha256 of every result file present (``results.csv``, ``results.parquet``, ``samples.parquet``) must
+  equal the one ``manifest.json`` recorded with the results, and a finished cell's ``rows.parquet`` and
+  ``samples.parquet`` the ones its ``done.json`` recorded. ``--trust-edited`` accepts a mismatch for a user
+  who edited a run on purpose; the report then says so on its first line;
+* the values must be possible, edited or not: accuracies and rates in [0, 1] (or empty), finite epsilons
+  >= 0, counts whole and >= 0, intervals that hold their estimate, at most :data:`bench.limits.RESULT_ROWS`
+  rows. A value outside these is refused whatever the flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from bench import limits
+from bench.rundir import RunDir, RunError
+from bench.runstate import RESULT_FILES, sha256_file
+
+CELL_FILES = ("rows.parquet", "samples.parquet")
+"""A finished cell's tables, whose sha256 its ``done.json`` records (``sha256``)."""
+TRUST_EDITED = "pass --trust-edited to use an edited run on purpose"
+UNIT_COLUMNS = (
+    "clean_accuracy",
+    "robust_accuracy",
+    "ci_low",
+    "ci_high",
+    "robust_accuracy_pointwise",
+    "attack_success_rate",
+)
+"""Result columns that are fractions: in [0, 1], or empty (NaN: no clean-correct sample)."""
+NONNEGATIVE_COLUMNS = ("mean_linf", "max_linf", "mean_l2", "max_l2", "grad_evals", "seconds")
+
+
+class EditedRunError(RunError):
+    """Results whose sha256 differs from the recorded one (changed after the run); ``--trust-edited`` accepts them."""
+
+
+def _edited(path: Path, actual: str, recorded: Any, where: str) -> str:
+    return (
+        f"{path}: its sha256 {actual[:16]}... is not the {str(recorded)[:16]}... recorded in {where}: "
+        "the results were changed after the run"
+    )
+
+
+def check_results_digests(run: RunDir, manifest: dict[str, Any], *, trust_edited: bool = False) -> str | None:
+    """Each result file present against ``manifest['results_sha256']``.
+
+    Returns ``None`` when they match, or the one-line reason when ``trust_edited`` accepts a mismatch (for the
+    report's first line); raises :class:`EditedRunError` otherwise.
+    """
+    recorded = manifest.get("results_sha256")
+    problem = None
+    if not isinstance(recorded, dict):
+        problem = f"{run.manifest}: results_sha256: no digests of the results recorded, so they cannot be checked"
+    else:
+        for name in RESULT_FILES:
+            path = run.root / name
+            if path.exists() and (actual := sha256_file(path)) != recorded.get(name):
+                problem = _edited(path, actual, recorded.get(name), "manifest.json")
+                break
+    if problem is None:
+        return None
+    if not trust_edited:
+        raise EditedRunError(f"{problem}; refusing to believe them ({TRUST_EDITED})")
+    return problem
+
+
+def cell_digests(folder: Path) -> dict[str, str]:
+    """sha256 of a finished cell's :data:`CELL_FILES`, for its ``done.json``."""
+    return {name: sha256_file(folder / name) for name in CELL_FILES}
+
+
+def check_cell_digests(folder: Path, done: dict[str, Any], *, trust_edited: bool = False) -> str | None:
+    """A finished cell's tables against its ``done.json`` (``sha256``); as :func:`check_results_digests`."""
+    recorded = done.get("sha256")
+    problem = None
+    if not isinstance(recorded, dict):
+        problem = f"{folder / 'done.json'}: sha256: no digests of the cell's tables recorded, so they cannot be checked"
+    else:
+        for name in CELL_FILES:
+            actual = sha256_file(folder / name)
+            if actual != recorded.get(name):
+                problem = _edited(folder / name, actual, recorded.get(name), "done.json")
+                break
+    if problem is None:
+        return None
+    if not trust_edited:
+        raise EditedRunError(f"{problem}; refusing to resume from it ({TRUST_EDITED})")
+    return problem
+
+
+def check_result_values(results: pd.DataFrame, source: Path | str) -> None:
+    """Refuse result rows no run can produce (one line naming the file, the column and the value)."""
+    if len(results) > limits.RESULT_ROWS:
+        raise RunError(f"{source}: {len(results):,} result rows, over the cap of {limits.RESULT_ROWS:,}")
+    for column in UNIT_COLUMNS:
+        if column in results.columns:
+            _check(results, column, source, lambda v: np.isnan(v) | ((v >= 0) & (v <= 1)), "in [0, 1] (or empty)")
+    if "eps" in results.columns:
+        _check(results, "eps", source, lambda v: np.isfinite(v) & (v >= 0), "a finite number >= 0")
+    for column in NONNEGATIVE_COLUMNS:
+        if column in results.columns:
+            _check(results, column, source, lambda v: np.isnan(v) | (np.isfinite(v) & (v >= 0)), ">= 0")
+    if "n" in results.columns:
+        _check(results, "n", source, lambda v: np.isfinite(v) & (v >= 0) & (v == np.round(v)), "a whole number >= 0")
+    if {"ci_low", "ci_high", "robust_accuracy"} <= set(results.columns):
+        rows = results[["ci_low", "robust_accuracy", "ci_high"]].to_numpy(dtype=float)
+        known = ~np.isnan(rows).any(axis=1)
+        bad = known & ~((rows[:, 0] <= rows[:, 1] + 1e-9) & (rows[:, 1] <= rows[:, 2] + 1e-9))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise RunError(
+                f"{source}: row {i}: robust_accuracy {rows[i, 1]:g} outside its interval "
+                f"[{rows[i, 0]:g}, {rows[i, 2]:g}] (an edited or corrupt table)"
+            )
+
+
+def check_sample_rows(samples: pd.DataFrame, source: Path | str) -> None:
+    """Refuse a per-sample table over :data:`bench.limits.SAMPLE_ROWS` rows or with impossible values."""
+    if len(samples) > limits.SAMPLE_ROWS:
+        raise RunError(f"{source}: {len(samples):,} per-sample rows, over the cap of {limits.SAMPLE_ROWS:,}")
+    if "eps" in samples.columns:
+        _check(samples, "eps", source, lambda v: np.isfinite(v) & (v >= 0), "a finite number >= 0")
+
+
+def _check(frame: pd.DataFrame, column: str, source: Path | str, ok: Any, allowed: str) -> None:
+    try:
+        values = pd.to_numeric(frame[column], errors="raise").to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        raise RunError(f"{source}: column {column}: not numbers (allowed: {allowed})") from None
+    with np.errstate(invalid="ignore"):
+        bad = ~ok(values)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise RunError(f"{source}: row {i}: {column} {values[i]:g} is not possible (allowed: {allowed})")
+
+
+def check_run(run: RunDir, *, trust_edited: bool = False) -> str | None:
+    """A run directory's results checked before a command believes them (``bench check``, ``bench baseline``).
+
+    The digests (:func:`check_results_digests`), the result values (:func:`check_result_values`) and the
+    per-sample table's row count (from its parquet footer, without reading it). Returns the edit that
+    ``trust_edited`` accepted, else ``None``.
+    """
+    note = check_results_digests(run, run.read_manifest(), trust_edited=trust_edited)
+    source = run.results_parquet if run.results_parquet.exists() else run.results_csv
+    check_result_values(run.read_results(), source)
+    if run.samples.exists():
+        try:
+            rows = pq.ParquetFile(limits.check_table_size(run.samples, what="per-sample table")).metadata.num_rows
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise RunError(f"{run.samples}: unreadable per-sample table ({type(exc).__name__}: {exc})") from None
+        if rows > limits.SAMPLE_ROWS:
+            raise RunError(f"{run.samples}: {rows:,} per-sample rows, over the cap of {limits.SAMPLE_ROWS:,}")
+    return note
+
+
+def edited_banner(note: str) -> str:
+    """The first line of a Markdown output (report, gate summary) about an edited run."""
+    return f"> **EDITED RUN: results changed after the run, used because of --trust-edited.** {note}\n\n"
