@@ -19,12 +19,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bench.attacks import derive_seed, make_attack
+from bench import limits
+from bench.attacks import ATTACKS, AttackError, derive_seed, make_attack
 from bench.data import DataSplit
 from bench.engine.cell import evaluate_cell, tidy
 from bench.engine.model_checks import check_logits, gradient_logits_exact
 from bench.engine.models import resolve_device
 from bench.minimal_eps import add_minimal_eps
+from bench.registry import RegistryError
 from bench.tracking.evaluation import log_evaluation
 from bench.types import Bounds
 
@@ -77,18 +79,31 @@ def evaluate(
         ``attack_success_rate``, ``clean_accuracy``, perturbation norms, ``grad_evals``, ``seconds``.
         With ``track``, ``attrs["mlflow_run_id"]`` holds the MLflow run's id.
     """
+    _check_options(
+        model=model,
+        bounds=bounds,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        flags={"minimal_eps": minimal_eps, "allow_probabilities": allow_probabilities, "track": track},
+        names={"model_name": model_name, "experiment": experiment},
+    )
     data = _data(x, y, Bounds(*bounds))
     grid = _epsilons(epsilons)
-    if batch_size < 1:
-        raise EvaluateError(f"batch_size: must be >= 1, got {batch_size}")
-    the_attack = make_attack(attack, **params)
-    where = resolve_device(device)
+    the_attack = _attack(attack, params)
+    try:
+        where = resolve_device(device)
+    except (ValueError, RuntimeError) as exc:
+        raise EvaluateError(f"device: {exc}") from None
     model = model.to(where).eval()
     first = data.x[: min(len(data), batch_size)].to(where)
-    with torch.no_grad():
-        logits = model(first)
-    if logits.ndim != 2:
-        raise EvaluateError(f"model: must return logits (N, classes), got shape {tuple(logits.shape)}")
+    logits = _first_logits(model, first)
+    classes = int(logits.shape[1])
+    if int(data.y.max()) >= classes or int(data.y.min()) < 0:
+        raise EvaluateError(
+            f"y: labels from {int(data.y.min())} to {int(data.y.max())}, but the model returns {classes} logits "
+            f"(allowed: 0 to {classes - 1})"
+        )
     check_logits(logits, model=model_name, allow_probabilities=allow_probabilities)
     cell_seed = derive_seed(seed, model_name, attack)
     arrays, _ = evaluate_cell(
@@ -134,15 +149,106 @@ def evaluate(
     return rows
 
 
+def _check_options(
+    *,
+    model: Any,
+    bounds: Any,
+    seed: Any,
+    batch_size: Any,
+    device: Any,
+    flags: dict[str, Any],
+    names: dict[str, Any],
+) -> None:
+    """The keyword arguments' types and ranges, as a suite's fields are checked (one line naming the argument)."""
+    if not isinstance(model, nn.Module):
+        raise EvaluateError(f"model: must be a torch.nn.Module returning logits, got {type(model).__name__}")
+    if not _integer(batch_size) or not 1 <= batch_size <= limits.BATCH_SIZE:
+        raise EvaluateError(f"batch_size: must be an integer from 1 to {limits.BATCH_SIZE:,}, got {batch_size!r}")
+    if not _integer(seed) or not -(2**63) <= seed < 2**63:
+        raise EvaluateError(f"seed: must be a 64-bit integer, got {seed!r}")
+    if (
+        not isinstance(bounds, tuple | list)
+        or len(bounds) != 2
+        or not all(_number(b) for b in bounds)
+        or not bounds[0] < bounds[1]
+    ):
+        raise EvaluateError(f"bounds: must be (low, high) finite numbers with low < high, got {bounds!r}")
+    if not isinstance(device, str):
+        raise EvaluateError(f"device: must be a string (auto, cpu, cuda, cuda:N), got {device!r}")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise EvaluateError(f"{name}: must be True or False, got {value!r}")
+    for name, value in names.items():
+        if not isinstance(value, str) or not 0 < len(value) <= 250:
+            raise EvaluateError(f"{name}: must be a non-empty string of at most 250 characters, got {value!r}")
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _attack(name: Any, params: dict[str, Any]) -> Any:
+    """The attack, built only from a registered (or ``art:``) name; its parameters checked and capped."""
+    if not isinstance(name, str) or (name not in ATTACKS and ATTACKS.namespace_of(name) is None):
+        raise EvaluateError(
+            f"attack: {name!r} is not a registered attack (allowed: {', '.join(ATTACKS.names())}, or art:<ClassName>)"
+        )
+    try:
+        return make_attack(name, **params)
+    except (AttackError, RegistryError, TypeError, ValueError) as exc:
+        raise EvaluateError(f"params: {exc}") from None
+
+
+def _first_logits(model: nn.Module, first: torch.Tensor) -> torch.Tensor:
+    """The model's outputs on the first batch, checked to be logits: floating, ``(N, classes)``, one row per input."""
+    try:
+        with torch.no_grad():
+            logits = model(first)
+    except Exception as exc:
+        raise EvaluateError(
+            f"model: failed on the first batch of shape {tuple(first.shape)}: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(logits, torch.Tensor):
+        raise EvaluateError(f"model: must return a tensor of logits, got {type(logits).__name__}")
+    if logits.ndim != 2:
+        raise EvaluateError(f"model: must return logits (N, classes), got shape {tuple(logits.shape)}")
+    if logits.shape[0] != first.shape[0]:
+        raise EvaluateError(f"model: returned {logits.shape[0]} rows of logits for {first.shape[0]} inputs")
+    if not logits.dtype.is_floating_point:
+        raise EvaluateError(f"model: must return floating-point logits, got {logits.dtype}")
+    if logits.shape[1] < 2:
+        raise EvaluateError(f"model: must return at least 2 logits per input, got {logits.shape[1]}")
+    return logits
+
+
 def _data(x: torch.Tensor | np.ndarray, y: Any, bounds: Bounds) -> DataSplit:
-    xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu().float()
-    yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).detach().cpu()
+    try:
+        xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise EvaluateError(
+            f"x: must be a numeric array or tensor (N, C, H, W), got {type(x).__name__} ({exc})"
+        ) from None
+    if not (xt.dtype.is_floating_point or xt.dtype in (torch.uint8, torch.int16, torch.int32, torch.int64)):
+        raise EvaluateError(f"x: must hold numbers, got {xt.dtype}")
+    xt = xt.float()
+    try:
+        yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise EvaluateError(f"y: must be integer labels, got {type(y).__name__} ({exc})") from None
     if xt.ndim != 4:
         raise EvaluateError(f"x: must be (N, C, H, W), got shape {tuple(xt.shape)} (add a channel axis: x[:, None])")
+    if 0 in xt.shape:
+        raise EvaluateError(f"x: every dimension must be at least 1, got shape {tuple(xt.shape)}")
+    if len(xt) > limits.FLAG_SAMPLES:
+        raise EvaluateError(f"x: {len(xt):,} samples, over the cap of {limits.FLAG_SAMPLES:,}")
     if yt.ndim != 1 or len(yt) != len(xt) or yt.dtype.is_floating_point or yt.dtype == torch.bool:
         raise EvaluateError(f"y: must be {len(xt)} integer labels, got shape {tuple(yt.shape)} of {yt.dtype}")
-    if len(xt) == 0:
-        raise EvaluateError("x: no samples")
+    if not bool(torch.isfinite(xt).all()):
+        raise EvaluateError("x: holds NaN or infinite values")
     low, high = float(xt.min()), float(xt.max())
     if low < bounds.low or high > bounds.high:
         raise EvaluateError(
@@ -154,6 +260,12 @@ def _data(x: torch.Tensor | np.ndarray, y: Any, bounds: Bounds) -> DataSplit:
 
 
 def _epsilons(epsilons: Sequence[float]) -> tuple[float, ...]:
+    if isinstance(epsilons, str | bytes) or not isinstance(epsilons, Sequence | np.ndarray | torch.Tensor):
+        raise EvaluateError(f"epsilons: must be a list of numbers, got {type(epsilons).__name__}")
+    if len(epsilons) > limits.EPSILONS:
+        raise EvaluateError(f"epsilons: {len(epsilons):,} values, over the cap of {limits.EPSILONS:,}")
+    if any(isinstance(e, bool) for e in epsilons):
+        raise EvaluateError(f"epsilons: must be numbers, got {list(epsilons)!r}")
     try:
         grid = sorted({float(e) for e in epsilons})
     except (TypeError, ValueError) as exc:
