@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 import torch
+
+from bench.rundir import RunDir
+from bench.runstate import results_sha256
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
@@ -178,3 +182,11 @@ def report_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def report_dir(report_run: Path) -> Path:
     """The report ``bench run`` rendered into the run directory of :func:`report_run`."""
     return report_run / "report"
+
+
+def record_results(run: Path) -> None:
+    """After a test plants results into a run directory: record their digests in its manifest, as a run would
+    (so the planted numbers stand for a run that produced them, not for an edited run; bench/runtrust.py)."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["results_sha256"] = results_sha256(RunDir(run))
+    (run / "manifest.json").write_text(json.dumps(manifest))

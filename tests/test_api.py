@@ -11,7 +11,6 @@ import pytest
 
 import bench
 from bench.api import EvaluateError
-from bench.attacks import AttackError
 from bench.data import load_dataset
 from bench.rundir import RESULT_COLUMNS
 from tests.conftest import trained
@@ -80,7 +79,7 @@ def test_evaluate_minimal_eps_and_bad_arguments() -> None:
         bench.evaluate(model, data.x[:4], data.y[:4], epsilons=[-0.1])
     with pytest.raises(EvaluateError, match="y: must be 4 integer labels"):
         bench.evaluate(model, data.x[:4], data.y[:4].float())
-    with pytest.raises(AttackError, match="allowed"):
+    with pytest.raises(EvaluateError, match="params: attack 'pgd' has no parameter 'stepz' \\(allowed: bpda"):
         bench.evaluate(model, data.x[:4], data.y[:4], "pgd", stepz=3)
     with pytest.raises(AttributeError, match="no attribute 'evaluat'"):
         bench.evaluat  # noqa: B018

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench import limits
 from bench.attacks import ATTACKS
 from bench.cli.catalog import build as build_catalog
 from bench.data import DATASETS
 from bench.docgen import DocgenError, expand
+from bench.docgen.limits_ref import WHERE
 from bench.suite.schema import Suite
 from model_zoo import MODELS, reference
 from tests.docblocks import blocks
@@ -140,3 +142,10 @@ def test_the_annotated_suite_example_names_every_top_level_field() -> None:
     (example,) = [b for b in blocks(REPO / "docs" / "suites.md") if b.language == "yaml" and "checks:" in b.code]
     keys = set(yaml.safe_load(example.code))
     assert keys == set(Suite.model_json_schema()["properties"]) | {"include"}
+
+
+def test_the_security_page_lists_every_cap(site: Path) -> None:
+    assert set(WHERE) == set(limits.WORK_CAPS), "say where each cap of bench/limits.py applies"
+    text = _text(site, "security")
+    for field, cap in limits.WORK_CAPS.items():
+        assert field in text and f"{cap:,}" in text, field

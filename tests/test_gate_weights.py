@@ -29,6 +29,7 @@ from bench.gate.exact import Flips, ModelWeights, compare_weights, point_flips
 from bench.gate.render import junit_xml, markdown
 from bench.rundir import RunError
 from bench.suite import RULES, AllowFlips, RuleError, SuiteError, parse_rules, validate
+from tests.conftest import record_results
 
 REFERENCE = "0123456789ab" + "c" * 52
 OTHER = "fedcba987654" + "d" * 52
@@ -85,6 +86,7 @@ def _flip(run: Path, attack: str, count: int = 1, eps: float = max(EPS)) -> list
     chosen = samples[of_attack & (samples["eps"] == eps) & samples["correct"]].sort_values("index")["index"][:count]
     samples.loc[of_attack & (samples["eps"] >= eps) & samples["index"].isin(chosen), "correct"] = False
     samples.to_parquet(run / "samples.parquet")
+    record_results(run)  # a run that produced these flags, not an edited one
     return [int(i) for i in chosen]
 
 

@@ -49,8 +49,13 @@ def test_lazy_entry_is_imported_on_first_use() -> None:
 
 
 def test_plugin_strings_resolve_and_fail_clearly() -> None:
-    reg: Registry[object] = Registry("model")
+    reg: Registry[object] = Registry("attack", plugins=True)
     assert reg.get("collections:OrderedDict").__name__ == "OrderedDict"
+    closed: Registry[object] = Registry("model")  # data sets and models take no plugins: nothing is imported
+    with pytest.raises(RegistryError, match="unknown model 'collections:OrderedDict'"):
+        closed.get("collections:OrderedDict")
+    with pytest.raises(RegistryError, match="unknown model"):
+        closed.check("collections:OrderedDict")
     with pytest.raises(RegistryError, match="cannot import module 'no_such_module_xyz'"):
         reg.get("no_such_module_xyz:thing")
     with pytest.raises(RegistryError, match="has no attribute 'nope'"):

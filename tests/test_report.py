@@ -25,6 +25,7 @@ from reports.flags import sanity_flags
 from reports.render import render_report
 from reports.sources import ReportError, load_run
 from reports.tables import median_minimal_eps
+from tests.conftest import record_results
 
 NUMBER = r"(-?\d+\.\d+)"
 
@@ -130,8 +131,10 @@ def _planted_copy(report_run: Path, tmp_path: Path) -> Path:
 
 
 def _write_results(run: Path, results: pd.DataFrame) -> None:
+    """Plant ``results`` as if the run had produced them: the manifest records their digests, as a run does."""
     results.to_csv(run / "results.csv", index=False)
     results.to_parquet(run / "results.parquet", index=False)
+    record_results(run)
 
 
 def test_clean_run_raises_no_flag(report_run: Path) -> None:

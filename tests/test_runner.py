@@ -206,6 +206,9 @@ def test_damaged_run_directories_give_clear_errors(tiny_run, tmp_path: Path) -> 
     (empty / "results.parquet").unlink()
     (empty / "results.csv").write_text("")
     result = CliRunner().invoke(app, ["report", str(empty), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 2, result.output  # emptied after the run: its sha256 is not the recorded one
+    assert "results.csv: its sha256" in " ".join(result.output.split()) and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["report", str(empty), "--out", str(tmp_path / "rep"), "--trust-edited"])
     assert result.exit_code == 2, result.output
     assert "unreadable results" in result.output and "Traceback" not in result.output
 

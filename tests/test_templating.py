@@ -107,6 +107,7 @@ def _empty_report() -> dict[str, object]:
         "inf": float("inf"),
         "explanations": {},
         "n_flags": 0,
+        "edited": [],
     }
 
 

@@ -12,6 +12,7 @@ site builds. Every generator reads the live registries, the pydantic schema, the
 ``zoo``             the zoo's models, their recipes and recorded reference weights
 ``cli``             every ``bench`` command with its options (from the typer app)
 ``perf PATH``       the tables of a ``bench perf --json`` file (:mod:`bench.docgen.perf_ref`)
+``limits``          the caps on amounts of work (:mod:`bench.limits`)
 ==================  ==========================================================================
 """
 
@@ -21,7 +22,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.docgen import cli_ref, perf_ref, registry_ref, suite_ref
+from bench.docgen import cli_ref, limits_ref, perf_ref, registry_ref, suite_ref
 
 MARKER = re.compile(r"^<!-- bench:generate ([a-z-]+)(?: ([^ ]+))? -->$", re.M)
 """A line ``<!-- bench:generate NAME [ARG] -->`` of a docs page, replaced by the generated Markdown."""
@@ -33,6 +34,7 @@ GENERATORS: dict[str, Callable[[str | None, Path], str]] = {
     "zoo": lambda arg, root: registry_ref.zoo_reference(),
     "cli": lambda arg, root: cli_ref.cli_reference(),
     "perf": lambda arg, root: perf_ref.perf_reference(root / str(arg)),
+    "limits": lambda arg, root: limits_ref.limits_reference(),
 }
 
 
