@@ -1,0 +1,226 @@
+"""Certifiers (issue 28): their bounds are sound on every zoo architecture they support, a layer they cannot
+bound is a clear error, and each agrees with its ART counterpart as its declaration says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bench.attacks import make_attack
+from bench.certify import CERTIFIERS, CertifyError, certifier_abilities, make_certifier
+from bench.certify.ibp import logit_bounds
+from bench.data import load_dataset
+from bench.types import Bounds
+from model_zoo import MODELS
+from tests.conftest import trained
+
+ARCHITECTURES = (
+    "mlp",
+    "lenet",
+    pytest.param("cnn", marks=pytest.mark.slow),  # full CROWN over every conv neuron: 15-35 s each
+    pytest.param("convnet", marks=pytest.mark.slow),
+    pytest.param("convnet_bn", marks=pytest.mark.slow),
+)
+"""Zoo architectures of chains of Linear, Conv2d, ReLU, MaxPool2d, BatchNorm, Normalize (every bound certifier)."""
+VARIANTS = {"ibp": {}, "crown": {}, "crown-ibp": {"intermediate": "ibp"}}
+RANDOM_POINTS = 1000
+WIDE = Bounds(-1e6, 1e6)  # no clipping: as ART's zonotopes and intervals see the ball
+
+
+def _true_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits = model(x)
+    others = logits.clone()
+    others[torch.arange(len(y)), y] = -torch.inf
+    return logits[torch.arange(len(y)), y] - others.max(dim=1).values
+
+
+def _worst_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """The smallest true margin over 1,000 random points of the ball (clipped to [0, 1]) and PGD's point."""
+    gen = torch.Generator().manual_seed(0)
+    worst = torch.full((len(y),), torch.inf)
+    with torch.no_grad():
+        for _ in range(RANDOM_POINTS // 50):
+            for _ in range(50):
+                if norm == "linf":
+                    delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
+                else:
+                    delta = torch.randn(x.shape, generator=gen)
+                    delta *= (
+                        eps
+                        * torch.rand(len(x), 1, 1, 1, generator=gen)
+                        / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+                    )
+                worst = torch.minimum(worst, _true_margin(model, (x + delta).clamp(0, 1), y))
+    adversarial = make_attack("pgd", norm=norm, steps=50, restarts=2)(model, x, y, eps)
+    with torch.no_grad():
+        return torch.minimum(worst, _true_margin(model, adversarial, y))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.02), ("l2", 0.25)])
+def test_bounds_hold_at_random_points_and_at_pgds_worst_point(architecture: str, norm: str, eps: float) -> None:
+    data = load_dataset("digits", "test")
+    model = trained(architecture).eval()
+    x, y = data.x[:24], data.y[:24]
+    worst = _worst_margins(model, x, y, norm, eps)
+    for variant, params in VARIANTS.items():
+        result = make_certifier(variant.split("-")[0], norm=norm, **params).certify(model, x, y, eps)
+        assert (result.margin_lower <= worst + 1e-4).all(), (architecture, variant, result.margin_lower - worst)
+        assert not (result.certified & (worst <= 0)).any(), (architecture, variant, "certified, yet broken")
+
+
+def test_crown_is_at_least_as_tight_as_ibp_and_certifies_a_real_model() -> None:
+    data = load_dataset("digits", "test")
+    model = trained("mlp").eval()
+    x, y = data.x[:64], data.y[:64]
+    ibp = make_certifier("ibp").certify(model, x, y, 0.03)
+    crown = make_certifier("crown").certify(model, x, y, 0.03)
+    assert (crown.margin_lower >= ibp.margin_lower - 1e-4).all()
+    assert crown.certified.float().mean() >= ibp.certified.float().mean()
+    assert crown.certified.float().mean() > 0.5  # not vacuous on a small MLP at a small eps
+    at_zero = make_certifier("crown").certify(model, x, y, 0.0)
+    assert torch.equal(at_zero.certified, model(x).argmax(1) == y)  # eps 0: exactly the clean-correct samples
+
+
+class _Branches(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :10] * 2
+
+
+@pytest.mark.parametrize("certifier", ["ibp", "crown"])
+def test_a_layer_it_cannot_bound_is_a_clear_error(certifier: str) -> None:
+    quantized = MODELS.get("lenet_quantized").factory((1, 8, 8), 10).eval()
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    with pytest.raises(CertifyError, match=rf"{certifier}: cannot bound layer 0 \(a non-differentiable layer\)"):
+        make_certifier(certifier).certify(quantized, x, y, 0.1)
+    sigmoid = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Sigmoid())
+    with pytest.raises(CertifyError, match=rf"{certifier}: cannot bound layer 2 \(layer type Sigmoid\).*Conv2d"):
+        make_certifier(certifier).certify(sigmoid, x, y, 0.1)
+    with pytest.raises(CertifyError, match=rf"{certifier}: cannot bound the model \(layer type _Branches\)"):
+        make_certifier(certifier).certify(_Branches(), x, y, 0.1)
+
+
+def test_declarations_and_parameters() -> None:
+    assert set(CERTIFIERS.names()) == {"ibp", "crown", "smoothing"}
+    for name in CERTIFIERS.names():
+        declared = certifier_abilities(name)
+        assert declared.art and declared.layers and declared.kind in ("bound", "smoothed")
+    with pytest.raises(
+        CertifyError, match=r"certifier 'crown' has no parameter 'steps' \(allowed: intermediate, norm\)"
+    ):
+        make_certifier("crown", steps=3)
+    with pytest.raises(CertifyError, match=r"smoothing: norm 'linf' is not allowed \(allowed: l2\)"):
+        make_certifier("smoothing", norm="linf")
+    with pytest.raises(CertifyError, match=r"crown: intermediate 'deepz' is not allowed"):
+        make_certifier("crown", intermediate="deepz")
+    with pytest.raises(CertifyError, match="unknown certifier 'lp'"):
+        make_certifier("lp")
+
+
+# -- cross-checks against ART's certifiers ------------------------------------------------------------------------
+
+
+class _ArtNet(nn.Module):
+    """A Conv2d/Linear/ReLU network in the form ART's certifiers convert (its layers as attributes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3, stride=2)
+        self.fc1, self.fc2 = nn.Linear(8 * 2 * 2, 32), nn.Linear(32, 10)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv2(self.relu(self.conv1(x))))
+        return self.fc2(self.relu(self.fc1(x.flatten(1))))
+
+    def chain(self) -> nn.Sequential:
+        return nn.Sequential(self.conv1, nn.ReLU(), self.conv2, nn.ReLU(), nn.Flatten(), self.fc1, nn.ReLU(), self.fc2)
+
+
+@pytest.fixture(scope="module")
+def art_net() -> _ArtNet:
+    """The network trained briefly on digits (so that some samples are certifiable)."""
+    data = load_dataset("digits", "train")
+    torch.manual_seed(0)
+    net = _ArtNet()
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(150):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(data.x), data.y).backward()
+        optimizer.step()
+    return net.eval()
+
+
+def test_ibp_logit_bounds_equal_arts(art_net: _ArtNet) -> None:
+    from art.estimators.certification.interval import PyTorchIBPClassifier  # optional reference, as ART attacks
+
+    x = load_dataset("digits", "test").x[:40]
+    art = PyTorchIBPClassifier(
+        model=art_net,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(1, 8, 8),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+    for eps in (0.01, 0.05):
+        theirs = art.predict_intervals(x.numpy(), is_interval=False, bounds=eps, limits=[0.0, 1.0])
+        lower, upper = logit_bounds(art_net.chain(), x, eps)
+        # float32: the two sum the same terms in another order (center/radius here, W+/W- in ART), so they agree
+        # to 1e-5 of the interval's magnitude (a few ulps of logits near 40; measured at most 6e-7 of it)
+        scale = np.maximum(1.0, np.abs(theirs).max(axis=1))
+        assert (np.abs(theirs[:, 0] - lower.numpy()) / scale).max() <= 1e-5
+        assert (np.abs(theirs[:, 1] - upper.numpy()) / scale).max() <= 1e-5
+
+
+def test_crown_certifies_every_sample_deepz_certifies(art_net: _ArtNet) -> None:
+    from art.estimators.certification.deep_z import PytorchDeepZ  # optional reference, as ART attacks
+
+    data = load_dataset("digits", "test")
+    x, y = data.x[:60], data.y[:60]
+    deepz = PytorchDeepZ(
+        model=art_net, loss=nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10, device_type="cpu"
+    )
+    for eps in (0.01, 0.02):
+        ours = make_certifier("crown").certify(art_net.chain(), x, y, eps, bounds=WIDE)
+        theirs = []
+        for xi, yi in zip(x.numpy(), y.tolist(), strict=True):
+            prediction = int(np.argmax(art_net(torch.as_tensor(xi[None])).detach().numpy()))
+            certified = prediction == yi and deepz.certify(
+                cent=xi[None].copy(),
+                eps=np.eye(xi.size, dtype=np.float32).reshape(xi.size, *xi.shape) * eps,
+                prediction=prediction,
+            )
+            theirs.append(bool(certified))
+        theirs_t = torch.tensor(theirs)
+        assert theirs_t.any(), "DeepZ certified nothing: the comparison would be empty"
+        assert not (theirs_t & ~ours.certified).any(), f"eps {eps}: DeepZ certifies samples CROWN does not"
+
+
+def test_smoothing_agrees_with_arts_certify(art_net: _ArtNet) -> None:
+    from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing  # optional reference
+
+    data = load_dataset("digits", "test")
+    x = data.x[:50]
+    sigma, n, alpha = 0.25, 500, 0.001
+    ours = make_certifier("smoothing", sigma=sigma, n=n, n0=100, alpha=alpha)
+    prediction, radius = ours.radii(art_net, x)
+    np.random.seed(0)
+    art = PyTorchRandomizedSmoothing(
+        model=art_net,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(1, 8, 8),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        sample_size=100,
+        scale=sigma,
+        alpha=alpha,
+        device_type="cpu",
+    )
+    art_prediction, art_radius = art.certify(x.numpy(), n=n, batch_size=500)
+    both = (prediction >= 0) & torch.as_tensor(art_prediction >= 0)
+    assert (prediction[both] == torch.as_tensor(art_prediction)[both]).float().mean() >= 0.99
+    gap = (radius[both] - torch.as_tensor(art_radius, dtype=torch.float32)[both]).abs()
+    assert gap.mean() <= 0.05 and gap.max() <= 0.25, gap  # Monte Carlo noise of n = 500 draws, measured
