@@ -12,6 +12,7 @@ import yaml
 
 from bench import limits
 from bench.attacks import ATTACKS
+from bench.certify import CERTIFIERS
 from bench.cli.catalog import build as build_catalog
 from bench.data import DATASETS
 from bench.docgen import DocgenError, expand
@@ -149,3 +150,10 @@ def test_the_security_page_lists_every_cap(site: Path) -> None:
     text = _text(site, "security")
     for field, cap in limits.WORK_CAPS.items():
         assert field in text and f"{cap:,}" in text, field
+
+
+def test_the_certifier_reference_lists_every_certifier(site: Path) -> None:
+    html = (site / "certify" / "index.html").read_text(encoding="utf-8")
+    for name in CERTIFIERS.names():
+        assert f'id="{name}"' in html, name
+    assert "intermediate" in html and "sigma" in html

@@ -8,6 +8,7 @@ site builds. Every generator reads the live registries, the pydantic schema, the
 ==================  ==========================================================================
 ``suite-fields``    the suite schema (:mod:`bench.docgen.suite_ref`), with the recipe and gate rules
 ``attacks``         every registered attack: norms, parameters with defaults, ART counterpart, ...
+``certifiers``      every registered certifier: norms, kind, layers it bounds, parameters, ART counterpart
 ``datasets``        the registered data sets
 ``zoo``             the zoo's models, their recipes and recorded reference weights
 ``cli``             every ``bench`` command with its options (from the typer app)
@@ -30,6 +31,7 @@ MARKER = re.compile(r"^<!-- bench:generate ([a-z-]+)(?: ([^ ]+))? -->$", re.M)
 GENERATORS: dict[str, Callable[[str | None, Path], str]] = {
     "suite-fields": lambda arg, root: suite_ref.suite_reference(),
     "attacks": lambda arg, root: registry_ref.attacks_reference(),
+    "certifiers": lambda arg, root: registry_ref.certifiers_reference(),
     "datasets": lambda arg, root: registry_ref.datasets_reference(),
     "zoo": lambda arg, root: registry_ref.zoo_reference(),
     "cli": lambda arg, root: cli_ref.cli_reference(),

@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 
 from bench.attacks import ATTACKS, make_attack
+from bench.certify import CERTIFIERS, certifier_abilities, make_certifier
 from bench.cli.catalog import build as build_catalog
 from bench.data import DATASETS
 from bench.docgen.markdown import code, docstring_args, plain_rst, table
@@ -125,4 +126,43 @@ def zoo_reference() -> str:
         refs.append([f"`{ref.model}`", f"`{ref.dataset}`", epochs, ref.seed, f"`{ref.sha256[:12]}`", accuracy, shipped])
     parts.append("Recorded reference weights (`model_zoo/reference/index.json`; `bench zoo list` shows the same):\n")
     parts.append(table(["model", "data set", "epochs", "seed", "sha256", "clean accuracy", "file"], refs))
+    return "\n".join(parts)
+
+
+def certifiers_reference() -> str:
+    """One section per registered certifier: its declaration and parameters with defaults."""
+    parts = []
+    for name in CERTIFIERS.names():
+        cls = CERTIFIERS.get(name)
+        declared = certifier_abilities(name)
+        default = make_certifier(name)
+        docs = _param_docs(cls)
+        rows = [
+            [
+                f"`{f.name}`",
+                code(getattr(getattr(default, f.name), "value", getattr(default, f.name))),
+                docs.get(f.name, ""),
+            ]
+            for f in dataclasses.fields(cls)
+            if f.init
+        ]
+        parts.append(f"### `{name}`\n\n{_summary(cls)}\n")
+        parts.append(
+            table(
+                ["declaration", "value"],
+                [
+                    ["norms", ", ".join(f"`{n.value}`" for n in cls.norms)],
+                    [
+                        "kind",
+                        "a proof for the model itself"
+                        if declared.kind == "bound"
+                        else "a probabilistic certificate for the smoothed classifier",
+                    ],
+                    ["layers it bounds", ", ".join(f"`{layer}`" for layer in declared.layers)],
+                    ["cost", _cost(cls)],
+                    ["ART counterpart", declared.art],
+                ],
+            )
+        )
+        parts.append(table(["parameter", "default", "meaning"], rows))
     return "\n".join(parts)
