@@ -3,16 +3,16 @@ bound is a clear error, and each agrees with its ART counterpart as its declarat
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 from bench.attacks import make_attack
 from bench.certify import CERTIFIERS, CertifyError, certifier_abilities, make_certifier
-from bench.certify.ibp import logit_bounds
-from bench.data import load_dataset
-from bench.types import Bounds
+from bench.certify.crosscheck import ArtNet, compare_crown, compare_ibp, compare_smoothing, train_art_net
+from bench.cli import app
+from bench.data import load_dataset, select
 from model_zoo import MODELS
 from tests.conftest import trained
 
@@ -26,7 +26,6 @@ ARCHITECTURES = (
 """Zoo architectures of chains of Linear, Conv2d, ReLU, MaxPool2d, BatchNorm, Normalize (every bound certifier)."""
 VARIANTS = {"ibp": {}, "crown": {}, "crown-ibp": {"intermediate": "ibp"}}
 RANDOM_POINTS = 1000
-WIDE = Bounds(-1e6, 1e6)  # no clipping: as ART's zonotopes and intervals see the ball
 
 
 def _true_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -122,108 +121,36 @@ def test_declarations_and_parameters() -> None:
 # -- cross-checks against ART's certifiers ------------------------------------------------------------------------
 
 
-class _ArtNet(nn.Module):
-    """A Conv2d/Linear/ReLU network in the form ART's certifiers convert (its layers as attributes)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3, stride=2)
-        self.fc1, self.fc2 = nn.Linear(8 * 2 * 2, 32), nn.Linear(32, 10)
-        self.relu = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.conv2(self.relu(self.conv1(x))))
-        return self.fc2(self.relu(self.fc1(x.flatten(1))))
-
-    def chain(self) -> nn.Sequential:
-        return nn.Sequential(self.conv1, nn.ReLU(), self.conv2, nn.ReLU(), nn.Flatten(), self.fc1, nn.ReLU(), self.fc2)
-
-
 @pytest.fixture(scope="module")
-def art_net() -> _ArtNet:
-    """The network trained briefly on digits (so that some samples are certifiable)."""
-    data = load_dataset("digits", "train")
-    torch.manual_seed(0)
-    net = _ArtNet()
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(150):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(net(data.x), data.y).backward()
-        optimizer.step()
-    return net.eval()
+def art_net() -> ArtNet:
+    """A Conv2d/Linear/ReLU network ART converts, trained briefly on digits (so that some samples certify)."""
+    return train_art_net(load_dataset("digits", "train"))
 
 
-def test_ibp_logit_bounds_equal_arts(art_net: _ArtNet) -> None:
-    from art.estimators.certification.interval import PyTorchIBPClassifier  # optional reference, as ART attacks
-
-    x = load_dataset("digits", "test").x[:40]
-    art = PyTorchIBPClassifier(
-        model=art_net,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=(1, 8, 8),
-        nb_classes=10,
-        clip_values=(0.0, 1.0),
-        device_type="cpu",
-    )
+def test_ibp_logit_bounds_equal_arts(art_net: ArtNet) -> None:
+    test = select(load_dataset("digits", "test"), limit=40)
     for eps in (0.01, 0.05):
-        theirs = art.predict_intervals(x.numpy(), is_interval=False, bounds=eps, limits=[0.0, 1.0])
-        lower, upper = logit_bounds(art_net.chain(), x, eps)
-        # float32: the two sum the same terms in another order (center/radius here, W+/W- in ART), so they agree
-        # to 1e-5 of the interval's magnitude (a few ulps of logits near 40; measured at most 6e-7 of it)
-        scale = np.maximum(1.0, np.abs(theirs).max(axis=1))
-        assert (np.abs(theirs[:, 0] - lower.numpy()) / scale).max() <= 1e-5
-        assert (np.abs(theirs[:, 1] - upper.numpy()) / scale).max() <= 1e-5
+        row = compare_ibp(art_net, test, eps)
+        assert row.passed, row  # measured: at most 6e-7 of the logits' magnitude
 
 
-def test_crown_certifies_every_sample_deepz_certifies(art_net: _ArtNet) -> None:
-    from art.estimators.certification.deep_z import PytorchDeepZ  # optional reference, as ART attacks
-
-    data = load_dataset("digits", "test")
-    x, y = data.x[:60], data.y[:60]
-    deepz = PytorchDeepZ(
-        model=art_net, loss=nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10, device_type="cpu"
-    )
+def test_crown_certifies_every_sample_deepz_certifies(art_net: ArtNet) -> None:
+    test = select(load_dataset("digits", "test"), limit=60)
     for eps in (0.01, 0.02):
-        ours = make_certifier("crown").certify(art_net.chain(), x, y, eps, bounds=WIDE)
-        theirs = []
-        for xi, yi in zip(x.numpy(), y.tolist(), strict=True):
-            prediction = int(np.argmax(art_net(torch.as_tensor(xi[None])).detach().numpy()))
-            certified = prediction == yi and deepz.certify(
-                cent=xi[None].copy(),
-                eps=np.eye(xi.size, dtype=np.float32).reshape(xi.size, *xi.shape) * eps,
-                prediction=prediction,
-            )
-            theirs.append(bool(certified))
-        theirs_t = torch.tensor(theirs)
-        assert theirs_t.any(), "DeepZ certified nothing: the comparison would be empty"
-        assert not (theirs_t & ~ours.certified).any(), f"eps {eps}: DeepZ certifies samples CROWN does not"
+        row, deepz, crown = compare_crown(art_net, test, eps)
+        assert deepz > 0, "DeepZ certified nothing: the comparison would be empty"
+        assert row.passed and crown >= deepz, (row, deepz, crown)
 
 
-def test_smoothing_agrees_with_arts_certify(art_net: _ArtNet) -> None:
-    from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing  # optional reference
+def test_smoothing_agrees_with_arts_certify(art_net: ArtNet) -> None:
+    rows = compare_smoothing(art_net, select(load_dataset("digits", "test"), limit=50))
+    assert all(row.passed for row in rows), rows
 
-    data = load_dataset("digits", "test")
-    x = data.x[:50]
-    sigma, n, alpha = 0.25, 500, 0.001
-    ours = make_certifier("smoothing", sigma=sigma, n=n, n0=100, alpha=alpha)
-    prediction, radius = ours.radii(art_net, x)
-    np.random.seed(0)
-    art = PyTorchRandomizedSmoothing(
-        model=art_net,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=(1, 8, 8),
-        nb_classes=10,
-        clip_values=(0.0, 1.0),
-        sample_size=100,
-        scale=sigma,
-        alpha=alpha,
-        device_type="cpu",
-    )
-    art_prediction, art_radius = art.certify(x.numpy(), n=n, batch_size=500)
-    both = (prediction >= 0) & torch.as_tensor(art_prediction >= 0)
-    assert (prediction[both] == torch.as_tensor(art_prediction)[both]).float().mean() >= 0.99
-    gap = (radius[both] - torch.as_tensor(art_radius, dtype=torch.float32)[both]).abs()
-    assert gap.mean() <= 0.05 and gap.max() <= 0.25, gap  # Monte Carlo noise of n = 500 draws, measured
+
+def test_bench_crosscheck_certifiers() -> None:
+    result = CliRunner().invoke(app, ["crosscheck", "--certifiers", "--data", "digits", "--limit", "30"])
+    assert result.exit_code == 0, result.output
+    assert "PytorchDeepZ" in result.output and "all 7 certifier comparisons agree with ART" in result.output
 
 
 def test_bounds_never_exceed_the_exact_minimum_margin_of_a_2d_network() -> None:

@@ -13,9 +13,10 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from bench.certify.crosscheck import certifier_crosscheck
 from bench.cli.common import app, console, err, user_errors
 from bench.crosscheck import CROSSCHECK_COLUMNS, crosscheck_models, pair_results
-from bench.data import load_dataset, select
+from bench.data import DATASETS, load_dataset, select
 from bench.engine import prepare_models, resolve_device, zoo_model
 from bench.registry import RegistryError
 from bench.suite import load_suite
@@ -53,8 +54,22 @@ def crosscheck_command(
     seed: Annotated[int, typer.Option("--seed", help="seed of targets and random starts")] = 0,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the table as JSON here")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="write the table as CSV here")] = None,
+    certifiers: Annotated[
+        bool,
+        typer.Option(
+            "--certifiers",
+            help="compare the certifiers (ibp, crown, smoothing) with ART's on a Conv2d/Linear/ReLU network trained "
+            "briefly on --data (default digits) instead",
+        ),
+    ] = False,
 ) -> None:
     """Run every native attack and its ART counterpart on the same models, inputs and labels; compare."""
+    if certifiers:
+        if suite is not None or model:
+            err.print("[bold red]error:[/] --certifiers takes --data (and --split, --limit), no SUITE or --model")
+            raise typer.Exit(2)
+        _certifiers(data or "digits", split, limit, seed, json_path)
+        return
     if (suite is None) == (not model and data is None):
         err.print("[bold red]error:[/] give a SUITE, or --model M --data D (not both)", highlight=False)
         raise typer.Exit(2)
@@ -92,3 +107,27 @@ def crosscheck_command(
         err.print(f"[bold red]disagreement with ART:[/] {', '.join(failed)}", highlight=False)
         raise typer.Exit(1)
     console.print(f"all {len(pair_results(table))} pairs agree with ART within tolerance")
+
+
+def _certifiers(data: str, split: str, limit: int, seed: int, json_path: Path | None) -> None:
+    """``--certifiers``: every comparison of bench/certify/crosscheck.py, one row each; exit 1 if one fails."""
+    if data not in DATASETS:
+        raise RegistryError(f"--data: {DATASETS.unknown_message(data)}")
+    test = select(load_dataset(data, split), limit=limit)
+    rows = certifier_crosscheck(load_dataset(data, "train"), test, seed=seed)
+    table = Table(title=f"certifiers vs ART: {data} {split}, {len(test)} samples, a network trained on {data} train")
+    for column in ("certifier", "ART", "eps", "measure", "value", "bound", ""):
+        table.add_column(column, justify="right" if column in ("eps", "value", "bound") else "left")
+    for row in rows:
+        eps = "" if row.eps != row.eps else f"{row.eps:g}"
+        verdict = "[green]ok[/]" if row.passed else "[bold red]FAIL[/]"
+        table.add_row(row.certifier, row.art, eps, row.measure, f"{row.value:.3g}", f"{row.bound:g}", verdict)
+    console.print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"certifiers": [r.as_dict() for r in rows]}, indent=2) + "\n")
+    failed = [f"{r.certifier} ({r.measure})" for r in rows if not r.passed]
+    if failed:
+        err.print(f"[bold red]disagreement with ART:[/] {', '.join(failed)}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"all {len(rows)} certifier comparisons agree with ART")

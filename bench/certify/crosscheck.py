@@ -1,0 +1,179 @@
+"""The certifiers beside ART's (``bench crosscheck --certifiers``, tests/test_certify.py).
+
+ART's certifiers convert only networks of Conv2d, Linear and ReLU layers held as attributes (no Normalize,
+no MaxPool), so the comparison runs on such a network trained briefly on the given data (seeded), the
+same for both sides:
+
+* ``ibp``: logit bounds against ``PyTorchIBPClassifier.predict_intervals``: equal to 1e-5 of the
+  interval's magnitude (float32 sums in another order);
+* ``crown``: certified samples against ``PytorchDeepZ.certify`` (zonotopes, no clipping to the data bounds,
+  so neither side clips): CROWN must certify every sample DeepZ certifies;
+* ``smoothing``: ``PyTorchRandomizedSmoothing.certify`` with the same sigma, n0, n and alpha: the same class
+  for at least 99% of the samples neither abstains on, radii within Monte Carlo noise (mean gap <= 0.05,
+  largest <= 0.25 pixel units at n = 500).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.certify.ibp import logit_bounds
+from bench.certify.registry import make_certifier
+from bench.data import DataSplit
+from bench.types import Bounds
+
+WIDE = Bounds(-1e6, 1e6)
+"""No clipping to the data bounds: ART's zonotopes see the whole ball."""
+SMOOTHING = {"sigma": 0.25, "n0": 100, "n": 500, "alpha": 0.001}
+
+
+class ArtNet(nn.Module):
+    """Conv2d(8, 3) - ReLU - Conv2d(8, 3, stride 2) - ReLU - Linear(32) - ReLU - Linear(classes), in the form ART
+    converts (layers as attributes, the reshape between convolutions and dense layers inferred)."""
+
+    def __init__(self, input_shape: tuple[int, int, int], classes: int) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        self.conv1, self.conv2 = nn.Conv2d(c, 8, 3), nn.Conv2d(8, 8, 3, stride=2)
+        flat = 8 * ((h - 2 - 3) // 2 + 1) * ((w - 2 - 3) // 2 + 1)
+        self.fc1, self.fc2 = nn.Linear(flat, 32), nn.Linear(32, classes)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv2(self.relu(self.conv1(x))))
+        return self.fc2(self.relu(self.fc1(x.flatten(1))))
+
+    def chain(self) -> nn.Sequential:
+        """The same network as a chain, for the native certifiers."""
+        return nn.Sequential(self.conv1, nn.ReLU(), self.conv2, nn.ReLU(), nn.Flatten(), self.fc1, nn.ReLU(), self.fc2)
+
+
+def train_art_net(train: DataSplit, *, seed: int = 0, steps: int = 150) -> ArtNet:
+    """An :class:`ArtNet` fitted with Adam on ``train`` (full batch, ``steps`` steps): certifiable samples exist."""
+    torch.manual_seed(seed)
+    net = ArtNet(train.input_shape, train.num_classes)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(train.x), train.y).backward()
+        optimizer.step()
+    return net.eval()
+
+
+@dataclass(frozen=True)
+class CertifierComparison:
+    """One comparison: what was measured against which bound, and whether it holds."""
+
+    certifier: str
+    art: str
+    eps: float
+    n: int
+    measure: str
+    value: float
+    bound: float
+    passed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def compare_ibp(net: ArtNet, data: DataSplit, eps: float) -> CertifierComparison:
+    from art.estimators.certification.interval import PyTorchIBPClassifier  # heavy optional: ART (5.8 s)
+
+    art = PyTorchIBPClassifier(
+        model=net,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=data.input_shape,
+        nb_classes=data.num_classes,
+        clip_values=data.bounds.as_tuple(),
+        device_type="cpu",
+    )
+    bounds = list(data.bounds.as_tuple())
+    theirs = art.predict_intervals(data.x.numpy(), is_interval=False, bounds=eps, limits=bounds)
+    lower, upper = logit_bounds(net.chain(), data.x, eps, bounds=data.bounds)
+    scale = np.maximum(1.0, np.abs(theirs).max(axis=1))
+    gap = max(
+        float((np.abs(theirs[:, 0] - lower.numpy()) / scale).max()),
+        float((np.abs(theirs[:, 1] - upper.numpy()) / scale).max()),
+    )
+    return CertifierComparison(
+        "ibp", "PyTorchIBPClassifier", eps, len(data), "largest logit-bound gap / magnitude", gap, 1e-5, gap <= 1e-5
+    )
+
+
+def compare_crown(net: ArtNet, data: DataSplit, eps: float) -> tuple[CertifierComparison, int, int]:
+    """The comparison, then how many samples DeepZ and CROWN certified."""
+    from art.estimators.certification.deep_z import PytorchDeepZ  # heavy optional: ART (5.8 s)
+
+    deepz = PytorchDeepZ(
+        model=net,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=data.input_shape,
+        nb_classes=data.num_classes,
+        device_type="cpu",
+    )
+    ours = make_certifier("crown").certify(net.chain(), data.x, data.y, eps, bounds=WIDE).certified
+    size = int(np.prod(data.input_shape))
+    error_terms = np.eye(size, dtype=np.float32).reshape(size, *data.input_shape) * eps
+    theirs = []
+    with torch.no_grad():
+        predictions = net(data.x).argmax(dim=1).tolist()
+    for xi, yi, prediction in zip(data.x.numpy(), data.y.tolist(), predictions, strict=True):
+        certified = prediction == yi and deepz.certify(cent=xi[None].copy(), eps=error_terms, prediction=prediction)
+        theirs.append(bool(certified))
+    theirs_t = torch.tensor(theirs)
+    missed, deepz_count, crown_count = int((theirs_t & ~ours).sum()), int(theirs_t.sum()), int(ours.sum())
+    measure = f"samples DeepZ certifies and CROWN does not (certified: DeepZ {deepz_count}, CROWN {crown_count})"
+    comparison = CertifierComparison("crown", "PytorchDeepZ", eps, len(data), measure, missed, 0, missed == 0)
+    return comparison, deepz_count, crown_count
+
+
+def compare_smoothing(net: ArtNet, data: DataSplit, *, seed: int = 0) -> list[CertifierComparison]:
+    from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing  # heavy optional: ART
+
+    prediction, radius = make_certifier("smoothing", seed=seed, **SMOOTHING).radii(net, data.x)
+    np.random.seed(seed)  # ART draws its noise from NumPy's global generator
+    art = PyTorchRandomizedSmoothing(
+        model=net,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=data.input_shape,
+        nb_classes=data.num_classes,
+        clip_values=data.bounds.as_tuple(),
+        sample_size=SMOOTHING["n0"],
+        scale=SMOOTHING["sigma"],
+        alpha=SMOOTHING["alpha"],
+        device_type="cpu",
+    )
+    art_prediction, art_radius = art.certify(data.x.numpy(), n=int(SMOOTHING["n"]), batch_size=500)
+    both = (prediction >= 0) & torch.as_tensor(art_prediction >= 0)
+    agree = float((prediction[both] == torch.as_tensor(art_prediction)[both]).float().mean()) if both.any() else 1.0
+    gap = (radius[both] - torch.as_tensor(art_radius, dtype=torch.float32)[both]).abs()
+    mean_gap = float(gap.mean()) if both.any() else 0.0
+    largest = float(gap.max()) if both.any() else 0.0
+    name, n = "PyTorchRandomizedSmoothing", len(data)
+    return [
+        CertifierComparison(
+            "smoothing", name, float("nan"), n, "same class (both certify)", agree, 0.99, agree >= 0.99
+        ),
+        CertifierComparison("smoothing", name, float("nan"), n, "mean radius gap", mean_gap, 0.05, mean_gap <= 0.05),
+        CertifierComparison("smoothing", name, float("nan"), n, "largest radius gap", largest, 0.25, largest <= 0.25),
+    ]
+
+
+def certifier_crosscheck(
+    train: DataSplit, test: DataSplit, *, epsilons: tuple[float, ...] = (0.01, 0.02), seed: int = 0
+) -> list[CertifierComparison]:
+    """Every comparison of the module docstring on ``test`` (its first samples), the network fitted on ``train``."""
+    net = train_art_net(train, seed=seed)
+    with warnings.catch_warnings():  # ART says it infers the reshape between convolutions and dense layers: it does
+        warnings.filterwarnings("ignore", message=".*does not support networks which have dense layers.*")
+        rows = [compare_ibp(net, test, eps) for eps in epsilons]
+        rows += [compare_crown(net, test, eps)[0] for eps in epsilons]
+        rows += compare_smoothing(net, test, seed=seed)
+    return rows
