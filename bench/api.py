@@ -29,6 +29,7 @@ from bench.minimal_eps import add_minimal_eps
 from bench.registry import RegistryError
 from bench.tracking.evaluation import log_evaluation
 from bench.types import Bounds
+from model_zoo.external import ExternalModelError, check_trusted
 
 
 class EvaluateError(ValueError):
@@ -90,7 +91,7 @@ def evaluate(
     )
     data = _data(x, y, Bounds(*bounds))
     grid = _epsilons(epsilons)
-    the_attack = _attack(attack, params)
+    the_attack = _attack(attack, params, minimal_eps=minimal_eps)
     try:
         where = resolve_device(device)
     except (ValueError, RuntimeError) as exc:
@@ -106,6 +107,47 @@ def evaluate(
         )
     check_logits(logits, model=model_name, allow_probabilities=allow_probabilities)
     cell_seed = derive_seed(seed, model_name, attack)
+    try:
+        return _evaluate(
+            model,
+            the_attack,
+            data,
+            grid,
+            where=where,
+            first=first,
+            logits=logits,
+            seed=seed,
+            cell_seed=cell_seed,
+            batch_size=batch_size,
+            minimal_eps=minimal_eps,
+            model_name=model_name,
+            attack=attack,
+            track=track,
+            experiment=experiment,
+        )
+    except AttackError as exc:  # what only the data and model reveal (e.g. DLR on 3 classes): the user's input
+        raise EvaluateError(f"attack {attack!r} on this model and data: {exc}") from None
+
+
+def _evaluate(
+    model: nn.Module,
+    the_attack: Any,
+    data: DataSplit,
+    grid: tuple[float, ...],
+    *,
+    where: torch.device,
+    first: torch.Tensor,
+    logits: torch.Tensor,
+    seed: int,
+    cell_seed: int,
+    batch_size: int,
+    minimal_eps: bool,
+    model_name: str,
+    attack: str,
+    track: bool,
+    experiment: str,
+) -> pd.DataFrame:
+    """The cell of :func:`evaluate`, its arguments checked."""
     arrays, _ = evaluate_cell(
         model,
         the_attack,
@@ -167,7 +209,7 @@ def _check_options(
     if not _integer(seed) or not -(2**63) <= seed < 2**63:
         raise EvaluateError(f"seed: must be a 64-bit integer, got {seed!r}")
     if (
-        not isinstance(bounds, tuple | list)
+        not isinstance(bounds, tuple | list | np.ndarray)
         or len(bounds) != 2
         or not all(_number(b) for b in bounds)
         or not bounds[0] < bounds[1]
@@ -191,12 +233,24 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float | np.number) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
-def _attack(name: Any, params: dict[str, Any]) -> Any:
-    """The attack, built only from a registered (or ``art:``) name; its parameters checked and capped."""
-    if not isinstance(name, str) or (name not in ATTACKS and ATTACKS.namespace_of(name) is None):
-        raise EvaluateError(
-            f"attack: {name!r} is not a registered attack (allowed: {', '.join(ATTACKS.names())}, or art:<ClassName>)"
-        )
+def _attack(name: Any, params: dict[str, Any], *, minimal_eps: bool) -> Any:
+    """The attack from a registered (or ``art:``) name, or a ``module:Class`` plugin from a trusted module (as in
+    a suite: ``bench``, ``model_zoo`` and ``$BENCH_TRUSTED_MODULES``; checked before anything is imported)."""
+    if not isinstance(name, str):
+        raise EvaluateError(f"attack: must be an attack name, got {type(name).__name__}")
+    if name not in ATTACKS and ATTACKS.namespace_of(name) is None:
+        if ":" not in name:
+            raise EvaluateError(
+                f"attack: {name!r} is not a registered attack (allowed: {', '.join(ATTACKS.names())}, "
+                "art:<ClassName>, or a trusted module:Class)"
+            )
+        try:
+            check_trusted(name, trust=("bench",), what="attack plugin")
+        except ExternalModelError as exc:
+            raise EvaluateError(f"attack: {exc}") from None
+    elif minimal_eps and ATTACKS.abilities(name).minimal_eps is None:
+        allowed = ", ".join(ATTACKS.declaring(lambda abilities: abilities.minimal_eps is not None))
+        raise EvaluateError(f"minimal_eps: not available for attack {name!r} (allowed: {allowed})")
     try:
         return make_attack(name, **params)
     except (AttackError, RegistryError, TypeError, ValueError) as exc:
@@ -232,8 +286,8 @@ def _data(x: torch.Tensor | np.ndarray, y: Any, bounds: Bounds) -> DataSplit:
         raise EvaluateError(
             f"x: must be a numeric array or tensor (N, C, H, W), got {type(x).__name__} ({exc})"
         ) from None
-    if not (xt.dtype.is_floating_point or xt.dtype in (torch.uint8, torch.int16, torch.int32, torch.int64)):
-        raise EvaluateError(f"x: must hold numbers, got {xt.dtype}")
+    if xt.dtype.is_complex or xt.dtype == torch.bool:
+        raise EvaluateError(f"x: must hold real numbers, got {xt.dtype}")
     xt = xt.float()
     try:
         yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).detach().cpu()

@@ -85,7 +85,10 @@ def check_cell_digests(folder: Path, done: dict[str, Any], *, trust_edited: bool
     recorded = done.get("sha256")
     problem = None
     if not isinstance(recorded, dict):
-        problem = f"{folder / 'done.json'}: sha256: no digests of the cell's tables recorded, so they cannot be checked"
+        problem = (
+            f"{folder / 'done.json'}: sha256: no digests of the cell's tables recorded (a cell finished by a bench "
+            "from before cells recorded them, or an edited record), so they cannot be checked"
+        )
     else:
         for name in CELL_FILES:
             actual = sha256_file(folder / name)
@@ -152,7 +155,14 @@ def check_run(run: RunDir, *, trust_edited: bool = False) -> str | None:
     per-sample table's row count (from its parquet footer, without reading it). Returns the edit that
     ``trust_edited`` accepted, else ``None``.
     """
-    note = check_results_digests(run, run.read_manifest(), trust_edited=trust_edited)
+    manifest = run.read_manifest()
+    note = check_results_digests(run, manifest, trust_edited=trust_edited)
+    resumed_from = manifest.get("edited")  # finished with fresh digests, but resumed from edited cells
+    if isinstance(resumed_from, list) and resumed_from:
+        problem = f"{run.manifest}: edited: the run was resumed from edited cells ({resumed_from[0]})"
+        if not trust_edited:
+            raise EditedRunError(f"{problem}; refusing to believe it ({TRUST_EDITED})")
+        note = "; ".join([*([note] if note else []), problem])
     source = run.results_parquet if run.results_parquet.exists() else run.results_csv
     check_result_values(run.read_results(), source)
     if run.samples.exists():

@@ -83,6 +83,11 @@ def test_crown_is_at_least_as_tight_as_ibp_and_certifies_a_real_model() -> None:
     assert torch.equal(at_zero.certified, model(x).argmax(1) == y)  # eps 0: exactly the clean-correct samples
 
 
+class _Residual(nn.Sequential):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
 class _Branches(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)[:, :10] * 2
@@ -99,6 +104,15 @@ def test_a_layer_it_cannot_bound_is_a_clear_error(certifier: str) -> None:
         make_certifier(certifier).certify(sigmoid, x, y, 0.1)
     with pytest.raises(CertifyError, match=rf"{certifier}: cannot bound the model \(layer type _Branches\)"):
         make_certifier(certifier).certify(_Branches(), x, y, 0.1)
+    residual = nn.Sequential(nn.Flatten(), _Residual(nn.Linear(64, 64), nn.ReLU()), nn.Linear(64, 10))
+    with pytest.raises(
+        CertifyError, match=rf"{certifier}: cannot bound layer 1 \(_Residual overrides Sequential.forward\)"
+    ):
+        make_certifier(certifier).certify(residual, x, y, 0.1)  # a chain of layers in form, not in what it computes
+    hooked = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    hooked[1].register_forward_hook(lambda module, inputs, output: output * 2)
+    with pytest.raises(CertifyError, match=rf"{certifier}: cannot bound layer 1 \(Linear with forward hooks\)"):
+        make_certifier(certifier).certify(hooked, x, y, 0.1)
 
 
 def test_declarations_and_parameters() -> None:

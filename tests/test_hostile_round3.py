@@ -86,7 +86,7 @@ def test_a_reliable_member_is_never_imported(tmp_path: Path, monkeypatch: pytest
     assert not (tmp_path / "run").exists()
     model = trained("mlp")
     data = load_dataset("digits", "test")
-    with pytest.raises(EvaluateError, match="is not a registered attack"):
+    with pytest.raises(EvaluateError, match="module 'canary3' is not trusted, so it is not imported"):
         bench.evaluate(model, data.x[:4], data.y[:4], "canary3:x")
     with pytest.raises(EvaluateError, match="is not a registered attack"):
         bench.evaluate(model, data.x[:4], data.y[:4], "reliable", members=["canary3:x"])
@@ -296,6 +296,10 @@ def test_resume_refuses_edited_cells_unless_trusted(tmp_path: Path) -> None:
     manifest = RunDir(copy).read_manifest()
     assert manifest["edited"] and "rows.parquet" in manifest["edited"][0]
     assert (copy / "report" / "report.md").read_text().startswith("> **EDITED RUN")
+    code, out = cli("check", copy, "--floor", "*/fgsm:auc>=0")  # fresh digests, but resumed from an edited cell
+    assert code == 2 and "resumed from edited cells" in out, out
+    code, out = cli("check", copy, "--floor", "*/fgsm:auc>=0", "--trust-edited")
+    assert code == 0 and "warning: EDITED RUN" in out, out
     code, out = cli("run", path, "--out", tmp_path / "new", "--trust-edited")
     assert code == 2 and "--trust-edited: only with --resume" in out
 
@@ -378,3 +382,18 @@ def test_a_data_set_or_model_name_is_never_imported(
     cli("sync", run)
     cli("report", run, "--out", tmp_path / "r")
     assert not (tmp_path / "canary4.imported").exists()
+
+
+def test_evaluate_takes_trusted_plugins_and_names_what_only_the_model_reveals() -> None:
+    x, y = _digits(6)
+    table = bench.evaluate(trained("mlp"), x, y, "bench.attacks.fgsm:FGSM", epsilons=[0, 0.1], bounds=np.array([0, 1]))
+    assert len(table) == 2  # a trusted module:Class plugin, as in a suite; bounds as an array
+    with pytest.raises(EvaluateError, match=r"minimal_eps: not available for attack 'gaussian_noise' \(allowed: fgsm"):
+        bench.evaluate(trained("mlp"), x, y, "gaussian_noise", epsilons=[0, 0.1], minimal_eps=True)
+    three = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    with pytest.raises(EvaluateError, match=r"attack 'apgd_t' on this model and data: .*needs at least 4 classes"):
+        bench.evaluate(three, x, y % 3, "apgd_t", epsilons=[0, 0.1], steps=2)
+    assert (
+        len(bench.evaluate(trained("mlp"), (x * 255).to(torch.int8).abs(), y, "fgsm", epsilons=[0, 1], bounds=(0, 255)))
+        == 2
+    )

@@ -35,6 +35,15 @@ def chain(model: nn.Module, *, certifier: str, supported: Sequence[type[nn.Modul
     layers: list[nn.Module] = []
 
     def walk(module: nn.Module, path: str) -> None:
+        where = f"layer {path}" if path else "the model"
+        if module._forward_hooks or module._forward_pre_hooks:
+            raise CertifyError(f"{certifier}: cannot bound {where} ({layer_name(module)} with forward hooks)")
+        base = next((t for t in (nn.Sequential, *PASS_THROUGH, *supported) if isinstance(module, t)), None)
+        if base is not None and type(module).forward is not base.forward:  # a subclass computing something else
+            raise CertifyError(
+                f"{certifier}: cannot bound {where} ({layer_name(module)} overrides {base.__name__}.forward); "
+                "it bounds chains of unmodified layers"
+            )
         if isinstance(module, nn.Sequential):
             for name, child in module.named_children():
                 walk(child, f"{path}.{name}" if path else name)
@@ -70,7 +79,10 @@ def per_channel_affine(layer: nn.Module, ndim: int) -> tuple[torch.Tensor, torch
         return scale, -layer.mean * scale
     assert isinstance(layer, nn.BatchNorm1d | nn.BatchNorm2d)
     var, mean = layer.running_var, layer.running_mean
-    assert var is not None and mean is not None
+    if var is None or mean is None:
+        raise CertifyError(
+            "BatchNorm without running statistics (track_running_stats=False) is not affine in eval mode"
+        )
     weight = layer.weight if layer.weight is not None else torch.ones_like(var)
     bias = layer.bias if layer.bias is not None else torch.zeros_like(mean)
     scale = weight / torch.sqrt(var + layer.eps)

@@ -15,6 +15,7 @@ same for both sides:
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +51,17 @@ class ArtNet(nn.Module):
         return self.fc2(self.relu(self.fc1(x.flatten(1))))
 
     def chain(self) -> nn.Sequential:
-        """The same network as a chain, for the native certifiers."""
-        return nn.Sequential(self.conv1, nn.ReLU(), self.conv2, nn.ReLU(), nn.Flatten(), self.fc1, nn.ReLU(), self.fc2)
+        """The same network as a chain of copies of its layers, for the native certifiers.
+
+        Copies without hooks: ART's converters register forward hooks on the layers they are given (to record
+        shapes; they return nothing), and the certifiers refuse a hooked layer, whose output a hook may change.
+        """
+        layers = [copy.deepcopy(m) for m in (self.conv1, self.conv2, self.fc1, self.fc2)]
+        for layer in layers:
+            layer._forward_hooks.clear()
+            layer._forward_pre_hooks.clear()
+        conv1, conv2, fc1, fc2 = layers
+        return nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU(), nn.Flatten(), fc1, nn.ReLU(), fc2).eval()
 
 
 def train_art_net(train: DataSplit, *, seed: int = 0, steps: int = 150) -> ArtNet:

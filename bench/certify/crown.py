@@ -120,14 +120,15 @@ def _neuron_bounds(
     """CROWN bounds of every neuron at the input of ``layers[upto]`` (the output of ``layers[:upto]``), in chunks."""
     shape = boxes[upto][0].shape[1:]
     neurons, n = math.prod(shape), len(x)
-    per_row = max(math.prod(boxes[0][0].shape[1:]), neurons) * n
-    chunk = max(1, ROWS_ELEMENTS // per_row)
+    widest = max(math.prod(box[0].shape[1:]) for box in boxes[: upto + 1])  # the largest coefficient row on the way
+    chunk = max(1, ROWS_ELEMENTS // (2 * widest * n))  # two rows per neuron: its lower and its upper bound
     lower, upper = [], []
     for start in range(0, neurons, chunk):
-        rows = torch.eye(neurons, device=x.device, dtype=x.dtype)[start : start + chunk]
+        k = min(chunk, neurons - start)
+        rows = torch.zeros(k, neurons, device=x.device, dtype=x.dtype)
+        rows[torch.arange(k), torch.arange(start, start + k)] = 1.0
         a = torch.cat([rows, -rows]).view(1, -1, *shape).expand(n, -1, *shape)
         both = backward_lower(layers[:upto], boxes, a, x=x, eps=eps, norm=norm, bounds=bounds)
-        k = len(rows)
         lower.append(both[:, :k])
         upper.append(-both[:, k:])
     return torch.cat(lower, 1).view(n, *shape), torch.cat(upper, 1).view(n, *shape)

@@ -65,7 +65,7 @@ def logit_bounds(model: nn.Module, x: torch.Tensor, eps: float, *, bounds: Bound
 
 def margin_bounds(layers: list[nn.Module], boxes: list[Box], y: torch.Tensor, classes: int) -> torch.Tensor:
     """Lower bounds ``(N, K-1)`` of ``logit_label - logit_j``: through the last linear layer when there is one."""
-    spec = margin_spec(y, classes)
+    spec = margin_spec(y, classes).to(boxes[-1][0].dtype)
     last = layers[-1]
     if isinstance(last, nn.Linear):
         lower, upper = boxes[-2]
