@@ -24,7 +24,7 @@ ARCHITECTURES = (
     pytest.param("convnet_bn", marks=pytest.mark.slow),
 )
 """Zoo architectures of chains of Linear, Conv2d, ReLU, MaxPool2d, BatchNorm, Normalize (every bound certifier)."""
-VARIANTS = {"ibp": {}, "crown": {}, "crown-ibp": {"intermediate": "ibp"}}
+VARIANTS = {"ibp": {}, "crown": {"intermediate": "crown"}, "crown-auto": {}, "crown-ibp": {"intermediate": "ibp"}}
 RANDOM_POINTS = 1000
 
 

@@ -29,6 +29,9 @@ CROWN_LAYERS: tuple[type[nn.Module], ...] = (*AFFINE, nn.ReLU, nn.MaxPool2d)
 """The layer types CROWN bounds (chains of them)."""
 ROWS_ELEMENTS = 2**24
 """At most this many coefficients per backward pass (``rows x input size``): neurons are bounded in chunks."""
+AUTO_NEURONS = 1_024
+"""``intermediate: auto`` bounds a ReLU or MaxPool input by CROWN up to this many neurons, by IBP above (the wide
+outputs of convolutions, where CROWN costs a backward pass per neuron and gains little)."""
 
 
 def _affine_back(layer: nn.Module, a: torch.Tensor, in_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,27 +144,30 @@ class Crown(Certifier):
 
     Args:
         norm: "linf" (default) or "l2" (the input layer is bounded on the ball itself).
-        intermediate: "crown" (default: each ReLU/MaxPool input bounded by CROWN, the tightest) or "ibp"
-            (CROWN-IBP: by interval propagation, one backward pass in all).
+        intermediate: how each ReLU/MaxPool input is bounded: "auto" (default: by CROWN up to 1,024 neurons,
+            by IBP above, i.e. fully connected layers tight and convolutions fast), "crown" (every one by CROWN,
+            the tightest and on convolutions the slowest) or "ibp" (CROWN-IBP: one backward pass in all).
 
     Cost: with ``intermediate: ibp``, two forward passes and one backward pass of ``K - 1`` rows per sample
-    and eps; with ``crown``, a backward pass over every neuron of every ReLU or MaxPool input as well.
+    and eps; with ``crown``, a backward pass over every neuron of every ReLU or MaxPool input as well (``auto``:
+    of the inputs up to 1,024 neurons).
     """
 
     name: ClassVar[str] = "crown"
 
-    intermediate: Literal["crown", "ibp"] = "crown"
+    intermediate: Literal["auto", "crown", "ibp"] = "auto"
 
     def check_params(self) -> None:
-        if self.intermediate not in ("crown", "ibp"):
-            raise CertifyError(f"crown: intermediate {self.intermediate!r} is not allowed (allowed: crown, ibp)")
+        if self.intermediate not in ("auto", "crown", "ibp"):
+            raise CertifyError(f"crown: intermediate {self.intermediate!r} is not allowed (allowed: auto, crown, ibp)")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, bounds: Bounds) -> CertifyResult:
         layers = chain(model, certifier=self.name, supported=CROWN_LAYERS)
         boxes = interval_bounds(layers, *input_box(x, eps, bounds))
-        if self.intermediate == "crown":
+        if self.intermediate != "ibp":
             for i, layer in enumerate(layers):
-                if isinstance(layer, nn.ReLU | nn.MaxPool2d):
+                wide = math.prod(boxes[i][0].shape[1:]) > AUTO_NEURONS
+                if isinstance(layer, nn.ReLU | nn.MaxPool2d) and not (self.intermediate == "auto" and wide):
                     low, high = _neuron_bounds(layers, boxes, i, x=x, eps=eps, norm=self.norm, bounds=bounds)
                     boxes[i] = (torch.maximum(boxes[i][0], low), torch.minimum(boxes[i][1], high))
         logits = model(x)
