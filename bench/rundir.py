@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
 from bench import limits
@@ -45,6 +46,24 @@ def cell_id(model: str, attack: str) -> str:
     (:mod:`bench.suite.schema` refuses them), so the first ``__`` is the separator.
     """
     return f"{model}{CELL_SEPARATOR}{attack}"
+
+
+def table_rows(path: Path) -> int:
+    """Rows of a parquet table (from its footer) or a CSV file (its lines less the header), without parsing it."""
+    if path.suffix == ".parquet":
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    lines = 0
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            lines += block.count(b"\n")
+    return max(lines - 1, 0)
+
+
+def check_table_rows(path: Path, cap: int, *, what: str) -> None:
+    """Refuse a table over ``cap`` rows before pandas reads it whole (one line naming the file and the cap)."""
+    rows = table_rows(path)
+    if rows > cap:
+        raise limits.LimitError(f"{path}: {rows:,} {what}, over the cap of {cap:,}")
 
 
 def cell_folder(cell: str) -> str:
@@ -205,6 +224,7 @@ class RunDir:
         table = self.results_parquet if self.results_parquet.exists() else self.results_csv
         try:
             limits.check_table_size(table, what="results table")  # before pandas reads it whole
+            check_table_rows(table, limits.RESULT_ROWS, what="result rows")
             if table == self.results_parquet:
                 return pd.read_parquet(table)
             return pd.read_csv(table)
@@ -215,7 +235,9 @@ class RunDir:
 
     def read_samples(self) -> pd.DataFrame:
         try:
-            return pd.read_parquet(limits.check_table_size(self.samples, what="per-sample table"))
+            limits.check_table_size(self.samples, what="per-sample table")
+            check_table_rows(self.samples, limits.SAMPLE_ROWS, what="per-sample rows")
+            return pd.read_parquet(self.samples)
         except limits.LimitError:
             raise  # already one line naming the file and the limit
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError

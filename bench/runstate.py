@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from bench.rundir import RunDir, RunError
 
@@ -79,16 +81,27 @@ def verify_finished(run: RunDir) -> str:
             f"{run.manifest}: results_sha256: no digests of {', '.join(RESULT_FILES)} recorded "
             f"(a run written before digests were); record them with: {resume_hint(run)}"
         )
-    for name in RESULT_FILES:
-        path = run.root / name
+    problem = digest_mismatch(run.root, recorded, RESULT_FILES, where="manifest.json at finish")
+    if problem is not None:
+        raise RunError(f"{problem}; refusing to use them (rerun the suite into a new run directory)")
+    return combined_digest(recorded)
+
+
+def digest_mismatch(folder: Path, recorded: Mapping[str, Any], names: Iterable[str], *, where: str) -> str | None:
+    """The first of ``names`` (files in ``folder``) whose sha256 is not ``recorded[name]``, as one line; else None.
+
+    The one digest comparison of ``bench sync`` (:func:`verify_finished`) and of the checks before a report,
+    a gate or a resume believes a run (:mod:`bench.runtrust`); ``where`` names the record.
+    """
+    for name in names:
+        path = folder / name
         try:
             actual = sha256_file(path)
         except OSError as exc:
-            raise RunError(f"{path}: unreadable ({exc.strerror or exc})") from None
-        if actual != recorded[name]:
-            raise RunError(
-                f"{path}: its sha256 {actual[:16]}... is not the {str(recorded[name])[:16]}... recorded in "
-                "manifest.json at finish: the results were changed after the run; refusing to use them "
-                "(rerun the suite into a new run directory)"
+            return f"{path}: unreadable ({exc.strerror or exc})"
+        if actual != recorded.get(name):
+            return (
+                f"{path}: its sha256 {actual[:16]}... is not the {str(recorded.get(name))[:16]}... recorded in "
+                f"{where}: the results were changed after the run"
             )
-    return combined_digest(recorded)
+    return None

@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from bench import limits
-from bench.rundir import RunDir, RunError
-from bench.runstate import RESULT_FILES, sha256_file
+from bench.rundir import RunDir, RunError, check_table_rows
+from bench.runstate import RESULT_FILES, digest_mismatch, sha256_file
 
 CELL_FILES = ("rows.parquet", "samples.parquet")
 """A finished cell's tables, whose sha256 its ``done.json`` records (``sha256``)."""
@@ -45,13 +44,6 @@ class EditedRunError(RunError):
     """Results whose sha256 differs from the recorded one (changed after the run); ``--trust-edited`` accepts them."""
 
 
-def _edited(path: Path, actual: str, recorded: Any, where: str) -> str:
-    return (
-        f"{path}: its sha256 {actual[:16]}... is not the {str(recorded)[:16]}... recorded in {where}: "
-        "the results were changed after the run"
-    )
-
-
 def check_results_digests(run: RunDir, manifest: dict[str, Any], *, trust_edited: bool = False) -> str | None:
     """Each result file present against ``manifest['results_sha256']``.
 
@@ -59,19 +51,18 @@ def check_results_digests(run: RunDir, manifest: dict[str, Any], *, trust_edited
     report's first line); raises :class:`EditedRunError` otherwise.
     """
     recorded = manifest.get("results_sha256")
-    problem = None
     if not isinstance(recorded, dict):
         problem = f"{run.manifest}: results_sha256: no digests of the results recorded, so they cannot be checked"
     else:
-        for name in RESULT_FILES:
-            path = run.root / name
-            if path.exists() and (actual := sha256_file(path)) != recorded.get(name):
-                problem = _edited(path, actual, recorded.get(name), "manifest.json")
-                break
-    if problem is None:
-        return None
-    if not trust_edited:
-        raise EditedRunError(f"{problem}; refusing to believe them ({TRUST_EDITED})")
+        present = [name for name in RESULT_FILES if (run.root / name).exists()]  # MLflow downloads lack one
+        problem = digest_mismatch(run.root, recorded, present, where="manifest.json")
+    return _verdict(problem, trust_edited=trust_edited, refusing="refusing to believe them")
+
+
+def _verdict(problem: str | None, *, trust_edited: bool, refusing: str) -> str | None:
+    """``None`` without a problem; the problem when ``trust_edited`` accepts it; else :class:`EditedRunError`."""
+    if problem is not None and not trust_edited:
+        raise EditedRunError(f"{problem}; {refusing} ({TRUST_EDITED})")
     return problem
 
 
@@ -83,23 +74,14 @@ def cell_digests(folder: Path) -> dict[str, str]:
 def check_cell_digests(folder: Path, done: dict[str, Any], *, trust_edited: bool = False) -> str | None:
     """A finished cell's tables against its ``done.json`` (``sha256``); as :func:`check_results_digests`."""
     recorded = done.get("sha256")
-    problem = None
     if not isinstance(recorded, dict):
         problem = (
             f"{folder / 'done.json'}: sha256: no digests of the cell's tables recorded (a cell finished by a bench "
             "from before cells recorded them, or an edited record), so they cannot be checked"
         )
     else:
-        for name in CELL_FILES:
-            actual = sha256_file(folder / name)
-            if actual != recorded.get(name):
-                problem = _edited(folder / name, actual, recorded.get(name), "done.json")
-                break
-    if problem is None:
-        return None
-    if not trust_edited:
-        raise EditedRunError(f"{problem}; refusing to resume from it ({TRUST_EDITED})")
-    return problem
+        problem = digest_mismatch(folder, recorded, CELL_FILES, where="done.json")
+    return _verdict(problem, trust_edited=trust_edited, refusing="refusing to resume from it")
 
 
 def check_result_values(results: pd.DataFrame, source: Path | str) -> None:
@@ -160,18 +142,18 @@ def check_run(run: RunDir, *, trust_edited: bool = False) -> str | None:
     resumed_from = manifest.get("edited")  # finished with fresh digests, but resumed from edited cells
     if isinstance(resumed_from, list) and resumed_from:
         problem = f"{run.manifest}: edited: the run was resumed from edited cells ({resumed_from[0]})"
-        if not trust_edited:
-            raise EditedRunError(f"{problem}; refusing to believe it ({TRUST_EDITED})")
+        _verdict(problem, trust_edited=trust_edited, refusing="refusing to believe it")
         note = "; ".join([*([note] if note else []), problem])
     source = run.results_parquet if run.results_parquet.exists() else run.results_csv
     check_result_values(run.read_results(), source)
-    if run.samples.exists():
+    if run.samples.exists():  # its row count from the footer, without reading it (the gate reads it next)
+        table = limits.check_table_size(run.samples, what="per-sample table")
         try:
-            rows = pq.ParquetFile(limits.check_table_size(run.samples, what="per-sample table")).metadata.num_rows
+            check_table_rows(table, limits.SAMPLE_ROWS, what="per-sample rows")
+        except limits.LimitError:
+            raise  # one line naming the file and the cap
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise RunError(f"{run.samples}: unreadable per-sample table ({type(exc).__name__}: {exc})") from None
-        if rows > limits.SAMPLE_ROWS:
-            raise RunError(f"{run.samples}: {rows:,} per-sample rows, over the cap of {limits.SAMPLE_ROWS:,}")
     return note
 
 

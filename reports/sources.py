@@ -69,10 +69,10 @@ def load_run(
         raise ReportError(f"{run.manifest}: not valid JSON ({exc})") from None
     edited = check_results_digests(run, manifest, trust_edited=trust_edited)  # before anything is read
     resumed_from = manifest.get("edited")  # a --resume --trust-edited run: finished cells were edited before it
-    if isinstance(resumed_from, list) and resumed_from:
-        edited = "; ".join(
-            [*([edited] if edited else []), *(f"resumed from an edited cell: {n}" for n in resumed_from)]
-        )
+    if isinstance(resumed_from, list) and resumed_from:  # at most 3 named: a manifest may hold any number
+        named = [f"resumed from an edited cell: {str(n)[:300]}" for n in resumed_from[:3]]
+        more = [f"and {len(resumed_from) - 3} more edited cells"] if len(resumed_from) > 3 else []
+        edited = "; ".join([*([edited] if edited else []), *named, *more])
     results = run.read_results()
     source = run.results_parquet if run.results_parquet.exists() else run.results_csv
     missing = [c for c in RESULT_COLUMNS if c not in results.columns]

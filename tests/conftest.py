@@ -16,8 +16,7 @@ import pytest
 import requests
 import torch
 
-from bench.rundir import RunDir
-from bench.runstate import results_sha256
+from bench.runstate import RESULT_FILES, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
@@ -186,7 +185,8 @@ def report_dir(report_run: Path) -> Path:
 
 def record_results(run: Path) -> None:
     """After a test plants results into a run directory: record their digests in its manifest, as a run would
-    (so the planted numbers stand for a run that produced them, not for an edited run; bench/runtrust.py)."""
+    (so the planted numbers stand for a run that produced them, not for an edited run; bench/runtrust.py).
+    Only the result files present are recorded (a test may remove one, as an MLflow download lacks one)."""
     manifest = json.loads((run / "manifest.json").read_text())
-    manifest["results_sha256"] = results_sha256(RunDir(run))
+    manifest["results_sha256"] = {n: sha256_file(run / n) for n in RESULT_FILES if (run / n).exists()}
     (run / "manifest.json").write_text(json.dumps(manifest))

@@ -18,6 +18,8 @@ from model_zoo.architectures import Normalize
 
 AFFINE = (nn.Linear, nn.Conv2d, Normalize, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.Flatten)
 """Layers that are affine maps of their input (BatchNorm in eval mode)."""
+AFFINE_PER_CHANNEL = (Normalize, nn.BatchNorm1d, nn.BatchNorm2d)
+"""Affine layers that scale and shift each channel (:func:`per_channel_affine`)."""
 PASS_THROUGH = (nn.Identity, nn.Dropout)
 """Layers that are the identity in eval mode."""
 

@@ -93,17 +93,21 @@ class CertifierComparison:
         return dict(self.__dict__)
 
 
+def _art_estimator(net: ArtNet, data: DataSplit) -> dict[str, Any]:
+    """The arguments every ART certifier takes: the network, its loss and shapes, on the CPU."""
+    return {
+        "model": net,
+        "loss": nn.CrossEntropyLoss(),
+        "input_shape": data.input_shape,
+        "nb_classes": data.num_classes,
+        "device_type": "cpu",
+    }
+
+
 def compare_ibp(net: ArtNet, data: DataSplit, eps: float) -> CertifierComparison:
     from art.estimators.certification.interval import PyTorchIBPClassifier  # heavy optional: ART (5.8 s)
 
-    art = PyTorchIBPClassifier(
-        model=net,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=data.input_shape,
-        nb_classes=data.num_classes,
-        clip_values=data.bounds.as_tuple(),
-        device_type="cpu",
-    )
+    art = PyTorchIBPClassifier(**_art_estimator(net, data), clip_values=data.bounds.as_tuple())
     bounds = list(data.bounds.as_tuple())
     theirs = art.predict_intervals(data.x.numpy(), is_interval=False, bounds=eps, limits=bounds)
     lower, upper = logit_bounds(net.chain(), data.x, eps, bounds=data.bounds)
@@ -121,13 +125,7 @@ def compare_crown(net: ArtNet, data: DataSplit, eps: float) -> tuple[CertifierCo
     """The comparison, then how many samples DeepZ and CROWN certified."""
     from art.estimators.certification.deep_z import PytorchDeepZ  # heavy optional: ART (5.8 s)
 
-    deepz = PytorchDeepZ(
-        model=net,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=data.input_shape,
-        nb_classes=data.num_classes,
-        device_type="cpu",
-    )
+    deepz = PytorchDeepZ(**_art_estimator(net, data))
     ours = make_certifier("crown").certify(net.chain(), data.x, data.y, eps, bounds=WIDE).certified
     size = int(np.prod(data.input_shape))
     error_terms = np.eye(size, dtype=np.float32).reshape(size, *data.input_shape) * eps
@@ -150,15 +148,11 @@ def compare_smoothing(net: ArtNet, data: DataSplit, *, seed: int = 0) -> list[Ce
     prediction, radius = make_certifier("smoothing", seed=seed, **SMOOTHING).radii(net, data.x)
     np.random.seed(seed)  # ART draws its noise from NumPy's global generator
     art = PyTorchRandomizedSmoothing(
-        model=net,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=data.input_shape,
-        nb_classes=data.num_classes,
+        **_art_estimator(net, data),
         clip_values=data.bounds.as_tuple(),
         sample_size=SMOOTHING["n0"],
         scale=SMOOTHING["sigma"],
         alpha=SMOOTHING["alpha"],
-        device_type="cpu",
     )
     art_prediction, art_radius = art.certify(data.x.numpy(), n=int(SMOOTHING["n"]), batch_size=500)
     both = (prediction >= 0) & torch.as_tensor(art_prediction >= 0)

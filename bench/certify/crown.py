@@ -7,7 +7,8 @@ upper bound. Backward through the chain, the margin ``logit_label - logit_j`` be
 the input plus a constant, minimised in closed form over the Linf box (intersected with the data bounds)
 or the L2 ball. The bounds of every ReLU and MaxPool input come from CROWN itself (``intermediate:
 crown``, the tightest, one backward pass per layer over all its neurons) or from interval propagation
-(``intermediate: ibp``: CROWN-IBP, Zhang et al. 2020, much cheaper); both are intersected with IBP's box.
+(``intermediate: ibp``: CROWN-IBP, Zhang et al. 2020, much cheaper); both are intersected with IBP's box, and
+the margins' bounds with IBP's too (neither relaxation dominates the other; both are sound).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.certify.base import Certifier, CertifyResult, input_box, margin_spec, result_from_margins
-from bench.certify.chain import AFFINE, CertifyError, chain
-from bench.certify.ibp import Box, interval_bounds
+from bench.certify.chain import AFFINE, AFFINE_PER_CHANNEL, CertifyError, chain, per_channel_affine
+from bench.certify.ibp import Box, interval_bounds, margin_bounds
 from bench.types import Bounds, Norm
 
 CROWN_LAYERS: tuple[type[nn.Module], ...] = (*AFFINE, nn.ReLU, nn.MaxPool2d)
@@ -35,11 +36,27 @@ outputs of convolutions, where CROWN costs a backward pass per neuron and gains 
 
 
 def _affine_back(layer: nn.Module, a: torch.Tensor, in_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A W, A . b)`` for an affine layer ``W z + b``; ``a`` is ``(N, M, *out)``, the result ``(N, M, *in)``."""
+    """``(A W, A . b)`` for an affine layer ``W z + b``; ``a`` is ``(N, M, *out)``, the result ``(N, M, *in)``.
+
+    Linear, Conv2d (the gradient of a convolution with respect to its input: no forward pass), per-channel
+    affine layers and Flatten in closed form; any other affine layer (AvgPool) through autograd.
+    """
     n, m = a.shape[:2]
+    if isinstance(layer, nn.Flatten):
+        return a.reshape(n, m, *in_shape), a.new_zeros(n, m)
     if isinstance(layer, nn.Linear):
         bias = a @ layer.bias if layer.bias is not None else a.new_zeros(n, m)
         return a @ layer.weight, bias
+    if isinstance(layer, nn.Conv2d):
+        rows = a.reshape(n * m, *a.shape[2:])
+        coef = torch.nn.grad.conv2d_input(
+            (n * m, *in_shape), layer.weight, rows, layer.stride, layer.padding, layer.dilation, layer.groups
+        )
+        bias = (a.sum(dim=(3, 4)) @ layer.bias) if layer.bias is not None else a.new_zeros(n, m)
+        return coef.view(n, m, *in_shape), bias
+    if isinstance(layer, AFFINE_PER_CHANNEL):
+        scale, shift = per_channel_affine(layer, a.ndim - 1)
+        return a * scale.unsqueeze(1), (a * shift.unsqueeze(1)).flatten(2).sum(dim=2)
     zero = a.new_zeros((1, *in_shape))
     offset = layer(zero)  # the bias image b
     bias = (a * offset).flatten(2).sum(dim=2)
@@ -173,4 +190,7 @@ class Crown(Certifier):
         logits = model(x)
         spec = margin_spec(y, logits.shape[1]).to(x.dtype)
         margins = backward_lower(layers, boxes, spec, x=x, eps=eps, norm=self.norm, bounds=bounds)
+        # neither relaxation dominates the other in general: both margins are sound, so the larger is kept and
+        # CROWN is never looser than IBP (the same intersection as for the intermediate boxes)
+        margins = torch.maximum(margins, margin_bounds(layers, boxes, y, logits.shape[1]))
         return result_from_margins(margins, logits.argmax(dim=1) == y)

@@ -73,26 +73,18 @@ class Smoothing(Certifier):
 
     def counts(self, model: nn.Module, x: torch.Tensor, draws: int, generator: torch.Generator) -> torch.Tensor:
         """``(N, K)`` how often the base model predicts each class over ``draws`` noisy copies of each sample."""
-        per_call = max(1, self.batch_size)
-        out: torch.Tensor | None = None
+        tallies: list[torch.Tensor] = []
         for i in range(len(x)):
             tally: torch.Tensor | None = None
-            remaining = draws
-            while remaining:
-                k = min(per_call, remaining)
+            for start in range(0, draws, self.batch_size):
+                k = min(self.batch_size, draws - start)
                 noise = torch.randn((k, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
-                predictions = model(x[i : i + 1] + self.sigma * noise).argmax(dim=1)
-                if tally is None:
-                    classes = model(x[i : i + 1]).shape[1]
-                    tally = torch.zeros(classes, dtype=torch.long, device=x.device)
-                tally += torch.bincount(predictions, minlength=tally.numel())
-                remaining -= k
-            assert tally is not None
-            if out is None:
-                out = torch.zeros(len(x), tally.numel(), dtype=torch.long, device=x.device)
-            out[i] = tally
-        assert out is not None
-        return out
+                logits = model(x[i : i + 1] + self.sigma * noise)
+                found = torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1])
+                tally = found if tally is None else tally + found
+            assert tally is not None  # draws >= 1 (check_params)
+            tallies.append(tally)
+        return torch.stack(tallies)
 
     def radii(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(prediction, radius)`` ``(N,)``: the smoothed class (-1: abstain) and its certified L2 radius (0 then)."""
