@@ -157,14 +157,22 @@ def eps_done(cell_id: str, index: int, count: int, eps: float, samples_done: int
 
 
 def epoch_done(
-    desc: str, epoch: int, epochs: int, loss: float, accuracy: float, *, adv_accuracy: float | None = None
+    desc: str,
+    epoch: int,
+    epochs: int,
+    loss: float,
+    accuracy: float,
+    *,
+    adv_accuracy: float | None = None,
+    adv_word: str = "adversarial",
 ) -> None:
     """Training ``desc`` finished ``epoch`` (1-based) of ``epochs``; the last epoch always prints in a log.
 
-    ``adv_accuracy``: adversarial training's accuracy on its own training examples (``accuracy`` is then the clean one).
+    ``adv_accuracy``: adversarial training's accuracy on its own training examples (``accuracy`` is then the clean one);
+    ``adv_word`` names it (certified training: ``verified``, the fraction its bounds verified).
     """
     if _current is not None:
-        adv = "" if adv_accuracy is None else f" adversarial {adv_accuracy:.3f}"
+        adv = "" if adv_accuracy is None else f" {adv_word} {adv_accuracy:.3f}"
         _current.step(
             f"{desc}: epoch {epoch}/{epochs} loss {loss:.4f} train accuracy {accuracy:.3f}{adv}", force=epoch == epochs
         )

@@ -139,6 +139,29 @@ _register(
     "start, eps ramped up over the first of 6 epochs, Adam with cosine decay",
 )
 
+_register(
+    "lenet_crown",
+    arch.small_conv,
+    Recipe(
+        optimizer="adam",
+        lr=1e-3,
+        epochs=60,
+        batch_size=64,
+        schedule="cosine",
+        adv="crown_ibp",
+        adv_eps=0.15,
+        adv_ramp_epochs=30,
+    ),
+    "CROWN-IBP at linf eps 0.15 (certified at 0.1): eps, kappa (1 -> 0.5) and beta (1 -> 0) ramped over 30 of 60 "
+    "epochs, Adam, cosine; small_conv: strided convolutions, no max-pool (bounds follow it tightly)",
+)
+_register(
+    "lenet_smooth",
+    arch.lenet,
+    Recipe(optimizer="sgd", lr=0.01, momentum=0.9, epochs=20, batch_size=32, schedule="cosine", noise_sigma=0.25),
+    "lenet trained on inputs with Gaussian noise of sigma 0.25, the base model of randomized smoothing (Cohen et al.)",
+)
+
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """An untrained model of the registered architecture ``name``."""

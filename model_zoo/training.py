@@ -30,6 +30,7 @@ from bench import limits, progress
 from bench.fsutil import atomic_write_bytes
 from bench.types import Bounds
 from model_zoo.adversarial import ADV_MODES, AdversarialLoss
+from model_zoo.certified import CERTIFIED_MODES, CertifiedLoss
 
 CACHE_FORMAT = 2  # 2: initial weights seeded (format 1 checkpoints were trained from an unseeded init)
 
@@ -50,17 +51,25 @@ class Recipe:
         epochs: passes over the training split.
         batch_size: samples per step.
         schedule: "none" or "cosine" (per-step cosine annealing to zero).
-        adv: adversarial training, "none" (default), "pgd" (Madry et al.) or "trades" (Zhang et al.);
-            :mod:`model_zoo.adversarial`. The ``adv_*`` fields below apply only when it is not "none".
+        adv: adversarial training, "none" (default), "pgd" (Madry et al.) or "trades" (Zhang et al.):
+            :mod:`model_zoo.adversarial`; or certified training through sound bounds, "ibp" (Gowal et al.)
+            or "crown_ibp" (Zhang et al. 2020): :mod:`model_zoo.certified`. The ``adv_*`` fields below apply
+            only when it is not "none".
         adv_eps: training radius in pixel units of ``adv_norm`` (> 0).
         adv_norm: "linf" or "l2".
         adv_steps: inner PGD steps per batch (>= 1).
         adv_rel_step_size: inner step as a fraction of eps (> 0).
-        adv_ramp_epochs: epochs over which eps grows linearly from 0 (0: no warm-up; at most ``epochs``).
+        adv_ramp_epochs: epochs over which eps grows linearly from 0 (0: no warm-up; at most ``epochs``);
+            certified modes ramp kappa (and CROWN-IBP's beta) over the same epochs.
         adv_beta: TRADES' weight of the KL term (> 0; "trades" only).
+        adv_kappa_end: certified modes only: the clean loss's weight after the ramp (0 to 1, default 0.5).
+        noise_sigma: Gaussian noise augmentation, the standard deviation in pixel units added to every training
+            input (default 0: none; randomized smoothing's base models train with the sigma they are certified
+            with, Cohen et al. 2019). Not clipped, as in the paper.
 
     The cache key holds :meth:`as_dict`, which leaves the ``adv_*`` fields out
-    of a standard recipe (``adv: none``), so standard checkpoints keep their keys.
+    of a standard recipe (``adv: none``), ``adv_kappa_end`` out of all but certified ones and ``noise_sigma`` out
+    when it is 0, so the checkpoints of earlier recipes keep their keys.
     """
 
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -70,13 +79,15 @@ class Recipe:
     epochs: int = 5
     batch_size: int = 64
     schedule: Literal["none", "cosine"] = "none"
-    adv: Literal["none", "pgd", "trades"] = "none"
+    adv: Literal["none", "pgd", "trades", "ibp", "crown_ibp"] = "none"
     adv_eps: float = 0.0
     adv_norm: Literal["linf", "l2"] = "linf"
     adv_steps: int = 10
     adv_rel_step_size: float = 0.25
     adv_ramp_epochs: int = 0
     adv_beta: float = 6.0
+    adv_kappa_end: float = 0.5
+    noise_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         problem = standard_problem(self) or adversarial_problem(self)
@@ -96,10 +107,23 @@ class Recipe:
         if self.adv == "none":
             for name in ADV_FIELDS:
                 del out[name]
+        if self.adv not in CERTIFIED_MODES:
+            out.pop("adv_kappa_end", None)
+        if self.noise_sigma == 0:
+            del out["noise_sigma"]
         return out
 
 
-ADV_FIELDS = ("adv", "adv_eps", "adv_norm", "adv_steps", "adv_rel_step_size", "adv_ramp_epochs", "adv_beta")
+ADV_FIELDS = (
+    "adv",
+    "adv_eps",
+    "adv_norm",
+    "adv_steps",
+    "adv_rel_step_size",
+    "adv_ramp_epochs",
+    "adv_beta",
+    "adv_kappa_end",
+)
 """The recipe fields of adversarial training (left out of a standard recipe's :meth:`Recipe.as_dict`)."""
 _ADV_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Recipe) if f.name in ADV_FIELDS}
 
@@ -151,8 +175,11 @@ def standard_problem(recipe: Recipe) -> str | None:
 
 def adversarial_problem(recipe: Recipe) -> str | None:
     """A one-line error naming the first invalid ``adv*`` field of ``recipe`` and what it allows, else ``None``."""
-    if recipe.adv not in ADV_MODES:
-        return f"recipe field adv: {recipe.adv!r} is not allowed (allowed: {', '.join(ADV_MODES)})"
+    modes = (*ADV_MODES, *CERTIFIED_MODES)
+    if recipe.adv not in modes:
+        return f"recipe field adv: {recipe.adv!r} is not allowed (allowed: {', '.join(modes)})"
+    if not (_number(recipe.noise_sigma) and 0 <= recipe.noise_sigma <= 10):
+        return f"recipe field noise_sigma: must be a number from 0 to 10 (pixel units), got {recipe.noise_sigma!r}"
     if recipe.adv_norm not in ("linf", "l2"):
         return f"recipe field adv_norm: {recipe.adv_norm!r} is not allowed (allowed: linf, l2)"
     if recipe.adv == "none":
@@ -170,6 +197,7 @@ def adversarial_problem(recipe: Recipe) -> str | None:
             f"an integer from 0 to epochs ({recipe.epochs})",
         ),
         ("adv_beta", _number(recipe.adv_beta) and recipe.adv_beta > 0, "a number > 0"),
+        ("adv_kappa_end", _number(recipe.adv_kappa_end) and 0 <= recipe.adv_kappa_end <= 1, "a number from 0 to 1"),
     )
     for name, ok, allowed in checks:
         if not ok:
@@ -257,7 +285,8 @@ def train(
 
     Returns ``{"train_accuracy": ..., "train_loss": ..., "seconds": ...}`` of the last epoch; an adversarial
     recipe adds ``adv_train_accuracy`` (accuracy on the training examples of the last epoch's inner attack)
-    and ``train_accuracy`` is then the clean accuracy of the same batches, before each step.
+    and ``train_accuracy`` is then the clean accuracy of the same batches, before each step; a certified recipe
+    adds it too, as the fraction of training samples its bounds verified at the step's eps (before each step).
     """
     torch.manual_seed(seed)
     model.to(device).train()
@@ -268,6 +297,7 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     adversarial = _adversarial_loss(recipe, bounds=bounds, seed=seed)
+    noise = torch.Generator(device=device).manual_seed(seed + 1) if recipe.noise_sigma > 0 else None
     loss_sum, correct, adv_correct = 0.0, 0, 0
     bar = tqdm(range(recipe.epochs), desc=desc, unit="epoch", leave=False, disable=None)
     for epoch in bar:
@@ -276,7 +306,15 @@ def train(
         for i in range(steps_per_epoch):
             idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
-            if adversarial is None:
+            if noise is not None:
+                xb = xb + recipe.noise_sigma * torch.randn(xb.shape, generator=noise, device=device, dtype=xb.dtype)
+            if isinstance(adversarial, CertifiedLoss):
+                eps = adversarial.eps_at(epoch, i, steps_per_epoch)
+                loss, logits, adv_logits = adversarial(
+                    model, xb, yb, eps=eps, epoch=epoch, step=i, steps=steps_per_epoch
+                )
+                adv_correct += int((adv_logits.argmax(1) == yb).sum())
+            elif adversarial is None:
                 logits = model(xb)
                 loss = F.cross_entropy(logits, yb)
             else:
@@ -294,9 +332,12 @@ def train(
         adv_accuracy = None if adversarial is None else adv_correct / n
         postfix = {"loss": f"{loss_sum / n:.4f}", "acc": f"{correct / n:.3f}"}
         if adv_accuracy is not None:
-            postfix["adv_acc"] = f"{adv_accuracy:.3f}"
+            postfix["verified" if isinstance(adversarial, CertifiedLoss) else "adv_acc"] = f"{adv_accuracy:.3f}"
         bar.set_postfix(postfix)
-        progress.epoch_done(desc, epoch + 1, recipe.epochs, loss_sum / n, correct / n, adv_accuracy=adv_accuracy)
+        word = "verified" if isinstance(adversarial, CertifiedLoss) else "adversarial"
+        progress.epoch_done(
+            desc, epoch + 1, recipe.epochs, loss_sum / n, correct / n, adv_accuracy=adv_accuracy, adv_word=word
+        )
     model.eval()
     stats = {
         "train_loss": loss_sum / max(len(y), 1),
@@ -308,9 +349,18 @@ def train(
     return stats
 
 
-def _adversarial_loss(recipe: Recipe, *, bounds: Bounds, seed: int) -> AdversarialLoss | None:
+def _adversarial_loss(recipe: Recipe, *, bounds: Bounds, seed: int) -> AdversarialLoss | CertifiedLoss | None:
     if recipe.adv == "none":
         return None
+    if recipe.adv in CERTIFIED_MODES:
+        return CertifiedLoss(
+            mode=recipe.adv,
+            eps=recipe.adv_eps,
+            norm=recipe.adv_norm,
+            ramp_epochs=recipe.adv_ramp_epochs,
+            kappa_end=recipe.adv_kappa_end,
+            bounds=bounds,
+        )
     return AdversarialLoss(
         mode=recipe.adv,
         eps=recipe.adv_eps,

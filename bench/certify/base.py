@@ -77,16 +77,33 @@ class Certifier:
         The model is put in eval mode and never changed. Raises :class:`CertifyError` for a model or layer
         the certifier cannot bound, or a bad eps.
         """
-        if not math.isfinite(eps) or eps < 0:
-            raise CertifyError(f"{self.name}: eps must be a finite number >= 0, got {eps}")
-        if x.ndim < 2 or len(x) != len(y):
-            raise CertifyError(f"{self.name}: x must be (N, ...) with N labels, got {tuple(x.shape)} and {len(y)}")
+        self.check_arguments(x, y, eps)
         model = model.eval()
         with torch.no_grad():
             return self.run(model, x, y.long(), float(eps), bounds=bounds)
 
+    def check_arguments(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
+        """Raise :class:`CertifyError` for a bad eps or mismatched samples and labels."""
+        if not math.isfinite(eps) or eps < 0:
+            raise CertifyError(f"{self.name}: eps must be a finite number >= 0, got {eps}")
+        if x.ndim < 2 or len(x) != len(y):
+            raise CertifyError(f"{self.name}: x must be (N, ...) with N labels, got {tuple(x.shape)} and {len(y)}")
+
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, bounds: Bounds) -> CertifyResult:
         raise NotImplementedError
+
+    def sweep(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epsilons: tuple[float, ...],
+        *,
+        bounds: Bounds = Bounds(),
+    ) -> list[CertifyResult]:
+        """One :class:`CertifyResult` per eps of ``epsilons`` (a certifier whose work does not grow with the number
+        of epsilons, like smoothing, overrides it to do that work once)."""
+        return [self.certify(model, x, y, eps, bounds=bounds) for eps in epsilons]
 
 
 def input_box(x: torch.Tensor, eps: float, bounds: Bounds) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from bench.attacks.bpda import NonDifferentiable
-from model_zoo.architectures import Normalize
+from bench.layers import Normalize
 
 AFFINE = (nn.Linear, nn.Conv2d, Normalize, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.Flatten)
 """Layers that are affine maps of their input (BatchNorm in eval mode)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
@@ -72,19 +73,27 @@ class Smoothing(Certifier):
                 raise CertifyError(f"smoothing: {field} must be {allowed}, got {getattr(self, field)!r}")
 
     def counts(self, model: nn.Module, x: torch.Tensor, draws: int, generator: torch.Generator) -> torch.Tensor:
-        """``(N, K)`` how often the base model predicts each class over ``draws`` noisy copies of each sample."""
-        tallies: list[torch.Tensor] = []
-        for i in range(len(x)):
-            tally: torch.Tensor | None = None
-            for start in range(0, draws, self.batch_size):
-                k = min(self.batch_size, draws - start)
-                noise = torch.randn((k, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
-                logits = model(x[i : i + 1] + self.sigma * noise)
-                found = torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1])
-                tally = found if tally is None else tally + found
-            assert tally is not None  # draws >= 1 (check_params)
-            tallies.append(tally)
-        return torch.stack(tallies)
+        """``(N, K)`` how often the base model predicts each class over ``draws`` noisy copies of each sample.
+
+        Each chunk of noise is drawn once and added to every sample of ``x``: a sample's ``draws`` copies are
+        still independent (the certificate is per sample), and drawing the noise no longer costs as much as
+        the model calls. Copies go to the model ``batch_size`` at a time, several samples per call when a
+        chunk is smaller than that.
+        """
+        tallies: torch.Tensor | None = None
+        for start in range(0, draws, self.batch_size):
+            k = min(self.batch_size, draws - start)
+            noise = self.sigma * torch.randn((k, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+            group = max(1, self.batch_size // k)
+            found = []
+            for first in range(0, len(x), group):
+                logits = model((x[first : first + group].unsqueeze(1) + noise.unsqueeze(0)).flatten(0, 1))
+                predicted = logits.argmax(dim=1).view(-1, k)
+                found.append(F.one_hot(predicted, num_classes=logits.shape[1]).sum(dim=1))
+            chunk = torch.cat(found)
+            tallies = chunk if tallies is None else tallies + chunk
+        assert tallies is not None  # draws >= 1 (check_params)
+        return tallies
 
     def radii(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(prediction, radius)`` ``(N,)``: the smoothed class (-1: abstain) and its certified L2 radius (0 then)."""
@@ -100,10 +109,29 @@ class Smoothing(Certifier):
         return prediction, radius.float()
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, bounds: Bounds) -> CertifyResult:
-        prediction, radius = self.radii(model, x)
+        return self.at_radius(*self.radii(model, x), y, eps)
+
+    def sweep(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epsilons: tuple[float, ...],
+        *,
+        bounds: Bounds = Bounds(),
+    ) -> list[CertifyResult]:
+        """Every eps from one certification: the radii do not depend on eps."""
+        for eps in epsilons:
+            self.check_arguments(x, y, eps)
+        with torch.no_grad():
+            prediction, radius = self.radii(model.eval(), x)
+        return [self.at_radius(prediction, radius, y, eps) for eps in epsilons]
+
+    def at_radius(self, prediction: torch.Tensor, radius: torch.Tensor, y: torch.Tensor, eps: float) -> CertifyResult:
+        """Certified where the smoothed class is the label and the certified radius exceeds ``eps``."""
         certified = (prediction == y.cpu()) & (radius > eps)
         radius = torch.where(prediction == y.cpu(), radius, torch.zeros_like(radius))
-        nan = torch.full((len(x),), float("nan"))
+        nan = torch.full((len(y),), float("nan"))
         return CertifyResult(
             certified=certified, margin_lower=nan, radius=radius, extras={"abstained": int((prediction < 0).sum())}
         )
