@@ -24,9 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.certify.chain import CertifyError, chain
 from bench.certify.ibp import logit_bounds
 from bench.certify.registry import make_certifier
 from bench.data import DataSplit
+from bench.layers import Normalize
 from bench.types import Bounds
 
 WIDE = Bounds(-1e6, 1e6)
@@ -62,6 +64,88 @@ class ArtNet(nn.Module):
             layer._forward_pre_hooks.clear()
         conv1, conv2, fc1, fc2 = layers
         return nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU(), nn.Flatten(), fc1, nn.ReLU(), fc2).eval()
+
+
+class ArtForm(nn.Module):
+    """A certifiable chain of Normalize, Conv2d, Linear, ReLU and Flatten layers in the form ART's DeepZ converts:
+    copies of its Conv2d, Linear and ReLU layers as children in call order, ``Normalize`` folded exactly into the
+    next Conv2d (without padding) or Linear, the reshape before the first Linear done in ``forward``.
+
+    The same function as the chain (to float rounding), so DeepZ and the native certifiers bound one network.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        supported = (Normalize, nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten)
+        pending: Normalize | None = None
+        count = 0
+        for layer in chain(model, certifier="ART DeepZ", supported=supported):
+            if isinstance(layer, Normalize):
+                pending = layer
+                continue
+            if isinstance(layer, nn.Flatten):
+                continue
+            layer = copy.deepcopy(layer)
+            layer._forward_hooks.clear()
+            layer._forward_pre_hooks.clear()
+            if pending is not None:
+                _fold(pending, layer)
+                pending = None
+            self.add_module(f"layer{count}", layer)
+            count += 1
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.children():
+            if isinstance(layer, nn.Linear) and x.ndim > 2:
+                x = x.flatten(1)
+            x = layer(x)
+        return x
+
+
+@torch.no_grad()
+def _fold(normalize: Normalize, layer: nn.Module) -> None:
+    """``layer((x - mean) / std)`` as ``layer'(x)``: divide the weights by std, move the mean into the bias."""
+    if isinstance(layer, nn.Conv2d):
+        if any(p != 0 for p in layer.padding) if isinstance(layer.padding, tuple) else layer.padding != 0:
+            raise CertifyError("ART DeepZ: Normalize before a padded Conv2d cannot be folded exactly")
+        scale, shift = 1.0 / normalize.std.view(1, -1, 1, 1), (normalize.mean / normalize.std).view(1, -1, 1, 1)
+        bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_channels)
+        layer.bias = nn.Parameter(bias - (layer.weight * shift).sum(dim=(1, 2, 3)))
+        layer.weight.mul_(scale)
+    elif isinstance(layer, nn.Linear):
+        per_input = layer.in_features // normalize.std.numel()
+        scale = (1.0 / normalize.std.flatten()).repeat_interleave(per_input)
+        shift = (normalize.mean / normalize.std).flatten().repeat_interleave(per_input)
+        bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
+        layer.bias = nn.Parameter(bias - layer.weight @ shift)
+        layer.weight.mul_(scale)
+    else:
+        raise CertifyError(f"ART DeepZ: Normalize before {type(layer).__name__} cannot be folded")
+
+
+def deepz_certified(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, classes: int) -> torch.Tensor:
+    """``(N,)`` bool: the samples ART's ``PytorchDeepZ`` certifies at Linf ``eps`` (the whole ball, no clipping),
+    one ``certify`` call per sample as ART's API takes them; ``net`` in ART's form (:class:`ArtNet`,
+    :class:`ArtForm`)."""
+    from art.estimators.certification.deep_z import PytorchDeepZ  # heavy optional: ART (5.8 s)
+
+    shape = tuple(x.shape[1:])
+    with warnings.catch_warnings():  # ART says it infers the reshape between convolutions and dense layers: it does
+        warnings.filterwarnings("ignore", message=".*does not support networks which have dense layers.*")
+        deepz = PytorchDeepZ(
+            model=net, loss=nn.CrossEntropyLoss(), input_shape=shape, nb_classes=classes, device_type="cpu"
+        )
+    size = int(np.prod(shape))
+    error_terms = np.eye(size, dtype=np.float32).reshape(size, *shape) * eps
+    with torch.no_grad():
+        predictions = net(x).argmax(dim=1).tolist()
+    out = []
+    for xi, yi, prediction in zip(x.numpy(), y.tolist(), predictions, strict=True):
+        out.append(
+            prediction == yi and bool(deepz.certify(cent=xi[None].copy(), eps=error_terms, prediction=prediction))
+        )
+    return torch.tensor(out, dtype=torch.bool)
 
 
 def train_art_net(train: DataSplit, *, seed: int = 0, steps: int = 150) -> ArtNet:
@@ -123,19 +207,8 @@ def compare_ibp(net: ArtNet, data: DataSplit, eps: float) -> CertifierComparison
 
 def compare_crown(net: ArtNet, data: DataSplit, eps: float) -> tuple[CertifierComparison, int, int]:
     """The comparison, then how many samples DeepZ and CROWN certified."""
-    from art.estimators.certification.deep_z import PytorchDeepZ  # heavy optional: ART (5.8 s)
-
-    deepz = PytorchDeepZ(**_art_estimator(net, data))
     ours = make_certifier("crown").certify(net.chain(), data.x, data.y, eps, bounds=WIDE).certified
-    size = int(np.prod(data.input_shape))
-    error_terms = np.eye(size, dtype=np.float32).reshape(size, *data.input_shape) * eps
-    theirs = []
-    with torch.no_grad():
-        predictions = net(data.x).argmax(dim=1).tolist()
-    for xi, yi, prediction in zip(data.x.numpy(), data.y.tolist(), predictions, strict=True):
-        certified = prediction == yi and deepz.certify(cent=xi[None].copy(), eps=error_terms, prediction=prediction)
-        theirs.append(bool(certified))
-    theirs_t = torch.tensor(theirs)
+    theirs_t = deepz_certified(net, data.x, data.y, eps, data.num_classes)
     missed, deepz_count, crown_count = int((theirs_t & ~ours).sum()), int(theirs_t.sum()), int(ours.sum())
     measure = f"samples DeepZ certifies and CROWN does not (certified: DeepZ {deepz_count}, CROWN {crown_count})"
     comparison = CertifierComparison("crown", "PytorchDeepZ", eps, len(data), measure, missed, 0, missed == 0)

@@ -64,6 +64,12 @@ def perf_command(
         list[Path] | None,
         typer.Option("--parallel-suite", help="suite of --parallel (repeat; default attacks_mnist, small_models)"),
     ] = None,
+    certify: Annotated[
+        bool,
+        typer.Option(
+            "--certify", help="also time ibp, crown and smoothing on lenet_crown against a forward pass and ART's DeepZ"
+        ),
+    ] = False,
     no_workload: Annotated[
         bool, typer.Option("--no-workload", help="skip P5, the user workload (FGSM + PGD-40 over the grid)")
     ] = False,
@@ -115,6 +121,7 @@ def perf_command(
         device=device,
         micro=not no_micro,
         workload=not no_workload,
+        certify=certify,
         workload_steps=(steps := workload_steps or (10 if quick else 40)),
         workload_rel_step=2.5 / steps,  # Madry's step: 2.5 eps over the steps
         **_scaling_options(scaling, quick, data, models, scaling_n),
@@ -200,6 +207,8 @@ def _print(doc: dict) -> None:
             table.add_row(way, f"{seconds:.2f}", f"{split['fgsm']:.2f}", f"{split['pgd']:.2f}", ratio)
         console.print(table)
         console.print(f"harness not significantly weaker than either loop (McNemar, Holm): {w['harness_not_weaker']}")
+    if doc.get("certify") is not None:
+        _print_certify(doc["certify"])
     if doc["scaling"] is not None:
         s = doc["scaling"]
         table = _titled(f"scaling: {s['model']} on {s['data']} ({s['split']}), whole runs in fresh processes")
@@ -240,4 +249,22 @@ def _print(doc: dict) -> None:
         verdict = "[green]pass[/]" if t["passed"] else "[bold red]FAIL[/]"
         measured, best = f"{t['measured']:.3f}", f"{t['measured_best']:.3f}"
         table.add_row(t["id"], t["model"], t["what"], t["target"], measured, best, verdict)
+    console.print(table)
+
+
+def _print_certify(c: dict) -> None:
+    """The certifiers' times and counts (``--certify``), then their comparisons with ART's DeepZ and the bounds."""
+    table = _titled(f"certifiers: {c['model']}, Linf eps {c['eps']:g}, {c['n']} inputs")
+    for column in ("measurement", "seconds (median)", "certified"):
+        table.add_column(column, justify="right")
+    for key, seconds in c["times"].items():
+        table.add_row(key, f"{seconds:.3f}", str(c["certified"].get(key, "")))
+    art = c["art"]
+    table.add_row(f"crown, {art['n']} inputs, whole ball", f"{art['crown_seconds']:.3f}", str(art["crown_certified"]))
+    table.add_row(f"ART DeepZ, {art['n']} inputs", f"{art['deepz_seconds']:.3f}", str(art["deepz_certified"]))
+    sm = c["smoothing"]
+    for key, seconds in sm["times"].items():
+        table.add_row(f"{key} ({sm['n']} inputs x {sm['n0'] + sm['draws']} draws)", f"{seconds:.3f}", "")
+    for key, ratio in c["ratios"].items():
+        table.add_row(key, f"{ratio:.2f}x", "")
     console.print(table)

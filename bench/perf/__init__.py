@@ -44,6 +44,8 @@ before the larger micro benchmarks.
 
 The user's workload (P5, :mod:`bench.perf.workload`): FGSM and PGD-40 over the grid,
 the harness's cell code against ART's per-eps loop and a plain PyTorch loop.
+Certifiers (``--certify``, :mod:`bench.perf.certify`): ``ibp``, ``crown`` and smoothing against a forward pass and
+ART's DeepZ on the zoo's ``lenet_crown``.
 Scaling (``--scaling``, :mod:`bench.perf.scaling`): whole harness runs of growing size, each
 in a fresh process, time per sample and peak memory, plotted.
 Parallel cells (``--parallel``, :mod:`bench.perf.parallel`, P6): shipped suites serially and with
@@ -66,6 +68,7 @@ from bench.engine import resolve_device, zoo_model
 from bench.memory import peak_rss_bytes
 from bench.perf.apgd import APGD_MODEL, measure_apgd
 from bench.perf.benches import measure_model, model_benches
+from bench.perf.certify import CERTIFY_MODEL, certify_targets, measure_certify
 from bench.perf.config import ATTACKS_MNIST, GIB, QUICKSTART, RATIOS, SMALL_MODELS, TARGETS, TIMES, PerfConfig
 from bench.perf.harness import measure_harness
 from bench.perf.parallel import measure_parallel, parallel_targets
@@ -111,6 +114,13 @@ def run_perf(cfg: PerfConfig, *, echo: Callable[[str], None] | None = None) -> d
             on_device = model if device.type == "cpu" else zoo_model(name, cfg.data, seed=cfg.seed, device=device).model
             workload[name] = measure_workload(on_device, name, x, y, cfg, split, device)
             targets += workload_targets(name, workload[name])
+    certify = None
+    if cfg.certify:
+        if echo:
+            echo(f"certifiers: ibp, crown and smoothing on {CERTIFY_MODEL} against a forward pass and ART's DeepZ")
+        net = zoo_model(CERTIFY_MODEL, cfg.data, seed=cfg.seed, device=torch.device("cpu")).model
+        certify = measure_certify(net, x, y, cfg, split.bounds)
+        targets += certify_targets(certify)
     scaling = None
     if cfg.scaling_sizes:
         scaling = measure_scaling(cfg, cfg.scaling_sizes, echo=echo)
@@ -176,6 +186,7 @@ def run_perf(cfg: PerfConfig, *, echo: Callable[[str], None] | None = None) -> d
         "models": models,
         "workload": workload or None,
         "apgd_vs_art": apgd_vs_art or None,
+        "certify": certify,
         "scaling": scaling,
         "parallel": parallel,
         "harness": harness,

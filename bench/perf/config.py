@@ -76,6 +76,8 @@ class PerfConfig:
             empty: skipped), :mod:`bench.perf.parallel`.
         parallel_n_jobs: workers of the parallel runs (2).
         parallel_small: the suite of small models held to the 1.3x speed-up target (others: never slower).
+        certify: measure the certifiers (``--certify``; :mod:`bench.perf.certify`): ``certify_n`` inputs
+            (1,000), ``certify_art_n`` of them against ART's DeepZ (200), ``smoothing_n`` for smoothing (20).
         scaling_sizes: sample counts of the scaling run (``--scaling``; empty: skipped), each a whole
             harness run of ``scaling_model`` on ``scaling_data``/``scaling_split`` in a fresh process.
     """
@@ -101,6 +103,10 @@ class PerfConfig:
     workload_steps: int = 40
     workload_rel_step: float = 0.0625
     workload_repeats: int = 1
+    certify: bool = False
+    certify_n: int = 1_000
+    certify_art_n: int = 200
+    smoothing_n: int = 20
     scaling_sizes: tuple[int, ...] = ()
     parallel_suites: tuple[Path, ...] = ()
     parallel_n_jobs: int = 2
