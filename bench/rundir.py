@@ -8,6 +8,7 @@ A run directory ``runs/<suite>/<timestamp>/`` holds::
     results.csv         one tidy row per (model, attack, eps): RESULT_COLUMNS
     results.parquet     the same rows, typed
     samples.parquet     per-sample flags: SAMPLE_COLUMNS
+    certified.csv       with ``certify:``: per (model, certifier, eps), .parquet and per-sample (bench/certified.py)
     cells/<cell>/       what each finished cell wrote (atomically): rows, samples, examples
     figures/            curve plots (PNG)
 
@@ -128,8 +129,10 @@ SAMPLE_COLUMNS = [
 """Columns of ``samples.parquet``: ``index`` is the sample's position in the data split;
 ``correct`` the cumulative robust flag; ``target`` is -1 for untargeted attacks."""
 
-OPTIONAL_RESULT_COLUMNS = ["median_min_eps"]
-"""Result columns present only when a cell asks for them (``minimal_eps: true``): the median per-sample minimal eps."""
+BRACKET_COLUMNS = ["certified_accuracy", "certified_ci_low", "certified_ci_high", "certified_by"]
+OPTIONAL_RESULT_COLUMNS = ["median_min_eps", *BRACKET_COLUMNS]
+"""Present only when a suite asks: the median per-sample minimal eps (``minimal_eps: true``); with ``certify:``, the
+best bound certificate (``ibp``, ``crown``) at the row's model, eps and norm, its Wilson interval and certifier."""
 
 OPTIONAL_SAMPLE_COLUMNS = ["min_eps", "broken_by"]
 """Sample columns present only when a cell asks for them: the sample's minimal eps (``inf``: never fooled);

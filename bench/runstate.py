@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.certified import CERTIFIED_FILES
 from bench.rundir import RunDir, RunError
 
 STATUSES = ("running", "incomplete", "finished")
@@ -48,8 +49,16 @@ def sha256_file(path: Path) -> str:
 
 
 def results_sha256(run: RunDir) -> dict[str, str]:
-    """sha256 of each of :data:`RESULT_FILES` (all written by then)."""
-    return {name: sha256_file(run.root / name) for name in RESULT_FILES}
+    """sha256 of each of :data:`RESULT_FILES` (all written by then) and of the certified tables, if any."""
+    return {name: sha256_file(run.root / name) for name in recorded_files(run)}
+
+
+def recorded_files(run: RunDir, recorded: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """The result files whose digests a manifest holds: :data:`RESULT_FILES`, and the certified tables
+    (:data:`~bench.certified.CERTIFIED_FILES`) that exist or that ``recorded`` names (so a deleted or an added
+    one is a mismatch too)."""
+    names = set(recorded or ())
+    return RESULT_FILES + tuple(n for n in CERTIFIED_FILES if n in names or (run.root / n).exists())
 
 
 def combined_digest(digests: dict[str, str]) -> str:
@@ -76,12 +85,12 @@ def verify_finished(run: RunDir) -> str:
             f"if no run is still writing it, complete it with: {resume_hint(run)}"
         )
     recorded = manifest.get("results_sha256")
-    if not isinstance(recorded, dict) or sorted(recorded) != sorted(RESULT_FILES):
+    if not isinstance(recorded, dict) or not set(RESULT_FILES) <= set(recorded):
         raise RunError(
             f"{run.manifest}: results_sha256: no digests of {', '.join(RESULT_FILES)} recorded "
             f"(a run written before digests were); record them with: {resume_hint(run)}"
         )
-    problem = digest_mismatch(run.root, recorded, RESULT_FILES, where="manifest.json at finish")
+    problem = digest_mismatch(run.root, recorded, recorded_files(run, recorded), where="manifest.json at finish")
     if problem is not None:
         raise RunError(f"{problem}; refusing to use them (rerun the suite into a new run directory)")
     return combined_digest(recorded)

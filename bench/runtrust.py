@@ -23,7 +23,7 @@ import pandas as pd
 
 from bench import limits
 from bench.rundir import RunDir, RunError, check_table_rows
-from bench.runstate import RESULT_FILES, digest_mismatch, sha256_file
+from bench.runstate import RESULT_FILES, digest_mismatch, recorded_files, sha256_file
 
 CELL_FILES = ("rows.parquet", "samples.parquet")
 """A finished cell's tables, whose sha256 its ``done.json`` records (``sha256``)."""
@@ -54,7 +54,9 @@ def check_results_digests(run: RunDir, manifest: dict[str, Any], *, trust_edited
     if not isinstance(recorded, dict):
         problem = f"{run.manifest}: results_sha256: no digests of the results recorded, so they cannot be checked"
     else:
-        present = [name for name in RESULT_FILES if (run.root / name).exists()]  # MLflow downloads lack one
+        # MLflow downloads lack some; a certified table recorded but deleted, or added unrecorded, is a mismatch
+        present = [name for name in recorded_files(run, recorded) if (run.root / name).exists() or name in recorded]
+        present = [n for n in present if n not in RESULT_FILES or (run.root / n).exists()]
         problem = digest_mismatch(run.root, recorded, present, where="manifest.json")
     return _verdict(problem, trust_edited=trust_edited, refusing="refusing to believe them")
 

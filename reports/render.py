@@ -27,6 +27,7 @@ import pandas as pd
 from bench.rundir import atomic_write_text, cell_id
 from reports import drawing, montage
 from reports import figures as figs
+from reports.bracket import bracket_fields
 from reports.compare import compare_runs, differences, model_summary
 from reports.flags import EXPLANATIONS, Flag, sanity_flags
 from reports.sources import ReportError, RunData, load_run, unique_labels
@@ -67,6 +68,9 @@ class RunSection:
     reference_eps: dict[str, float] = field(default_factory=dict)
     headline: dict[str, str] = field(default_factory=dict)  # per norm: "worst case" or "reliable"
     unbounded: list[dict[str, Any]] = field(default_factory=list)
+    bracket: list[dict[str, Any]] = field(default_factory=list)
+    bracket_sentences: list[str] = field(default_factory=list)
+    bands: list[RenderedFigure] = field(default_factory=list)
 
 
 @dataclass
@@ -238,6 +242,7 @@ def _run_section(
         reference_eps=dict(board.attrs.get("reference_eps", {})),
         headline=dict(board.attrs.get("headline", {})),
         unbounded=unbounded_rows(results),
+        **bracket_fields(prefix, run.certified, writer),
     )
 
 

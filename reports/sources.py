@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.certified import read_certified
 from bench.rundir import RESULT_COLUMNS, SAMPLE_COLUMNS, RunDir, cell_id, open_run_dir
 from bench.runtrust import check_result_values, check_results_digests, check_sample_rows
 
@@ -45,6 +46,8 @@ class RunData:
     mlflow_run_id: str | None = None
     edited: str | None = None
     """Why the results do not match their recorded sha256, when ``--trust-edited`` accepted them (else None)."""
+    certified: pd.DataFrame | None = None
+    """``certified.csv`` rows (a suite with ``certify:``), else ``None``."""
 
     @property
     def digest(self) -> str | None:
@@ -102,6 +105,7 @@ def load_run(
         examples=examples,
         mlflow_run_id=mlflow_run_id,
         edited=edited,
+        certified=read_certified(run),
     )
 
 

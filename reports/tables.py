@@ -321,10 +321,19 @@ def leaderboard(results: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataF
     grid falls short of that range. ``attrs["reference_eps"]`` maps each norm to
     its eps. A model that ran the ``reliable`` preset at a norm is scored by it alone
     (``attrs["headline"]``). Sorted by the first norm's robust accuracy, then clean accuracy.
+
+    With certificates (a suite's ``certify:``, the ``certified_accuracy`` column of the results): per norm a
+    certifier proved anything at, ``certified_<norm>`` (the best bound certificate at the reference eps, the
+    bracket's lower side) and ``gap_<norm>`` (robust minus certified: what neither side settles);
+    ``attrs["certified"]`` lists those norms.
     """
     norms = [str(n) for n in results["norm"].unique() if str(n) != "none" and str(n) in stats.REFERENCE_EPS]
     rows = []
     headline = {norm: WORST_CASE for norm in norms}
+    certified_norms = []
+    if "certified_accuracy" in results.columns:
+        has = results[results["certified_accuracy"].notna()]
+        certified_norms = [n for n in norms if (has["norm"] == n).any()]
     for model, by_model in results.groupby("model", sort=False):
         row: dict[str, object] = {"model": str(model), "clean_accuracy": float(by_model["clean_accuracy"].iloc[0])}
         for norm in norms:
@@ -342,6 +351,11 @@ def leaderboard(results: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataF
             row[f"robust_{norm}"] = worst_case_at(str(model), cells, samples, stats.REFERENCE_EPS[norm]).value
             row[f"auc_{norm}"] = worst.auc_reference
             row[f"auc_{norm}_partial"] = worst.auc_partial
+            if norm in certified_norms:
+                at = by_model[(by_model["norm"] == norm) & np.isclose(by_model["eps"], stats.REFERENCE_EPS[norm])]
+                proven = float(at["certified_accuracy"].max()) if not at.empty else math.nan
+                row[f"certified_{norm}"] = proven
+                row[f"gap_{norm}"] = float(row[f"robust_{norm}"]) - proven  # type: ignore[arg-type]
         rows.append(row)
     table = pd.DataFrame(
         rows,
@@ -350,10 +364,12 @@ def leaderboard(results: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataF
             f"{kind}_{norm}{tail}"
             for norm in norms
             for kind, tail in (("robust", ""), ("auc", ""), ("auc", "_partial"))
-        ],
+        ]
+        + [f"{kind}_{norm}" for norm in certified_norms for kind in ("certified", "gap")],
     )
     keys = ([f"robust_{norms[0]}"] if norms else []) + ["clean_accuracy"]
     table = table.sort_values(keys, ascending=False, kind="stable", na_position="last").reset_index(drop=True)
     table.attrs["reference_eps"] = {norm: stats.REFERENCE_EPS[norm] for norm in norms}
     table.attrs["headline"] = headline  # per norm: "reliable" (if any model ran it) or "worst case"
+    table.attrs["certified"] = certified_norms
     return table

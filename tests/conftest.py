@@ -118,6 +118,10 @@ def mlflow_uri(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> 
     return mlflow_server.uri
 
 
+SHORT_CROWN = {"epochs": 20, "lr": 0.005, "adv_ramp_epochs": 10, "adv_eps": 0.1}
+"""lenet_crown's CROWN-IBP recipe shortened for the 1,437 training digits of ``digits`` (about 6 s)."""
+
+
 def trained(name: str, dataset: str = "digits", **recipe: object) -> torch.nn.Module:
     """A zoo model trained (once per session, then cached) on ``dataset``'s train split."""
     from bench.data import load_dataset

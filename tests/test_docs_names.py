@@ -2,7 +2,7 @@
 directory really has, and every inline ``snake_case`` name somewhere in the code.
 
 The metric names are read back from a real run mirrored into MLflow (one attack per norm family, an
-unbounded one and a minimal-eps cell), not from a list kept beside the docs.
+unbounded one, a minimal-eps cell and two certifiers), not from a list kept beside the docs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from bench.certified import CERTIFIED_COLUMNS, CERTIFIED_SAMPLE_COLUMNS
 from bench.crosscheck import CROSSCHECK_COLUMNS, default_pairs
 from bench.engine import run_suite
 from bench.rundir import OPTIONAL_RESULT_COLUMNS, OPTIONAL_SAMPLE_COLUMNS, RESULT_COLUMNS, SAMPLE_COLUMNS
@@ -32,6 +33,9 @@ attacks:
   - {name: occlusion, epsilons: [0, 2]}
   - {name: fooling_images, epsilons: [0], params: {steps: 5}}
 epsilons: [0, 0.1, 0.3]
+certify:
+  - ibp
+  - {name: smoothing, params: {n: 50}, epsilons: [0, 0.25]}
 crosscheck: true
 tracking: {experiment: docs-names, examples: 1}
 """
@@ -65,7 +69,7 @@ def metric_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
 
 def test_metrics_quoted_in_the_docs_are_logged(metric_names: set[str]) -> None:
     assert {"robust_accuracy_linf", "robust_accuracy_l2", "robust_accuracy_l0", "robust_accuracy_patch"} <= metric_names
-    assert {"median_min_eps_linf", "crosscheck_passed"} <= metric_names
+    assert {"median_min_eps_linf", "crosscheck_passed", "certified_accuracy_linf", "bracket_gap_l2"} <= metric_names
     wrong = []
     for page in pages():
         for match in METRIC.finditer(_prose(page)):
@@ -85,6 +89,8 @@ def test_columns_quoted_in_the_docs_exist() -> None:
         *OPTIONAL_RESULT_COLUMNS,
         *OPTIONAL_SAMPLE_COLUMNS,
         *CROSSCHECK_COLUMNS,
+        *CERTIFIED_COLUMNS,
+        *CERTIFIED_SAMPLE_COLUMNS,
     }
     wrong = []
     for page in pages():

@@ -1,9 +1,9 @@
-"""The catalog behind ``bench ls``: registered data sets, models and attacks as JSON, generated from the registries.
+"""The catalog behind ``bench ls``: registered data sets, models, attacks and certifiers as JSON, from the registries.
 
 ``bench ls`` must not import torch (it reads ``catalog.json`` next to this
 file); this module builds that file from the live registries, and
 tests/test_cli_habits.py checks that the file equals :func:`build`, so it
-cannot drift. Regenerate after adding a data set, model or attack::
+cannot drift. Regenerate after adding a data set, model, attack or certifier::
 
     python -m bench.cli.catalog
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.attacks import ATTACKS, AttackError, make_attack
+from bench.certify import CERTIFIERS, certifier_abilities
 from bench.data import DATASETS
 from bench.types import Norm
 from model_zoo import MODELS
@@ -60,12 +61,25 @@ def _attack(name: str) -> dict[str, Any]:
     return {"description": plain(ATTACKS.describe(name)), "norms": norms, "params": params}
 
 
+def _certifier(name: str) -> dict[str, Any]:
+    cls = CERTIFIERS.get(name)
+    params = {f.name: _jsonable(f.default) for f in dataclasses.fields(cls) if f.init and f.name != "norm"}
+    first = plain((cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "))
+    return {
+        "description": first,
+        "norms": [n.value for n in cls.norms],
+        "kind": certifier_abilities(name).kind,
+        "params": params,
+    }
+
+
 def build() -> dict[str, Any]:
     """The catalog from the live registries (sorted names)."""
     return {
         "datasets": {name: {"description": plain(DATASETS.describe(name))} for name in DATASETS.names()},
         "models": {name: {"description": plain(MODELS.describe(name))} for name in MODELS.names()},
         "attacks": {name: _attack(name) for name in ATTACKS.names()},
+        "certifiers": {name: _certifier(name) for name in CERTIFIERS.names()},
     }
 
 

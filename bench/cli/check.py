@@ -79,7 +79,13 @@ def check_command(
     ] = None,
     floor: Annotated[
         list[str] | None,
-        typer.Option("--floor", help="absolute floor MODEL/ATTACK@EPS>=MIN or MODEL/ATTACK:auc>=MIN (repeatable)"),
+        typer.Option(
+            "--floor",
+            help=(
+                "absolute floor MODEL/ATTACK@EPS>=MIN, MODEL/ATTACK:auc>=MIN or MODEL/CERTIFIER@EPS:certified>=MIN "
+                "(repeatable)"
+            ),
+        ),
     ] = None,
     max_drop: Annotated[
         float | None, typer.Option("--max-drop", help="tolerated robust-accuracy drop per cell and eps (default 0.02)")

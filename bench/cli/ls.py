@@ -1,4 +1,4 @@
-"""``bench ls``: the registered data sets, models and attacks (attacks with norms and parameters), without torch.
+"""``bench ls``: the registered data sets, models, attacks and certifiers (with norms and parameters), without torch.
 
 It reads ``catalog.json`` (generated from the registries by :mod:`bench.cli.catalog`
 and checked equal to them by tests/test_cli_habits.py), so it answers in the time
@@ -27,7 +27,7 @@ def _params(params: dict[str, Any]) -> str:
 
 @ls_app.command("ls")
 def list_registered() -> None:
-    """List registered data sets, models and attacks (attacks with their norms and parameters)."""
+    """List registered data sets, models, attacks and certifiers (with their norms and parameters)."""
     catalog = json.loads(CATALOG.read_text(encoding="utf-8"))
     console = Console(width=None if sys.stdout.isatty() else 200)
     for title in ("datasets", "models"):
@@ -44,4 +44,11 @@ def list_registered() -> None:
     table.add_column("description")
     for name, entry in catalog["attacks"].items():
         table.add_row(name, ", ".join(entry["norms"]), _params(entry["params"]), entry["description"])
+    console.print(table)
+    table = Table(title="certifiers (suite field certify:)", title_justify="left", box=None)
+    for column in ("name", "norms", "kind", "parameters (defaults)", "description"):
+        table.add_column(column, style="bold" if column == "name" else None, no_wrap=column in ("name", "norms"))
+    for name, entry in catalog.get("certifiers", {}).items():
+        norms = ", ".join(entry["norms"])
+        table.add_row(name, norms, entry["kind"], _params(entry["params"]), entry["description"])
     console.print(table)

@@ -56,15 +56,25 @@ def leaderboard_table(board: Any, *, narrow: bool = False) -> tuple[str, Table]:
     table = _table(narrow)
     table.add_column("model", no_wrap=True)
     table.add_column("clean", justify="right")
+    certified = board.attrs.get("certified", [])
     for norm, eps in ref.items():
         table.add_column(f"{norm} @{eps_label(eps)}", justify="right")
         table.add_column(f"AUC {norm}", justify="right")
+        if norm in certified:
+            table.add_column(f"certified {norm} @{eps_label(eps)}", justify="right")
+            table.add_column("gap", justify="right")
     for _, row in board.iterrows():
         cells = [str(row["model"]), _fmt(row["clean_accuracy"], narrow)]
         for norm in ref:
             partial = "*" if row[f"auc_{norm}_partial"] else ""
             cells += [_fmt(row[f"robust_{norm}"], narrow), _fmt(row[f"auc_{norm}"], narrow) + partial]
+            if norm in certified:
+                cells += [_fmt(row[f"certified_{norm}"], narrow), _fmt(row[f"gap_{norm}"], narrow)]
         table.add_row(*cells)
+    if certified:
+        title = (
+            title[:-2] + "; certified: the best bound certificate, the bracket's lower side; gap = robust - certified):"
+        )
     return title, table
 
 

@@ -88,4 +88,12 @@ def validate(
         problems = list(disk_problems(spec, data=not no_data))
         if problems:
             raise SuiteError("\n".join(f"{path}: {p}" for p in problems))
-        console.print(f"{path}: ok ({len(spec.models)} models x {len(spec.attacks)} attacks = {len(cells)} cells)")
+        certify = (
+            f" + {len(spec.models)} x {len(spec.certify)} certifiers = {len(spec.models) * len(spec.certify)} "
+            "certification cells"
+            if spec.certify
+            else ""
+        )
+        console.print(
+            f"{path}: ok ({len(spec.models)} models x {len(spec.attacks)} attacks = {len(cells)} cells{certify})"
+        )

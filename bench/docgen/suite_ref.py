@@ -18,6 +18,7 @@ SECTIONS: tuple[tuple[str, str | None, str], ...] = (
     ("`dataset:`", "DatasetSpec", "dataset."),
     ("`models:` entries", "ModelSpec", "models[]."),
     ("`attacks:` entries", "AttackSpec", "attacks[]."),
+    ("`certify:` entries", "CertifierSpec", "certify[]."),
     ("`tracking:`", "TrackingSpec", "tracking."),
     ("`checks:` floor rules", "Floor", "checks[]."),
     ("`checks:` tolerance rules", "MaxDrop", "checks[]."),

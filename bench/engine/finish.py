@@ -21,6 +21,7 @@ import torch
 
 from bench.crosscheck import CROSSCHECK_SAMPLES, crosscheck_models, pair_results, suite_pairs, write_crosscheck
 from bench.data import DataSplit
+from bench.engine.bracket import bracket, write_certified
 from bench.engine.cell import CellOutcome
 from bench.engine.models import ModelRef
 from bench.fsutil import safe_filename
@@ -60,11 +61,19 @@ class RunOutcome:
     tracking_warning: str | None = None
 
 
-def write_results(run: RunDir, ordered: list[CellOutcome]) -> pd.DataFrame:
-    """``results.csv``/``.parquet`` and ``samples.parquet`` from the cells, in suite order; returns the results."""
+def write_results(run: RunDir, ordered: list[CellOutcome], certified: list[CellOutcome] | None = None) -> pd.DataFrame:
+    """``results.csv``/``.parquet`` and ``samples.parquet`` from the cells, in suite order; returns the results.
+
+    With ``certified`` outcomes (a suite's ``certify:``) the soundness check runs first (a failure raises
+    :class:`~bench.rundir.RunError`, the cells stay on disk) and the bracket's tables are written too
+    (:mod:`bench.engine.bracket`).
+    """
     results = pd.concat([o.rows for o in ordered], ignore_index=True)
-    results = select_columns(results, RESULT_COLUMNS, OPTIONAL_RESULT_COLUMNS)
     samples = pd.concat([o.samples for o in ordered], ignore_index=True)
+    if certified:
+        results, certified_rows, certified_samples = bracket(results, samples, certified)
+        write_certified(run, certified_rows, certified_samples)
+    results = select_columns(results, RESULT_COLUMNS, OPTIONAL_RESULT_COLUMNS)
     samples = select_columns(samples, SAMPLE_COLUMNS, OPTIONAL_SAMPLE_COLUMNS)
     atomic_write_text(run.results_csv, results.to_csv(index=False))
     atomic_write_parquet(results, run.results_parquet)

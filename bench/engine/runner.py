@@ -30,6 +30,7 @@ from bench import progress
 from bench.attacks.registry import attack_record
 from bench.data import DataError, DataSplit, load_dataset, select
 from bench.engine import numerics
+from bench.engine.bracket import run_certify_cells
 from bench.engine.cell import CellOutcome, CellTask, load_cell, run_cell
 from bench.engine.finish import (
     RunOutcome,
@@ -123,11 +124,16 @@ def run_suite(
         finished=finished,
     )
 
-    results = write_results(run, ordered)
+    certified, cert_edited = run_certify_cells(
+        run, suite, refs, data, dev, jobs=plan.n_jobs, threads=plan.threads, echo=echo, trust_edited=trust_edited
+    )
+    if cert_edited:
+        manifest["edited"] = [*manifest.get("edited", []), *cert_edited]
+    results = write_results(run, ordered, certified)
     finish_manifest(
         run,
         manifest,
-        ordered,
+        ordered + certified,
         model_info,
         wall=wall,
         prep_seconds=prep_seconds,

@@ -16,15 +16,12 @@ weights ``unknown`` and attacks not reproducible)::
      "data": {"name", "split", "n", "digest"}, "indices": <base64 zlib int32>, "source": {...},
      "models": {<model>: {"sha256": <16..64 hex digits, "" if unknown>, "weights": <kind>}},
      "cells": [{"model", "attack", "attack_name", "attack_params", "norm", "targeted",
-     "reproducible", "epsilons", "clean_accuracy", "auc", "auc_sd",
+     "reproducible", "kind", "epsilons", "clean_accuracy", "auc", "auc_sd",
      "points": [{"eps", "n", "robust", "robust_accuracy", "ci_low", "ci_high",
                  "flags_digest", "flags"}]}]}
 
-``indices`` are the samples' positions in the data split, ascending; bit ``j``
-of every ``flags`` string (``numpy.packbits`` order, base64) is the robust flag
-of sample ``indices[j]``. A weights kind is ``reference`` (the zoo's reference
-weights), ``retrained`` (trained here by the recipe), ``external`` (a user's
-file) or ``unknown`` (not recorded by the run).
+``indices``: the samples' split positions, ascending; bit ``j`` of a ``flags`` string (``numpy.packbits`` order,
+base64) is sample ``indices[j]``'s robust (or certified) flag. Weights: reference, retrained, external, unknown.
 """
 
 from __future__ import annotations
@@ -46,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bench import limits, stats
 from bench.errors import describe_validation_error
+from bench.gate.certified import certified_cells
 from bench.gate.exact import ModelWeights, run_reproducible, run_weights
 from bench.rundir import RunDir, atomic_write_text, open_run_dir
 
@@ -145,6 +143,7 @@ class CellRecord(_Strict):
     norm: str
     targeted: bool
     reproducible: Annotated[bool, Field(strict=True)] = False
+    kind: Literal["attack", "certified"] = "attack"  # certified: attack is a certifier's id, robust its certified
     epsilons: Annotated[list[float], Field(min_length=1, max_length=limits.EPSILONS)]
     clean_accuracy: Unit
     auc: Unit
@@ -296,6 +295,7 @@ def baseline_from_run(run_dir: str | Path | RunDir, *, with_flags: bool = True) 
             flags[i] = group["correct"].to_numpy(dtype=bool)
         reproducible = run_reproducible(run, manifest, str(attack))
         cells.append(_cell_record(str(model), str(attack), rows, epsilons, flags, indices, with_flags, reproducible))
+    cells += certified_cells(run, indices, with_flags, _cell_record)
     return Baseline(
         suite=str(manifest["suite"]),
         suite_digest=str(manifest.get("suite_digest", "")),

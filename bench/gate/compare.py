@@ -117,10 +117,11 @@ class Item:
     flips: exact.Flips | None = None  # per-sample changes, where the results must be identical (None: not compared so)
     status: str = "ok"
     note: str = ""
+    metric: str = "robust_accuracy"  # or "certified": a certification cell's certified accuracy (attack: certifier)
 
     @property
     def name(self) -> str:
-        return "auc" if self.eps is None else f"eps={eps_label(self.eps)}"
+        return "auc" if self.eps is None else f"{'certified ' * (self.metric == 'certified')}eps={eps_label(self.eps)}"
 
     @property
     def change(self) -> float | None:
@@ -332,8 +333,9 @@ def compare(
             exact_cells.append(f"{cell.model}/{cell.attack}")
             for i, item in enumerate(points):
                 item.flips = exact.point_flips(base_flags[i], flags[i], indices)
-        items += points
-        items.append(_auc_item(cell, flags, base, base_flags, paired))
+        for item in points if cell.kind == "certified" else ():
+            item.metric = "certified"  # a certification cell: certified accuracy per eps, no AUC item
+        items += points if cell.kind == "certified" else [*points, _auc_item(cell, flags, base, base_flags, paired)]
     if exact_cells:
         notes.append(
             "per-sample results compared exactly (same weights, samples and numerics; reproducible attack): "

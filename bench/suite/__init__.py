@@ -29,6 +29,8 @@ from bench.suite.schema import (
     SAFE_NAME,
     AttackSpec,
     Cell,
+    CertifierSpec,
+    CertifyCell,
     DatasetSpec,
     ModelSpec,
     Suite,
@@ -36,6 +38,7 @@ from bench.suite.schema import (
     TrackingSpec,
     check_n_jobs,
     expand,
+    expand_certify,
 )
 from bench.suite.validate import eps_bound_problems, validate
 
@@ -46,6 +49,8 @@ __all__ = [
     "AllowFlips",
     "AttackSpec",
     "Cell",
+    "CertifierSpec",
+    "CertifyCell",
     "CheckRule",
     "DatasetSpec",
     "Floor",
@@ -60,6 +65,7 @@ __all__ = [
     "dump_yaml",
     "eps_bound_problems",
     "expand",
+    "expand_certify",
     "load_raw",
     "load_suite",
     "parse_floor",

@@ -13,7 +13,17 @@ import math
 import re
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from bench.errors import describe_validation_error
 from bench.types import Epsilon, eps_label
@@ -26,7 +36,11 @@ class RuleError(ValueError):
 
 
 class Point(Protocol):
-    """What a rule looks at: one checked number of a (model, attack) cell; ``eps`` None is the curve AUC."""
+    """What a rule looks at: one checked number of a (model, attack) cell; ``eps`` None is the curve AUC.
+
+    ``metric``: ``robust_accuracy`` (an attack cell) or ``certified`` (a certification cell, whose ``attack`` is
+    the certifier's id).
+    """
 
     @property
     def model(self) -> str: ...
@@ -34,6 +48,8 @@ class Point(Protocol):
     def attack(self) -> str: ...
     @property
     def eps(self) -> float | None: ...
+    @property
+    def metric(self) -> str: ...
 
 
 class _Rule(BaseModel):
@@ -42,8 +58,8 @@ class _Rule(BaseModel):
 
     model: str = "*"
     """A model id or a shell pattern."""
-    attack: str = "*"
-    """An attack id or a shell pattern."""
+    attack: str = Field("*", validation_alias=AliasChoices("attack", "certifier"))
+    """An attack id or a shell pattern; with `metric: certified`, a certifier's id (also written `certifier:`)."""
     eps: Epsilon | None = None
     """One point of the grid (pixel units, a float or `"k/255"`); every eps when left out."""
 
@@ -51,6 +67,17 @@ class _Rule(BaseModel):
         if not (fnmatch.fnmatchcase(item.model, self.model) and fnmatch.fnmatchcase(item.attack, self.attack)):
             return False
         return self.eps is None or (item.eps is not None and math.isclose(item.eps, self.eps, abs_tol=1e-12))
+
+
+_METRIC_WORDS = {"robust_accuracy": "robust accuracy", "auc": "AUC", "certified": "certified accuracy"}
+
+
+def _metric_applies(metric: str, item: Point) -> bool:
+    """A rule's ``metric`` against a checked point: certified accuracy of certification cells, robust accuracy
+    (at an eps) or AUC (no eps) of attack cells."""
+    if metric == "certified":
+        return item.metric == "certified" and item.eps is not None
+    return item.metric != "certified" and (item.eps is None) == (metric == "auc")
 
 
 class Floor(_Rule):
@@ -61,8 +88,9 @@ class Floor(_Rule):
     applies to ``robust_accuracy`` only; without it the floor holds at every eps.
     """
 
-    metric: Literal["robust_accuracy", "auc"] = "robust_accuracy"
-    """What the floor applies to: robust accuracy at each eps, or the curve's AUC (then no `eps`)."""
+    metric: Literal["robust_accuracy", "auc", "certified"] = "robust_accuracy"
+    """What the floor applies to: robust accuracy at each eps, the curve's AUC (then no `eps`), or a certifier's
+    certified accuracy at each eps (`certified`: the bracket's lower side; `certifier:` names it)."""
     min: Unit
     """The floor, in [0, 1]: the point estimate must be at least this."""
 
@@ -74,11 +102,10 @@ class Floor(_Rule):
 
     def describe(self) -> str:
         at = "" if self.eps is None else f"@{eps_label(self.eps)}"
-        what = "AUC" if self.metric == "auc" else "robust accuracy"
-        return f"{self.model}/{self.attack}{at} {what} >= {self.min:g}"
+        return f"{self.model}/{self.attack}{at} {_METRIC_WORDS[self.metric]} >= {self.min:g}"
 
     def applies_to(self, item: Point) -> bool:
-        return (item.eps is None) == (self.metric == "auc") and self.matches(item)
+        return _metric_applies(self.metric, item) and self.matches(item)
 
 
 class MaxDrop(_Rule):
@@ -89,8 +116,9 @@ class MaxDrop(_Rule):
     matching rule wins. (Not ``on:``: YAML 1.1 reads that key as ``true``.)
     """
 
-    metric: Literal["robust_accuracy", "auc"] = "robust_accuracy"
-    """What the tolerance applies to: robust accuracy at each eps, or the curve's AUC (then no `eps`)."""
+    metric: Literal["robust_accuracy", "auc", "certified"] = "robust_accuracy"
+    """What the tolerance applies to: robust accuracy at each eps, the curve's AUC (then no `eps`), or a
+    certifier's certified accuracy at each eps (`certified`; `certifier:` names it)."""
     max_drop: Unit
     """The tolerated drop, in accuracy units; a larger drop that is also significant is a regression."""
 
@@ -102,11 +130,10 @@ class MaxDrop(_Rule):
 
     def describe(self) -> str:
         at = "" if self.eps is None else f"@{eps_label(self.eps)}"
-        what = "AUC" if self.metric == "auc" else "robust accuracy"
-        return f"{self.model}/{self.attack}{at} {what} drop <= {self.max_drop:g}"
+        return f"{self.model}/{self.attack}{at} {_METRIC_WORDS[self.metric]} drop <= {self.max_drop:g}"
 
     def applies_to(self, item: Point) -> bool:
-        return (item.eps is None) == (self.metric == "auc") and self.matches(item)
+        return _metric_applies(self.metric, item) and self.matches(item)
 
 
 class AllowFlips(_Rule):
@@ -166,11 +193,13 @@ _NUMBER = re.compile(r"^[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?$")
 
 
 def parse_floor(text: str) -> Floor:
-    """A command-line floor ``MODEL/ATTACK@EPS>=MIN`` or ``MODEL/ATTACK:auc>=MIN`` (patterns allowed)."""
+    """A command-line floor ``MODEL/ATTACK@EPS>=MIN``, ``MODEL/ATTACK:auc>=MIN`` or
+    ``MODEL/CERTIFIER@EPS:certified>=MIN`` (patterns allowed)."""
     match = _FLOOR.match(text.replace(" ", ""))
     if not match:
         raise RuleError(
-            f"--floor {text!r}: expected MODEL/ATTACK@EPS>=MIN or MODEL/ATTACK:auc>=MIN, e.g. 'lenet/fgsm@0.1>=0.6'"
+            f"--floor {text!r}: expected MODEL/ATTACK@EPS>=MIN, MODEL/ATTACK:auc>=MIN or "
+            "MODEL/CERTIFIER@EPS:certified>=MIN, e.g. 'lenet/fgsm@0.1>=0.6'"
         )
     raw: dict[str, Any] = {k: v for k, v in match.groupdict().items() if v is not None}
     if not _NUMBER.match(raw["min"]):  # float() would also take "1_0", "nan" and "inf"

@@ -38,7 +38,7 @@ def _safe_name(value: str, what: str) -> str:
     return value
 
 
-def _cell_part(spec: ModelSpec | AttackSpec, kind: str) -> None:
+def _cell_part(spec: ModelSpec | AttackSpec | CertifierSpec, kind: str) -> None:
     """Refuse ids that would make two cells share a name: ``<model>__<attack>`` must split one way only."""
     field = "label" if spec.label is not None else "name"
     if CELL_SEPARATOR in spec.id:
@@ -166,6 +166,43 @@ class AttackSpec(_Strict):
         return self
 
 
+class CertifierSpec(_Strict):
+    """A registered certifier (``ibp``, ``crown``, ``smoothing``) run beside the attacks on every model.
+
+    Its certified accuracy is the lower side of each model's bracket, the attacks' robust accuracy the upper.
+    """
+
+    name: str
+    """A registered certifier (`bench ls`): ibp, crown, smoothing."""
+    label: str | None = None
+    """The id in results, cell folders and MLflow (default: `name`); must differ from every attack's id."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """The certifier's keyword parameters (see Certified robustness), e.g. `norm: l2` or smoothing's `sigma`."""
+    epsilons: list[Epsilon] | None = None
+    """This certifier's own eps grid (default: the suite's `epsilons`); smoothing's are L2 radii."""
+    n: Annotated[int, Field(gt=0, le=limits.FLAG_SAMPLES)] | None = None
+    """Certify only the first n samples of the suite's data (smoothing costs n0 + n forward passes per sample)."""
+
+    @property
+    def id(self) -> str:
+        return self.label or self.name
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        return None if v is None else _safe_name(v, "label")
+
+    @field_validator("epsilons")
+    @classmethod
+    def _grid(cls, v: list[float] | None) -> list[float] | None:
+        return None if v is None else _eps_grid(v)
+
+    @model_validator(mode="after")
+    def _cell_id(self) -> CertifierSpec:
+        _cell_part(self, "certifier")
+        return self
+
+
 class TrackingSpec(_Strict):
     """MLflow mirroring. ``experiment`` defaults to the suite name."""
 
@@ -236,6 +273,8 @@ class Suite(_Strict):
     """Zoo models: their reference weights where recorded, or `retrain` by the recipe."""
     checks: list[CheckRule] = Field(default_factory=list)
     """Regression-gate rules for `bench check` (fields below)."""
+    certify: list[Annotated[CertifierSpec, BeforeValidator(_shorthand)]] = Field(default_factory=list)
+    """Certifiers run on every model beside the attacks (names, or mappings with params; fields below)."""
 
     @field_validator("name")
     @classmethod
@@ -254,14 +293,17 @@ class Suite(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> Suite:
-        for kind, items in (("models", self.models), ("attacks", self.attacks)):
+        for kind, items in (("models", self.models), ("attacks", self.attacks), ("certify", self.certify)):
             seen: set[str] = set()
             for item in items:
                 if item.id in seen:
                     raise ValueError(f"{kind}: {item.id!r} appears twice; give one of them a distinct 'label'")
                 seen.add(item.id)
+        clash = sorted({a.id for a in self.attacks} & {c.id for c in self.certify})
+        if clash:
+            raise ValueError(f"certify: {clash[0]!r} is also an attack's id; give the certifier a distinct 'label'")
         folders: dict[str, str] = {}  # after escaping, and case-insensitively (macOS and Windows file systems)
-        for cell in expand(self):
+        for cell in [*expand(self), *expand_certify(self)]:
             folder = cell_folder(cell.id).casefold()
             if folder in folders:
                 raise ValueError(
@@ -271,7 +313,7 @@ class Suite(_Strict):
             folders[folder] = cell.id
         return self
 
-    def epsilons_for(self, attack: AttackSpec) -> list[float]:
+    def epsilons_for(self, attack: AttackSpec | CertifierSpec) -> list[float]:
         return list(attack.epsilons if attack.epsilons is not None else self.epsilons)
 
     @property
@@ -293,6 +335,8 @@ class Suite(_Strict):
                 attack.pop("n", None)
         if resolved.get("weights") == "reference":
             resolved.pop("weights")
+        if not resolved.get("certify"):
+            resolved.pop("certify", None)
         blob = json.dumps(resolved, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -313,3 +357,21 @@ class Cell:
 def expand(suite: Suite) -> list[Cell]:
     """Cells in suite order: every model against every attack."""
     return [Cell(m, a, tuple(suite.epsilons_for(a))) for m in suite.models for a in suite.attacks]
+
+
+@dataclass(frozen=True)
+class CertifyCell:
+    """One (model, certifier) pair of a suite with its epsilon grid (ascending)."""
+
+    model: ModelSpec
+    certifier: CertifierSpec
+    epsilons: tuple[float, ...]
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.model.id, self.certifier.id)
+
+
+def expand_certify(suite: Suite) -> list[CertifyCell]:
+    """Certification cells in suite order: every model with every certifier."""
+    return [CertifyCell(m, c, tuple(suite.epsilons_for(c))) for m in suite.models for c in suite.certify]

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from bench.attacks import ATTACKS, AttackError, make_attack
+from bench.certify import CERTIFIERS, CertifyError, make_certifier
 from bench.data import DATASETS
 from bench.errors import describe_validation_error
 from bench.registry import RegistryError
@@ -104,6 +105,26 @@ def _semantic_problems(suite: Suite, *, base: Path | None, trust: tuple[str, ...
         for eps in suite.epsilons_for(attack):
             if not math.isfinite(eps):
                 yield f"attacks[{i}].epsilons: {eps} is not finite"
+    yield from _certifier_problems(suite)
+
+
+def _certifier_problems(suite: Suite) -> Iterator[str]:
+    """Certifier names, parameters (types first) and eps grids, each naming ``certify[i]``."""
+    for i, spec in enumerate(suite.certify):
+        if spec.name not in CERTIFIERS:
+            yield f"certify[{i}].name: unknown certifier {spec.name!r} (known: {', '.join(CERTIFIERS.names())})"
+            continue
+        wrong = list(field_type_problems(CERTIFIERS.get(spec.name), spec.params))
+        if wrong:
+            yield from (f"certify[{i}].params.{p}" for p in wrong)
+            continue
+        try:
+            made = make_certifier(spec.name, **spec.params)
+        except CertifyError as exc:
+            yield f"certify[{i}].params: {exc}"
+            continue
+        field = f"certify[{i}].epsilons" if spec.epsilons is not None else "epsilons"
+        yield from (f"{field}: {p}" for p in eps_bound_problems(made.norm.value, suite.epsilons_for(spec)))
 
 
 def eps_bound_problems(

@@ -34,11 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.certified import certified_paths
 from bench.crosscheck import metric_name, pair_results
 from bench.data import load_dataset, select
 from bench.rundir import RunDir, RunDirError, RunError, cell_id, open_run_dir
 from bench.runstate import verify_finished
 from bench.tracking.cells import log_cell, log_files
+from bench.tracking.certified import log_certify_cells
 from bench.tracking.client import COMPLETE_TAG, UID_TAG, TrackingUnavailable, check_reachable, fail_fast, tracking_uri
 from bench.tracking.layout import (
     CURVE_SCALE,
@@ -202,7 +204,7 @@ def _sync(run: RunDir, results_digest: str) -> str:
         with Uploads() as uploads:
             uploads.submit(_log_dataset, client, parent_id, manifest, suite)
             # samples.parquet and the cells' examples let `bench report --runs ID` rebuild the full report.
-            for artifact in (run.suite, run.manifest, run.models, run.results_csv, run.samples):
+            for artifact in (run.suite, run.manifest, run.models, run.results_csv, run.samples, *certified_paths(run)):
                 if artifact.exists():
                     uploads.submit(client.log_artifact, parent_id, str(artifact))
             for examples in sorted((run.root / "cells").glob("*/examples.npz")):
@@ -236,6 +238,16 @@ def _sync(run: RunDir, results_digest: str) -> str:
                     curve_png=curve,
                 )
             uploads.submit(_log_comparison, client, parent_id, comparison)
+            uploads.submit(
+                log_certify_cells,
+                client,
+                run,
+                experiment_id=exp.experiment_id,
+                parent_id=parent_id,
+                manifest=manifest,
+                models=models,
+                when=end,
+            )
             board = leaderboard(results, run.read_samples() if run.samples.exists() else None)
             uploads.submit(_log_leaderboard, client, parent_id, board, tags.get("mlflow.note.content", ""))
             # leaving the block waits for every call and raises the first failure (Uploads.__exit__)
