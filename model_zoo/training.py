@@ -199,6 +199,8 @@ def adversarial_problem(recipe: Recipe) -> str | None:
         ("adv_beta", _number(recipe.adv_beta) and recipe.adv_beta > 0, "a number > 0"),
         ("adv_kappa_end", _number(recipe.adv_kappa_end) and 0 <= recipe.adv_kappa_end <= 1, "a number from 0 to 1"),
     )
+    if recipe.adv not in CERTIFIED_MODES and recipe.adv_kappa_end != _ADV_DEFAULTS["adv_kappa_end"]:
+        return f"recipe field adv_kappa_end: set, but adv is {recipe.adv!r} (it applies to adv: ibp or crown_ibp)"
     for name, ok, allowed in checks:
         if not ok:
             return f"recipe field {name}: must be {allowed}, got {getattr(recipe, name)!r}"

@@ -182,12 +182,17 @@ def test_adversarial_recipes_key_every_adversarial_field() -> None:
     keys = {
         cache_key(recipe=base.replace(**{f.name: change}).as_dict())
         for f, change in zip(
-            [f for f in dataclasses.fields(Recipe) if f.name.startswith("adv_")],
+            [f for f in dataclasses.fields(Recipe) if f.name.startswith("adv_") and f.name != "adv_kappa_end"],
             [0.25, "l2", 5, 0.3, 1, 3.0],
             strict=True,
         )
     }
     assert len(keys) == 6 and cache_key(recipe=base.as_dict()) not in keys
+    # certified training keys its own field too; an adversarial recipe refuses it (it would be ignored)
+    certified = MODELS.get("lenet_crown").recipe
+    assert cache_key(recipe=certified.replace(adv_kappa_end=0.2).as_dict()) != cache_key(recipe=certified.as_dict())
+    with pytest.raises(ValueError, match="adv_kappa_end: set, but adv is 'pgd'"):
+        base.replace(adv_kappa_end=0.2)
 
 
 @pytest.mark.slow

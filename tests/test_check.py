@@ -170,7 +170,9 @@ def test_suite_checks_are_validated_with_field_paths() -> None:
     needs = r"x.yaml: checks\[1\]: a check needs 'min' \(a floor\), 'max_drop' \(a tolerance\) or 'max_flips'"
     with pytest.raises(SuiteError, match=needs):
         validate(_suite(checks=[{"min": 0.5}, {"model": "mlp"}]), source="x.yaml")
-    with pytest.raises(SuiteError, match=r"checks\[0\]\.floor\.metric: allowed values are 'robust_accuracy' or 'auc'"):
+    with pytest.raises(
+        SuiteError, match=r"checks\[0\]\.floor\.metric: allowed values are 'robust_accuracy', 'auc' or 'certified'"
+    ):
         validate(_suite(checks=[{"metric": "loss", "min": 0.5}]), source="x.yaml")
     with pytest.raises(SuiteError, match=r"checks\[0\]\.max_drop\.eps: epsilon must be >= 0"):
         validate(_suite(checks=[{"max_drop": 0.1, "eps": -1}]), source="x.yaml")

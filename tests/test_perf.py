@@ -315,3 +315,20 @@ def test_device_cuda_without_a_gpu_is_one_line_error() -> None:
     result = CliRunner().invoke(app, ["perf", "--quick", "--no-mlflow", "--no-harness", "--device", "cuda"])
     assert result.exit_code == 2
     assert "no CUDA device is available" in result.output.replace("\n", " ")
+
+
+def test_perf_certify_times_the_certifiers_beside_arts_deepz(tmp_path: Path) -> None:
+    """``bench perf --certify`` on lenet_crown's reference weights: every time and count, no timing assert."""
+    out = tmp_path / "perf.json"
+    args = ["perf", "--certify", "--no-micro", "--no-workload", "--no-harness", "--no-mlflow", "--n", "24"]
+    result = CliRunner().invoke(app, [*args, "--repeats", "1", "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    certify = json.loads(out.read_text())["certify"]
+    assert certify["model"] == "lenet_crown" and certify["n"] == 24
+    assert set(certify["times"]) == {"forward", "ibp", "crown", "crown_ibp"}
+    assert set(certify["ratios"]) == {"ibp / forward", "crown / forward", "deepz / crown", "smoothing / bound"}
+    assert certify["art"]["n"] == 24 and certify["art"]["deepz_only"] == 0  # CROWN certifies all DeepZ does
+    assert certify["certified"]["crown"] >= certify["certified"]["ibp"] > 0
+    targets = [t["what"] for t in json.loads(out.read_text())["targets"] if t["id"] == "C"]
+    assert len(targets) == 5 and "ART DeepZ / crown time (24 inputs)" in targets
+    assert "ART DeepZ, 24 inputs" in result.output

@@ -152,15 +152,33 @@ def perf_reference(path: Path) -> str:
         f"batch {cfg.get('batch_size', '?')}, {cfg.get('repeats', '?')} repeats).\n"
     )
     sections = [
-        ("Targets", targets_table),
-        ("The user's workload (P5): FGSM + PGD over the grid, three ways", workload_table),
-        ("Bounds and single attacks (P1-P3): ratios", micro_table),
-        ("Harness overhead (P4)", harness_table),
-        ("Scaling", scaling_table),
-        ("Parallel cells (P6)", parallel_table),
+        ("Targets", "targets", targets_table),
+        ("The user's workload (P5): FGSM + PGD over the grid, three ways", "workload", workload_table),
+        ("Bounds and single attacks (P1-P3): ratios", "models", micro_table),
+        ("Harness overhead (P4)", "harness", harness_table),
+        ("Scaling", "scaling", scaling_table),
+        ("Parallel cells (P6)", "parallel", parallel_table),
+        ("Certifiers (`--certify`)", "certify", certify_table),
     ]
     parts = [head]
-    for title, build in sections:
+    for title, key, build in sections:
+        if not doc.get(key):  # not measured by this run (an option left out)
+            continue
         parts.append(f"#### {title}\n")
         parts.append(build(doc))
     return "\n".join(parts)
+
+
+def certify_table(doc: dict[str, Any]) -> str:
+    """The certifiers' times and counts (``bench perf --certify``), ART's DeepZ among them."""
+    c = doc["certify"]
+    rows = [[f"`{k}`", c["n"], _num(v), c["certified"].get(k, "")] for k, v in c["times"].items()]
+    art = c["art"]
+    rows.append(["`crown` (whole ball, as DeepZ)", art["n"], _num(art["crown_seconds"]), art["crown_certified"]])
+    rows.append(["ART `PytorchDeepZ`", art["n"], _num(art["deepz_seconds"]), art["deepz_certified"]])
+    sm = c["smoothing"]
+    for key, seconds in sm["times"].items():
+        rows.append([f"`{key}` ({sm['n0'] + sm['draws']} draws each)", sm["n"], _num(seconds), ""])
+    head = table([f"{c['model']}, Linf eps {c['eps']:g}", "inputs", "seconds (median)", "certified"], rows)
+    ratios = table(["ratio", "measured"], [[k, _num(v, 2) + "x"] for k, v in c["ratios"].items()])
+    return head + "\n" + ratios
