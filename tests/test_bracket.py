@@ -296,3 +296,19 @@ def test_an_edited_certified_table_is_refused(bracket_run: Path, tmp_path: Path)
     (copy / "certified.parquet").unlink()
     with pytest.raises(Exception, match=r"certified_accuracy: 1\.5 is not in \[0, 1\]"):
         load_run(copy, trust_edited=True)
+
+
+def test_a_model_a_certifier_cannot_bound_is_refused_before_any_cell(tmp_path: Path) -> None:
+    suite = tmp_path / "quantized.yaml"
+    suite.write_text(
+        "name: quantized\ndataset: {name: digits, n: 20}\nmodels: [mlp, lenet_quantized]\nattacks: [fgsm]\n"
+        "epsilons: [0, 0.1]\ncertify: [crown, smoothing]\ntracking: {enabled: false}\n"
+    )
+    with pytest.raises(RunError) as failure:
+        run_suite(load_suite(suite), out=tmp_path / "run", track=False, echo=None)
+    assert str(failure.value) == (
+        "certify: model 'lenet_quantized': crown: cannot bound layer 0 (a non-differentiable layer); it bounds chains "
+        "(nn.Sequential) of: AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Linear, "
+        "MaxPool2d, Normalize, ReLU, Sequential"
+    )
+    assert not (tmp_path / "run" / "cells").exists()  # refused before the first cell, smoothing's model is fine

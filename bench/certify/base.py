@@ -82,6 +82,11 @@ class Certifier:
         with torch.no_grad():
             return self.run(model, x, y.long(), float(eps), bounds=bounds)
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise :class:`CertifyError` naming the first layer of ``model`` this certifier cannot bound (before any
+        work: a run checks every (model, certifier) pair before its first cell). Certifiers that only run the
+        model (smoothing) accept any."""
+
     def check_arguments(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
         """Raise :class:`CertifyError` for a bad eps or mismatched samples and labels."""
         if not math.isfinite(eps) or eps < 0:

@@ -182,6 +182,9 @@ class Crown(Certifier):
         if self.intermediate not in ("auto", "crown", "ibp"):
             raise CertifyError(f"crown: intermediate {self.intermediate!r} is not allowed (allowed: auto, crown, ibp)")
 
+    def check_model(self, model: nn.Module) -> None:
+        chain(model, certifier=self.name, supported=CROWN_LAYERS)
+
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, bounds: Bounds) -> CertifyResult:
         layers = chain(model, certifier=self.name, supported=CROWN_LAYERS)
         boxes = interval_bounds(layers, *input_box(x, eps, bounds))

@@ -97,6 +97,9 @@ class IBP(Certifier):
 
     name: ClassVar[str] = "ibp"
 
+    def check_model(self, model: nn.Module) -> None:
+        chain(model, certifier=self.name, supported=IBP_LAYERS)
+
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, bounds: Bounds) -> CertifyResult:
         layers = chain(model, certifier=self.name, supported=IBP_LAYERS)
         boxes = interval_bounds(layers, *input_box(x, eps, bounds))

@@ -4,8 +4,10 @@ Modules, in the order of the data flow: :mod:`~bench.engine.models` (zoo and
 external models, the per-process model cache), :mod:`~bench.engine.model_checks`
 (logits, determinism, eval mode, zero gradients), :mod:`~bench.engine.cell` (one
 model x attack sweep, tidy rows, ``cells/<id>/``), :mod:`~bench.engine.parallel`
-(joblib backends, torch threads, dask), :mod:`~bench.engine.finish` (results,
-figures, cross-check, report, MLflow) and :mod:`~bench.engine.runner` (``run_suite``).
+(joblib backends, torch threads, dask), :mod:`~bench.engine.certify_cell` and
+:mod:`~bench.engine.bracket` (certification cells, the soundness check, the bracket),
+:mod:`~bench.engine.finish` (results, figures, cross-check, report, MLflow) and :mod:`~bench.engine.runner`
+(``run_suite``).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from joblib import Parallel, delayed
 
 from bench import progress
 from bench.certified import CERTIFIED_COLUMNS, CERTIFIED_SAMPLE_COLUMNS, certified_paths
+from bench.certify import CertifyError, make_certifier
 from bench.data import DataSplit
 from bench.engine.cell import CellOutcome
 from bench.engine.certify_cell import CertifyTask, load_certify_cell, run_certify_cell
@@ -29,6 +30,20 @@ from bench.suite import Suite, expand_certify
 NORM_TOLERANCE = 1e-5
 """An attack's example counts against a certificate at eps when its perturbation norm is at most
 ``eps * (1 + NORM_TOLERANCE) + 1e-7`` (float rounding of the projection), i.e. when it lies in the certified ball."""
+
+
+def check_certifiable(suite: Suite, refs: dict[str, ModelRef], device: torch.device) -> None:
+    """Every (model, certifier) pair of the suite can be certified (:meth:`Certifier.check_model`), checked before
+    any cell runs: a layer a certifier cannot bound is a :class:`RunError` naming the model, the layer and the
+    certifier, not a failure after hours of attacks."""
+    problems = []
+    for cell in expand_certify(suite):
+        try:
+            make_certifier(cell.certifier.name, **cell.certifier.params).check_model(refs[cell.model.id].load(device))
+        except CertifyError as exc:
+            problems.append(f"certify: model {cell.model.id!r}: {exc}")
+    if problems:
+        raise RunError("\n".join(problems))
 
 
 def run_certify_cells(

@@ -30,7 +30,7 @@ from bench import progress
 from bench.attacks.registry import attack_record
 from bench.data import DataError, DataSplit, load_dataset, select
 from bench.engine import numerics
-from bench.engine.bracket import run_certify_cells
+from bench.engine.bracket import check_certifiable, run_certify_cells
 from bench.engine.cell import CellOutcome, CellTask, load_cell, run_cell
 from bench.engine.finish import (
     RunOutcome,
@@ -107,6 +107,7 @@ def run_suite(
     prep = time.perf_counter()
     refs, model_info = prepare_models(suite, data, dev)
     write_json(run.models, model_info)
+    check_certifiable(suite, refs, dev)
     prep_seconds = time.perf_counter() - prep
 
     jobs = cap_n_jobs(n_jobs if n_jobs is not None else suite.n_jobs, source="--n-jobs" if n_jobs else "n_jobs")
