@@ -13,6 +13,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from bench import autoattack_ref
 from bench.certify.crosscheck import certifier_crosscheck
 from bench.cli.common import app, console, err, user_errors
 from bench.crosscheck import CROSSCHECK_COLUMNS, crosscheck_models, pair_results
@@ -54,6 +55,15 @@ def crosscheck_command(
     seed: Annotated[int, typer.Option("--seed", help="seed of targets and random starts")] = 0,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the table as JSON here")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="write the table as CSV here")] = None,
+    autoattack: Annotated[
+        bool,
+        typer.Option(
+            "--autoattack",
+            help="compare apgd, apgd_t and reliable with the original AutoAttack code (optional package "
+            "pyautoattack) on --model and --data at --eps instead",
+        ),
+    ] = False,
+    eps: Annotated[float, typer.Option("--eps", min=0.0, max=1.0, help="Linf eps of --autoattack")] = 0.1,
     certifiers: Annotated[
         bool,
         typer.Option(
@@ -64,6 +74,12 @@ def crosscheck_command(
     ] = False,
 ) -> None:
     """Run every native attack and its ART counterpart on the same models, inputs and labels; compare."""
+    if autoattack:
+        if suite is not None or not model or data is None:
+            err.print("[bold red]error:[/] --autoattack takes --model M --data D (and --split, --limit, --eps)")
+            raise typer.Exit(2)
+        _autoattack(model, data, split, limit, seed, eps, json_path)
+        return
     if certifiers:
         if suite is not None or model:
             err.print("[bold red]error:[/] --certifiers takes --data (and --split, --limit), no SUITE or --model")
@@ -131,3 +147,40 @@ def _certifiers(data: str, split: str, limit: int, seed: int, json_path: Path | 
         err.print(f"[bold red]disagreement with ART:[/] {', '.join(failed)}", highlight=False)
         raise typer.Exit(1)
     console.print(f"all {len(rows)} certifier comparisons agree with ART")
+
+
+def _autoattack(
+    names: list[str], data: str, split: str, limit: int, seed: int, eps: float, json_path: Path | None
+) -> None:
+    """``--autoattack``: bench/autoattack_ref.py's comparison, one row per (model, pair); exit 1 if ours is weaker."""
+    if not autoattack_ref.available():
+        console.print(autoattack_ref.MISSING, markup=False, highlight=False)
+        return
+    if data not in DATASETS:
+        raise RegistryError(f"--data: {DATASETS.unknown_message(data)}")
+    for name in names:
+        if name not in MODELS:
+            raise RegistryError(f"--model: {MODELS.unknown_message(name)}")
+    device = resolve_device("auto")
+    test = select(load_dataset(data, split), limit=limit)
+    models = {name: zoo_model(name, data, seed=seed, device=device).model for name in names}
+    rows = autoattack_ref.compare_with_autoattack(models, test, eps=eps, seed=seed)
+    table = Table(title=f"native vs the original AutoAttack: {data} {split}, {len(test)} samples, Linf eps {eps:g}")
+    for column in ("pair", "original", "model", "robust native", "robust original", "only native", "only original",
+                   "p (native weaker)", "seconds native", "seconds original", "original / native", ""):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("pair", "original", "model") else "right")
+    for r in rows:
+        table.add_row(
+            r.pair, r.original, r.model, f"{r.robust_native:.3f}", f"{r.robust_original:.3f}", str(r.only_native),
+            str(r.only_original), f"{r.p_weaker:.3g}", f"{r.seconds_native:.1f}", f"{r.seconds_original:.1f}",
+            f"{r.time_ratio:.2f}x", "[green]ok[/]" if r.passed else "[bold red]WEAKER[/]",
+        )  # fmt: skip
+    console.print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"autoattack": [r.as_dict() for r in rows]}, indent=2) + "\n")
+    weaker = [f"{r.pair} on {r.model}" for r in rows if not r.passed]
+    if weaker:
+        err.print(f"[bold red]significantly weaker than the original AutoAttack:[/] {', '.join(weaker)}")
+        raise typer.Exit(1)
+    console.print(f"all {len(rows)} comparisons: not significantly weaker than the original AutoAttack")
