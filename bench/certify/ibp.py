@@ -62,6 +62,19 @@ def interval_bounds(layers: list[nn.Module], lower: torch.Tensor, upper: torch.T
     return boxes
 
 
+def last_boxes(layers: list[nn.Module], lower: torch.Tensor, upper: torch.Tensor) -> list[Box]:
+    """The boxes at the input and at the output of the last layer (what :func:`margin_bounds` reads), without
+    keeping the others: each ReLU clamps its (fresh, no longer needed) input box in place. Not under autograd."""
+    previous = current = (lower, upper)
+    for layer in layers:
+        previous = current
+        if isinstance(layer, nn.ReLU):
+            current = (current[0].clamp_min_(0), current[1].clamp_min_(0))
+        else:
+            current = propagate(layer, *current)
+    return [previous, current]
+
+
 def logit_bounds(model: nn.Module, x: torch.Tensor, eps: float, *, bounds: Bounds = Bounds()) -> Box:
     """Lower and upper bounds ``(N, K)`` of every logit over the eps box around ``x`` (for the ART cross-check)."""
     layers = chain(model.eval(), certifier="ibp", supported=IBP_LAYERS)
@@ -102,7 +115,7 @@ class IBP(Certifier):
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, bounds: Bounds) -> CertifyResult:
         layers = chain(model, certifier=self.name, supported=IBP_LAYERS)
-        boxes = interval_bounds(layers, *input_box(x, eps, bounds))
+        boxes = last_boxes(layers, *input_box(x, eps, bounds))
         classes = boxes[-1][0].shape[1]
         # x lies in its box when it lies in the bounds: a positive margin bound then covers x itself, so the clean
         # prediction is right wherever the sample is certified, and no forward pass is needed to check it
