@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.certify.base import Certifier, CertifyResult, input_box, margin_spec, result_from_margins
-from bench.certify.chain import AFFINE, CertifyError, chain, per_channel_affine
+from bench.certify.chain import AFFINE, AFFINE_PER_CHANNEL, CertifyError, chain, per_channel_affine
 from bench.types import Bounds
 
 IBP_LAYERS: tuple[type[nn.Module], ...] = (*AFFINE, nn.ReLU, nn.MaxPool2d)
@@ -32,6 +32,10 @@ def propagate(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Box
         return layer(lower), layer(upper)
     if isinstance(layer, nn.Flatten):
         return layer(lower), layer(upper)
+    if isinstance(layer, AFFINE_PER_CHANNEL):  # each coordinate scaled by one number: map the two ends directly
+        scale, shift = per_channel_affine(layer, lower.ndim)
+        low, high = lower * scale + shift, upper * scale + shift
+        return (low, high) if bool((scale >= 0).all()) else (torch.minimum(low, high), torch.maximum(low, high))
     # an affine map of the box's centre and radius: (u + l) / 2 and (u - l) / 2, the halves folded into the
     # (small) weights, so the (large) activations are read once for each
     total, width = upper + lower, upper - lower
