@@ -162,18 +162,6 @@ def test_apgd_t_attacks_each_target_on_the_still_robust(lenet_digits, digits_tes
     assert one.grad_evals < three.grad_evals < 3 * one.grad_evals
 
 
-def test_apgd_t_targets_side_by_side_give_the_results_of_one_after_another(lenet_digits, digits_test) -> None:
-    """With few samples left, several target classes run in one model call (batch_size 96 over the 32 digits: up
-    to 3 side by side); rows are independent, so every adversarial example equals the one-pass-at-a-time run's
-    (batch_size None: no call is split, one target at a time)."""
-    model, x, y = lenet_digits, digits_test.x[:32], digits_test.y[:32]
-    alone, side_by_side = AttackContext(seed=3), AttackContext(seed=3, batch_size=96)
-    attack = make_attack("apgd_t", steps=10)
-    assert torch.equal(attack(model, x, y, 0.05, ctx=alone), attack(model, x, y, 0.05, ctx=side_by_side))
-    # the side-by-side targets cost gradients on samples an earlier target breaks: a few more, never fewer
-    assert alone.grad_evals <= side_by_side.grad_evals
-
-
 # -- against ART's AutoProjectedGradientDescent ------------------------------------------------
 @pytest.mark.parametrize(
     "params",

@@ -7,15 +7,17 @@ and checkpoints in :mod:`bench.attacks.apgd_loss`)::
     x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))   a = momentum (0.75); a = 1 for the first step
 
 ``P`` projects onto the eps ball around the clean input and clips to the data bounds.
-The step ``eta`` starts at ``2 * eps``; at each checkpoint ``w_j`` it is halved for the samples where (1) the loss
-increased in fewer than ``rho * (w_j - w_{j-1})`` of the iterations since the last checkpoint, or (2) the step was
-not halved at the last checkpoint and the best loss has not improved since; those samples restart from their best
-point (and its predecessor, for the momentum). A run costs ``steps`` gradients and one forward pass per sample.
+The step ``eta`` starts at ``2 * eps``; at each checkpoint ``w_j`` it is halved for the
+samples where (1) the loss increased in fewer than ``rho * (w_j - w_{j-1})`` of the
+iterations since the last checkpoint, or (2) the step was not halved at the last
+checkpoint and the best loss has not improved since; those samples restart from their
+best point (and its predecessor, for the momentum). A run costs ``steps`` gradients and
+one forward pass per sample: the loss of each new point comes with its gradient.
 
-The result per sample is the first point that fooled the model (with ``early_stop`` the sample stops there), else
-the point of highest loss. Later ``restarts`` re-attack only the samples still robust. ``apgd_t`` (AutoAttack's
-APGD-T) attacks the still-robust samples with the targeted DLR loss toward their 2nd, 3rd, ... most likely clean
-class in turn; when few samples are left, several target classes run side by side so model calls stay full.
+The result per sample is the first point that fooled the model (with ``early_stop`` the
+sample stops there), else the point of highest loss. Later ``restarts`` re-attack only the
+samples still robust. ``apgd_t`` (AutoAttack's APGD-T) attacks the still-robust samples
+with the targeted DLR loss toward their 2nd, 3rd, ... most likely clean class in turn.
 """
 
 from __future__ import annotations
@@ -106,51 +108,42 @@ class _APGDCore(Attack):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attack each sample of ``x`` ``(n, C, H, W)`` within its radius ``eps`` ``(n,)``; ``(x_adv, success, steps)``.
 
-        ``rows``: positions in a batch of ``full_n``; random starts are drawn for the full batch and indexed, so a
-        sample gets the same start in whichever subset it is attacked."""
+        ``rows``: positions in a batch of ``full_n``; random starts are drawn for the full
+        batch and indexed, so a sample gets the same start in whichever subset it is attacked.
+        """
         n = x.shape[0]
         best = x.clone()
         success = torch.zeros(n, dtype=torch.bool, device=x.device)
         steps_used = torch.zeros(n, dtype=torch.long, device=x.device)
         first = True
-        passes = list(self._passes(model, x, y, target, ctx))
-        done = 0
-        while done < len(passes):
-            left = int((~success).sum())
-            if left == 0:
-                break
-            # batches kept full across passes: with one restart, as many passes (APGD-T's targets) run side by side
-            # as fill a model call; rows are independent, so each sample keeps the first pass (in order) that fools
-            # it, as when the passes run one after another
-            fit = (ctx.batch_size or 0) // max(1, left)
-            k = 1 if self.restarts > 1 else max(1, min(len(passes) - done, fit))
-            group, done = passes[done : done + k], done + k
+        for pass_key, loss_fn, pass_target in self._passes(model, x, y, target, ctx):
             for restart in range(self.restarts):
                 todo = (~success).nonzero().squeeze(1)
                 if todo.numel() == 0:
                     return best, success, steps_used
                 full_shape = torch.Size((full_n if rows is not None and full_n else n, *x.shape[1:]))
+                unit = random_unit_start(full_shape, self.norm, ctx, *key, *pass_key, restart).to(x.device, x.dtype)
+                unit = unit[rows[todo]] if rows is not None else unit[todo]
                 x_todo, eps_todo = x[todo], eps[todo]
-                starts, targets = [], []
-                for pass_key, _, pass_target in group:
-                    unit = random_unit_start(full_shape, self.norm, ctx, *key, *pass_key, restart)
-                    unit = unit.to(x.device, x.dtype)[rows[todo] if rows is not None else todo]
-                    starts.append((x_todo + unit * col(eps_todo, x.ndim)).clamp(bounds.low, bounds.high))
-                    targets.append(None if pass_target is None else pass_target[todo])
-                m, stacked = todo.numel(), None if targets[0] is None else torch.cat(targets)  # type: ignore[arg-type]
-                x_k, y_k, eps_k = x_todo.repeat(k, *([1] * (x.ndim - 1))), y[todo].repeat(k), eps_todo.repeat(k)
-                adv, ok, used = self._single_run(model, x_k, torch.cat(starts), y_k, stacked, eps_k,
-                                                 loss_fn=group[0][1], bounds=bounds, ctx=ctx)  # fmt: skip
-                for j in range(k):
-                    part = slice(j * m, (j + 1) * m)
-                    steps_used[todo] += used[part]
-                    if first:  # the first run keeps its highest-loss point for every sample it does not fool
-                        best[todo] = adv[part]
-                        first = False
-                    else:
-                        fresh = ok[part] & ~success[todo]
-                        best[todo[fresh]] = adv[part][fresh]
-                    success[todo] |= ok[part]
+                start = (x_todo + unit * col(eps_todo, x.ndim)).clamp(bounds.low, bounds.high)
+                adv, ok, used = self._single_run(
+                    model,
+                    x_todo,
+                    start,
+                    y[todo],
+                    None if pass_target is None else pass_target[todo],
+                    eps_todo,
+                    loss_fn=loss_fn,
+                    bounds=bounds,
+                    ctx=ctx,
+                )
+                steps_used[todo] += used
+                if first:  # the first run keeps its highest-loss point for every sample it does not fool
+                    best[todo] = adv
+                    first = False
+                else:
+                    best[todo[ok]] = adv[ok]
+                success[todo] |= ok
         return best, success, steps_used
 
     def _single_run(
