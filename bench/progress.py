@@ -48,6 +48,7 @@ class Progress:
         env = os.environ.get("BENCH_PROGRESS_INTERVAL")
         self.interval = interval if interval is not None else float(env) if env else 10.0
         self.total = 0
+        self.unit = "attacks"
         self.done = 0
         self.samples = 0
         self.per_cell: dict[str, int] = {}
@@ -88,9 +89,10 @@ class Progress:
         return f"elapsed {_clock(elapsed)}"
 
     # -- the run's events -------------------------------------------------------------------------------------------
-    def cells(self, total: int, samples: int | Mapping[str, int]) -> None:
-        """The cell phase starts: ``total`` cells of ``samples`` samples each (or per cell id: ``AttackSpec.n``)."""
-        self.total, self.done = total, 0
+    def cells(self, total: int, samples: int | Mapping[str, int], *, unit: str = "attacks") -> None:
+        """The cell phase starts: ``total`` cells of ``samples`` samples each (or per cell id: ``AttackSpec.n``);
+        ``unit`` names what the cells are (``attacks``, or ``certifiers`` for the certification cells)."""
+        self.total, self.done, self.unit = total, 0, unit
         self.per_cell = dict(samples) if isinstance(samples, Mapping) else {}
         self.samples = 0 if isinstance(samples, Mapping) else samples
         self.samples_total = sum(self.per_cell.values()) if self.per_cell else total * self.samples
@@ -118,7 +120,7 @@ class Progress:
             self._bar.update(self._task, completed=self.done, description=f"done {cell_id}")
         self.line(
             f"[{self.done}/{self.total}] done {cell_id} in {seconds:.1f}s "
-            f"({self.samples_done}/{self.samples_total} samples x attacks; {self._times()})"
+            f"({self.samples_done}/{self.samples_total} samples x {self.unit}; {self._times()})"
         )
 
     def close(self) -> None:
@@ -140,9 +142,9 @@ def active(progress: Progress | None) -> Iterator[Progress | None]:
         _current = previous
 
 
-def cells(total: int, samples: int | Mapping[str, int]) -> None:
+def cells(total: int, samples: int | Mapping[str, int], *, unit: str = "attacks") -> None:
     if _current is not None:
-        _current.cells(total, samples)
+        _current.cells(total, samples, unit=unit)
 
 
 def cell_done(cell_id: str, seconds: float) -> None:

@@ -102,6 +102,8 @@ def _smoothed_sentence(model: str, part: pd.DataFrame, params: pd.Series) -> str
         sigma, n, alpha = float(given["sigma"]), int(given["n"]), float(given["alpha"])
     except (KeyError, TypeError, ValueError):
         return text + "."
+    if not (n > 0 and 0 < alpha < 1 and sigma > 0):  # an edited table (--trust-edited): no bound to state
+        return text + "."
     # all n draws on the class: the one-sided Clopper-Pearson bound is alpha ** (1 / n), the largest radius
     largest = sigma * NormalDist().inv_cdf(alpha ** (1 / n))
     return text + f"; with n = {n} draws no radius above {largest:.3f} can be certified."

@@ -312,3 +312,24 @@ def test_a_model_a_certifier_cannot_bound_is_refused_before_any_cell(tmp_path: P
         "MaxPool2d, Normalize, ReLU, Sequential"
     )
     assert not (tmp_path / "run" / "cells").exists()  # refused before the first cell, smoothing's model is fine
+
+
+def test_certification_cells_run_on_the_suites_backend_with_the_same_certificates(tmp_path: Path) -> None:
+    """The certification cells go through the attack cells' parallel backend (bench.engine.parallel.run_tasks);
+    smoothing's noise is seeded per sample block, so two threads give the serial run's certificates."""
+    suite = tmp_path / "parallel.yaml"
+    suite.write_text(
+        "name: parallel\ndataset: {name: digits, n: 40}\nmodels: [mlp]\nattacks: [fgsm, pgd]\nepsilons: [0, 0.05]\n"
+        "certify: [ibp, {name: smoothing, params: {n: 60}, epsilons: [0, 0.25]}]\nbatch_size: 20\n"
+        "tracking: {enabled: false}\n"
+    )
+    serial = run_suite(load_suite(suite), out=tmp_path / "serial", track=False, echo=None)
+    threaded = run_suite(
+        load_suite(suite), out=tmp_path / "threads", track=False, echo=None, backend="threading", n_jobs=2,
+        exact_workers=True,
+    )  # fmt: skip
+    assert threaded.manifest["workers"]["n_jobs"] == 2
+    columns = [c for c in CERTIFIED_COLUMNS if c != "seconds"]
+    one, two = read_certified(serial.run_dir), read_certified(threaded.run_dir)
+    pd.testing.assert_frame_equal(one[columns], two[columns])
+    pd.testing.assert_frame_equal(read_certified_samples(serial.run_dir), read_certified_samples(threaded.run_dir))

@@ -15,7 +15,6 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
-from joblib import Parallel, delayed
 
 from bench import progress
 from bench.certified import CERTIFIED_COLUMNS, CERTIFIED_SAMPLE_COLUMNS, certified_paths
@@ -24,6 +23,7 @@ from bench.data import DataSplit
 from bench.engine.cell import CellOutcome
 from bench.engine.certify_cell import CertifyTask, load_certify_cell, run_certify_cell
 from bench.engine.models import ModelRef
+from bench.engine.parallel import WorkerPlan, run_tasks
 from bench.rundir import RunDir, RunError, atomic_write_parquet, atomic_write_text
 from bench.suite import Suite, expand_certify
 
@@ -53,45 +53,31 @@ def run_certify_cells(
     data: DataSplit,
     device: torch.device,
     *,
-    jobs: int,
-    threads: int,
+    plan: WorkerPlan,
+    backend: str,
+    scheduler: str | None,
     echo: Callable[[str], None] | None,
-    trust_edited: bool = False,
+    trust: bool = False,
 ) -> tuple[list[CellOutcome], list[str]]:
-    """Every certification cell not yet finished (joblib, like the attack cells), with the finished ones read
-    back and checked; outcomes in suite order, and the edits ``trust_edited`` accepted."""
+    """Every certification cell not yet finished, on the attack cells' backend and worker plan
+    (:func:`~bench.engine.parallel.run_tasks`), with the finished ones read back and checked; outcomes in suite
+    order, and the edits ``trust`` (``--trust-edited``) accepted."""
     cells = expand_certify(suite)
     finished: dict[str, CellOutcome] = {}
     edited: list[str] = []
     for cell in cells:
         if run.cell_done(cell.id):
-            finished[cell.id], note = load_certify_cell(run, cell.id, trust_edited=trust_edited)
+            finished[cell.id], note = load_certify_cell(run, cell.id, trust_edited=trust)
             if note:
                 edited.append(note)
-    pending = [
-        CertifyTask(
-            cell,
-            refs[cell.model.id],
-            data,
-            suite.name,
-            suite.seed,
-            str(device),
-            suite.batch_size,
-            str(run.root),
-            threads,
-        )
-        for cell in cells
-        if cell.id not in finished
-    ]
+    common = (data, suite.name, suite.seed, str(device), suite.batch_size, str(run.root), plan.threads)
+    pending = [CertifyTask(cell, refs[cell.model.id], *common) for cell in cells if cell.id not in finished]
     if echo and pending:
         echo(f"certifying: {len(pending)} cell(s) ({', '.join(c.id for c in suite.certify)} on every model)")
-    progress.cells(len(pending), {t.cell.id: min(t.cell.certifier.n or len(data), len(data)) for t in pending})
-    outcomes = dict(finished)
-    for outcome in Parallel(n_jobs=min(jobs, max(1, len(pending))), return_as="generator")(
-        delayed(run_certify_cell)(t) for t in pending
-    ):
-        outcomes[outcome.cell_id] = outcome
-        progress.cell_done(outcome.cell_id, outcome.seconds)
+    samples = {t.cell.id: min(t.cell.certifier.n or len(data), len(data)) for t in pending}
+    progress.cells(len(pending), samples, unit="certifiers")
+    jobs = min(plan.n_jobs, max(1, len(pending)))
+    outcomes = {**finished, **run_tasks(run_certify_cell, pending, jobs=jobs, backend=backend, scheduler=scheduler)}
     return [outcomes[c.id] for c in cells], edited
 
 
@@ -194,10 +180,8 @@ def bracket(
     :class:`RunError` when an attack contradicts a bound certificate (the soundness check)."""
     certified = pd.concat([o.rows for o in outcomes], ignore_index=True)[CERTIFIED_COLUMNS]
     certified_samples = pd.concat([o.samples for o in outcomes], ignore_index=True)[CERTIFIED_SAMPLE_COLUMNS]
-    norms = results.drop_duplicates(["model", "attack"]).set_index(["model", "attack"])["norm"]
-    flags = samples.assign(
-        attack_norm=[norms.get((m, a), "") for m, a in zip(samples["model"], samples["attack"], strict=True)]
-    )
+    norms = results.drop_duplicates(["model", "attack"])[["model", "attack", "norm"]]
+    flags = samples.merge(norms.rename(columns={"norm": "attack_norm"}), on=["model", "attack"], how="left")
     problems = soundness_problems(certified, certified_samples, flags)
     if problems:
         raise RunError("\n".join(problems))

@@ -6,13 +6,17 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
-from joblib import cpu_count, effective_n_jobs, parallel_config
+from joblib import Parallel, cpu_count, delayed, effective_n_jobs, parallel_config
 from torch import nn
 
-from bench import limits
+from bench import limits, progress
 from bench.rundir import RunError
+
+T = TypeVar("T")
+Outcome = TypeVar("Outcome")
 
 BACKENDS = ("loky", "threading", "dask")
 
@@ -47,6 +51,20 @@ def parallel_backend(backend: str, scheduler: str | None) -> Iterator[None]:
             yield
     finally:
         client.close()
+
+
+def run_tasks(
+    fn: Callable[[T], Outcome], tasks: list[T], *, jobs: int, backend: str, scheduler: str | None
+) -> dict[str, Outcome]:
+    """``fn`` over ``tasks`` on joblib's ``backend`` (a dask client for ``scheduler``), ``jobs`` workers; the outcomes
+    by their ``cell_id``, each counted in the live progress (``progress.cell_done``) as it finishes. The attack cells
+    and the certification cells run through this one place."""
+    outcomes: dict[str, Outcome] = {}
+    with parallel_backend(backend, scheduler):
+        for outcome in Parallel(n_jobs=jobs, return_as="generator")(delayed(fn)(t) for t in tasks):
+            outcomes[outcome.cell_id] = outcome  # type: ignore[attr-defined]
+            progress.cell_done(outcome.cell_id, outcome.seconds)  # type: ignore[attr-defined]
+    return outcomes
 
 
 def usable_cores() -> int:

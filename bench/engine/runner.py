@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from joblib import Parallel, delayed
 
 from bench import progress
 from bench.attacks.registry import attack_record
@@ -45,7 +44,7 @@ from bench.engine.finish import (
     write_results,
 )
 from bench.engine.models import ModelRef, prepare_models, resolve_device
-from bench.engine.parallel import WorkerPlan, check_backend, choose_workers, parallel_backend, predicted_gain
+from bench.engine.parallel import WorkerPlan, check_backend, choose_workers, predicted_gain, run_tasks
 from bench.limits import cap_n_jobs
 from bench.rundir import (
     RunDir,
@@ -126,7 +125,7 @@ def run_suite(
     )
 
     certified, cert_edited = run_certify_cells(
-        run, suite, refs, data, dev, jobs=plan.n_jobs, threads=plan.threads, echo=echo, trust_edited=trust_edited
+        run, suite, refs, data, dev, plan=plan, backend=backend, scheduler=scheduler, echo=echo, trust=trust_edited
     )
     if cert_edited:
         manifest["edited"] = [*manifest.get("edited", []), *cert_edited]
@@ -250,12 +249,8 @@ def run_cells(
     if echo:
         where = f"{backend}, n_jobs={jobs}" + (f", scheduler {scheduler}" if scheduler else "")
         echo(f"running {len(pending)} cell(s) of suite {suite.name!r} on {len(data)} samples ({device}, {where})")
-    outcomes: dict[str, CellOutcome] = {}
     progress.cells(len(pending), {t.cell.id: min(t.cell.attack.n or len(data), len(data)) for t in pending})
-    with parallel_backend(backend, scheduler):
-        for outcome in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_cell)(t) for t in pending):
-            outcomes[outcome.cell_id] = outcome
-            progress.cell_done(outcome.cell_id, outcome.seconds)
+    outcomes = run_tasks(run_cell, pending, jobs=jobs, backend=backend, scheduler=scheduler)
     outcomes.update(finished)
     return [outcomes[t.cell.id] for t in tasks], plan
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -38,7 +38,7 @@ def _safe_name(value: str, what: str) -> str:
     return value
 
 
-def _cell_part(spec: ModelSpec | AttackSpec | CertifierSpec, kind: str) -> None:
+def _cell_part(spec: ModelSpec | _CellPart, kind: str) -> None:
     """Refuse ids that would make two cells share a name: ``<model>__<attack>`` must split one way only."""
     field = "label" if spec.label is not None else "name"
     if CELL_SEPARATOR in spec.id:
@@ -128,8 +128,37 @@ class ModelSpec(_Strict):
         return None if v is None else _safe_name(v, "label")
 
 
-class AttackSpec(_Strict):
+class _CellPart(_Strict):
+    """What attack and certifier entries share: an id (``label`` or ``name``) that names a cell beside the model's,
+    and an optional eps grid of their own. Subclasses declare ``name``, ``label`` and ``epsilons`` (in their own
+    order, each with its own description: the docs' suite reference is generated from them)."""
+
+    kind: ClassVar[str] = ""
+
+    @property
+    def id(self) -> str:
+        return str(getattr(self, "label", None) or getattr(self, "name", ""))
+
+    @field_validator("label", check_fields=False)
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        return None if v is None else _safe_name(v, "label")
+
+    @field_validator("epsilons", check_fields=False)
+    @classmethod
+    def _grid(cls, v: list[float] | None) -> list[float] | None:
+        return None if v is None else _eps_grid(v)
+
+    @model_validator(mode="after")
+    def _cell_id(self) -> _CellPart:
+        _cell_part(self, self.kind)
+        return self
+
+
+class AttackSpec(_CellPart):
     """A registered attack with keyword hyperparameters; ``epsilons`` overrides the suite's grid."""
+
+    kind: ClassVar[str] = "attack"
 
     name: str
     """A registered attack (`bench ls`), or `art:<ClassName>` for any ART evasion attack."""
@@ -146,31 +175,14 @@ class AttackSpec(_Strict):
     n: Annotated[int, Field(gt=0, le=limits.FLAG_SAMPLES)] | None = None
     """Attack only the first n samples of the suite's data (a costly attack such as `reliable`)."""
 
-    @property
-    def id(self) -> str:
-        return self.label or self.name
 
-    @field_validator("label")
-    @classmethod
-    def _label(cls, v: str | None) -> str | None:
-        return None if v is None else _safe_name(v, "label")
-
-    @field_validator("epsilons")
-    @classmethod
-    def _grid(cls, v: list[float] | None) -> list[float] | None:
-        return None if v is None else _eps_grid(v)
-
-    @model_validator(mode="after")
-    def _cell_id(self) -> AttackSpec:
-        _cell_part(self, "attack")
-        return self
-
-
-class CertifierSpec(_Strict):
+class CertifierSpec(_CellPart):
     """A registered certifier (``ibp``, ``crown``, ``smoothing``) run beside the attacks on every model.
 
     Its certified accuracy is the lower side of each model's bracket, the attacks' robust accuracy the upper.
     """
+
+    kind: ClassVar[str] = "certifier"
 
     name: str
     """A registered certifier (`bench ls`): ibp, crown, smoothing."""
@@ -182,25 +194,6 @@ class CertifierSpec(_Strict):
     """This certifier's own eps grid (default: the suite's `epsilons`); smoothing's are L2 radii."""
     n: Annotated[int, Field(gt=0, le=limits.FLAG_SAMPLES)] | None = None
     """Certify only the first n samples of the suite's data (smoothing costs n0 + n forward passes per sample)."""
-
-    @property
-    def id(self) -> str:
-        return self.label or self.name
-
-    @field_validator("label")
-    @classmethod
-    def _label(cls, v: str | None) -> str | None:
-        return None if v is None else _safe_name(v, "label")
-
-    @field_validator("epsilons")
-    @classmethod
-    def _grid(cls, v: list[float] | None) -> list[float] | None:
-        return None if v is None else _eps_grid(v)
-
-    @model_validator(mode="after")
-    def _cell_id(self) -> CertifierSpec:
-        _cell_part(self, "certifier")
-        return self
 
 
 class TrackingSpec(_Strict):
