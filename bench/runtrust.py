@@ -162,3 +162,15 @@ def check_run(run: RunDir, *, trust_edited: bool = False) -> str | None:
 def edited_banner(note: str) -> str:
     """The first line of a Markdown output (report, gate summary) about an edited run."""
     return f"> **EDITED RUN: results changed after the run, used because of --trust-edited.** {note}\n\n"
+
+
+def read_cell_table(path: Path, *, what: str, rows: int) -> pd.DataFrame:
+    """A finished cell's parquet table, size and row count capped before it is read; an unreadable file (one
+    ``--trust-edited`` let through) is one :class:`RunError` line naming it, not a traceback."""
+    try:
+        check_table_rows(limits.check_table_size(path, what=what), rows, what=f"{what} rows")
+        return pd.read_parquet(path)
+    except limits.LimitError:
+        raise
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise RunError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from None

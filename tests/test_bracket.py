@@ -196,6 +196,9 @@ def test_a_finished_certification_cell_is_read_back_and_checked(bracket_run: Pat
         load_certify_cell(RunDir(copy), "lenet_crown__crown")
     _, note = load_certify_cell(RunDir(copy), "lenet_crown__crown", trust_edited=True)
     assert note is not None and "rows.parquet" in note
+    rows.write_bytes(b"PAR1 not a parquet file PAR1")  # accepted as edited, yet unreadable: one line, no traceback
+    with pytest.raises(RunError, match=r"rows\.parquet: unreadable cell results"):
+        load_certify_cell(RunDir(copy), "lenet_crown__crown", trust_edited=True)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,7 +35,7 @@ from bench.rundir import (
     read_json_capped,
     write_json,
 )
-from bench.runtrust import cell_digests, check_cell_digests, check_result_values, check_sample_rows
+from bench.runtrust import cell_digests, check_cell_digests, check_result_values, check_sample_rows, read_cell_table
 from bench.suite import Cell
 from bench.types import eps_label
 
@@ -359,9 +359,9 @@ def load_cell(run_dir: RunDir, cell_id: str, *, trust_edited: bool = False) -> t
     if not isinstance(done, dict):
         raise RunError(f"{out / 'done.json'}: not a cell record (a JSON object)")
     edited = check_cell_digests(out, done, trust_edited=trust_edited)
-    rows = pd.read_parquet(limits.check_table_size(out / "rows.parquet", what="cell results"))
+    rows = read_cell_table(out / "rows.parquet", what="cell results", rows=limits.RESULT_ROWS)
     check_result_values(rows, out / "rows.parquet")
-    samples = pd.read_parquet(limits.check_table_size(out / "samples.parquet", what="cell per-sample table"))
+    samples = read_cell_table(out / "samples.parquet", what="cell per-sample table", rows=limits.SAMPLE_ROWS)
     check_sample_rows(samples, out / "samples.parquet")
     try:
         seconds, attack_seconds = float(done["seconds"]), float(done.get("attack_seconds", 0.0))

@@ -26,7 +26,7 @@ from bench.data import DataSplit
 from bench.engine.cell import CellOutcome
 from bench.engine.models import ModelRef
 from bench.rundir import RunDir, RunError, atomic_write_parquet, read_json_capped, write_json
-from bench.runtrust import cell_digests, check_cell_digests
+from bench.runtrust import cell_digests, check_cell_digests, read_cell_table
 from bench.suite import CertifyCell
 
 
@@ -176,8 +176,8 @@ def load_certify_cell(run: RunDir, cell_id: str, *, trust_edited: bool = False) 
     if not isinstance(done, dict) or done.get("kind") != "certify":
         raise RunError(f"{out / 'done.json'}: not a certification cell record (a JSON object with kind: certify)")
     edited = check_cell_digests(out, done, trust_edited=trust_edited)
-    rows = pd.read_parquet(limits.check_table_size(out / "rows.parquet", what="cell results"))
-    samples = pd.read_parquet(limits.check_table_size(out / "samples.parquet", what="cell per-sample table"))
+    rows = read_cell_table(out / "rows.parquet", what="cell results", rows=limits.RESULT_ROWS)
+    samples = read_cell_table(out / "samples.parquet", what="cell per-sample table", rows=limits.SAMPLE_ROWS)
     missing = [c for c in CERTIFIED_COLUMNS if c not in rows.columns]
     missing += [c for c in CERTIFIED_SAMPLE_COLUMNS if c not in samples.columns]
     if missing or len(rows) > limits.RESULT_ROWS or len(samples) > limits.SAMPLE_ROWS:
